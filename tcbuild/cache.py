@@ -1,0 +1,143 @@
+"""A content-addressed download cache, safe for several builds at once.
+
+Layout under the cache root:
+    objects/ab/ab12...   file contents, named by sha256, read-only
+    refs/<mirror path>.json   what a mirror path held: {"sha256", "size", "source"} or {"absent"}
+    notes/<sha256>.json  facts derived from an object (e.g. a core's kernel version)
+    tmp/                 downloads in progress; renamed into objects/ only after verification
+Every file appears by `os.replace`, so a reader sees a complete file or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import FetchError
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/tcbuild`, or `~/.cache/tcbuild`."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tcbuild"
+
+
+@dataclass(frozen=True)
+class CachedObject:
+    """A verified file in the cache."""
+
+    path: Path
+    sha256: str
+    size: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Absent:
+    """A mirror path known not to exist (a `.dep` 404: no dependencies)."""
+
+    source: str
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Cache:
+    """Objects by content, refs by mirror path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        try:
+            for sub in ("objects", "refs", "notes", "tmp"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FetchError(f"{root}: cannot use as cache: {e.strerror or e}") from e
+
+    def _ref_path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"unsafe cache key {key!r}")
+        return self.root / "refs" / f"{key}.json"
+
+    def _object_path(self, sha256: str) -> Path:
+        return self.root / "objects" / sha256[:2] / sha256
+
+    def lookup(self, key: str) -> CachedObject | Absent | None:
+        """What the cache knows of a mirror path; None when it must be fetched."""
+        try:
+            ref = json.loads(self._ref_path(key).read_text())
+        except (OSError, ValueError):
+            return None
+        if ref.get("absent"):
+            return Absent(ref.get("source", ""))
+        path = self._object_path(ref["sha256"])
+        try:
+            if path.stat().st_size != ref["size"]:
+                return None
+        except OSError:
+            return None
+        return CachedObject(path, ref["sha256"], ref["size"], ref.get("source", ""))
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[tuple[IO[bytes], Path]]:
+        """A temp file in the cache; deleted unless `store` moved it into place."""
+        fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="download-")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f, path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def store(self, key: str, tmp: Path, sha256: str, size: int, source: str) -> CachedObject:
+        """Move a verified temp file into the objects and point `key` at it."""
+        target = self._object_path(sha256)
+        target.parent.mkdir(exist_ok=True)
+        tmp.chmod(0o444)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(target)
+        self._write_json(self._ref_path(key), {"sha256": sha256, "size": size, "source": source})
+        return CachedObject(target, sha256, size, source)
+
+    def store_bytes(self, key: str, data: bytes, source: str) -> CachedObject:
+        with self.writer() as (f, tmp):
+            f.write(data)
+            f.close()
+            return self.store(key, tmp, hashlib.sha256(data).hexdigest(), len(data), source)
+
+    def store_absent(self, key: str, source: str) -> Absent:
+        self._write_json(self._ref_path(key), {"absent": True, "source": source})
+        return Absent(source)
+
+    def note(self, sha256: str) -> dict[str, Any]:
+        """Facts recorded about an object (empty when none)."""
+        try:
+            data: dict[str, Any] = json.loads((self.root / "notes" / f"{sha256}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return data
+
+    def add_note(self, sha256: str, **facts: Any) -> None:
+        self._write_json(self.root / "notes" / f"{sha256}.json", {**self.note(sha256), **facts})
+
+    def _write_json(self, path: Path, data: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="ref-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, sort_keys=True)
+            Path(name).replace(path)
+        finally:
+            Path(name).unlink(missing_ok=True)

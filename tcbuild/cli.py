@@ -1,0 +1,154 @@
+"""The `tcbuild` command: parses arguments, calls the library, prints results. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .deps import render_tree
+from .errors import InputError, TcbuildError
+from .fetch import FetchOptions, Inputs, fetch, resolve
+from .recipe import Recipe, load_recipe, normalize_mirror
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: exit 0 on success, 1 on a failure, 2 on bad input."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        command: Callable[[argparse.Namespace], int] = args.command
+        return command(args)
+    except TcbuildError as e:
+        if args.debug:
+            traceback.print_exc()
+        for line in e.lines:
+            print(line, file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tcbuild", description="Build and publish network-boot images for Tiny Core Linux."
+    )
+    parser.add_argument("--version", action="version", version=f"tcbuild {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.set_defaults(debug=False)
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    mirror_options = argparse.ArgumentParser(add_help=False)
+    group = mirror_options.add_argument_group("mirror and cache")
+    group.add_argument("--mirror", action="append", metavar="URL",
+                       help="mirror base URL (repeatable; replaces the recipe's list)")
+    group.add_argument("--cache", type=Path, metavar="DIR",
+                       help="download cache (default: ~/.cache/tcbuild)")
+    group.add_argument("--offline", action="store_true",
+                       help="use the cache only; name whatever is missing")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress bars or report")
+    group.add_argument("--json", action="store_true", help="print the result as JSON")
+    group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")
+
+    deps = commands.add_parser("deps", parents=[mirror_options],
+                               help="print the resolved extension dependency tree")
+    deps.add_argument("recipe", type=Path)
+    deps.set_defaults(command=_deps)
+
+    fetch_cmd = commands.add_parser("fetch", parents=[mirror_options],
+                                    help="download, verify and cache everything a recipe names")
+    fetch_cmd.add_argument("recipe", type=Path)
+    fetch_cmd.set_defaults(command=_fetch)
+    return parser
+
+
+def _recipe_and_options(args: argparse.Namespace) -> tuple[Recipe, FetchOptions]:
+    recipe = load_recipe(args.recipe)
+    if args.mirror:
+        try:
+            recipe = recipe.with_mirrors(tuple(normalize_mirror(m) for m in args.mirror))
+        except InputError as e:
+            raise InputError(f"--mirror {e}") from e
+    progress = False if args.quiet or args.json else None
+    return recipe, FetchOptions(cache_dir=args.cache, offline=args.offline, progress=progress)
+
+
+def _deps(args: argparse.Namespace) -> int:
+    recipe, options = _recipe_and_options(args)
+    resolution = resolve(recipe, options)
+    if args.json:
+        print(json.dumps({
+            "recipe": str(recipe.path),
+            "roots": list(resolution.roots),
+            "graph": {name: list(deps) for name, deps in resolution.graph.items()},
+            "order": list(resolution.order),
+            "cycles": [list(cycle) for cycle in resolution.cycles],
+        }, indent=2))
+        return 0
+    labels = {path.name: f"(local: {path})" for path in recipe.local}
+    print(f"{recipe.path}: Tiny Core {recipe.release} {recipe.flavor} "
+          f"({recipe.flavor.build}), {len(resolution.order)} extensions")
+    for line in render_tree(resolution, labels):
+        print(line)
+    print(f"load order: {' '.join(resolution.order)}")
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    recipe, options = _recipe_and_options(args)
+    inputs = fetch(recipe, options)
+    if args.json:
+        print(json.dumps(_inputs_json(inputs), indent=2))
+    elif not args.quiet:
+        for line in _fetch_report(inputs):
+            print(line)
+    return 0
+
+
+def _inputs_json(inputs: Inputs) -> dict[str, object]:
+    return {
+        "recipe": str(inputs.recipe.path),
+        "kernel_version": inputs.kernel_version,
+        "order": list(inputs.resolution.order),
+        "files": [
+            {"name": f.name, "path": str(f.path), "sha256": f.sha256, "size": f.size,
+             "origin": f.origin}
+            for f in inputs.files
+        ],
+    }
+
+
+def _fetch_report(inputs: Inputs) -> list[str]:
+    width = max(len(f.name) for f in inputs.files)
+    lines = [f"  {f.name:<{width}}  {_size(f.size):>9}  {f.origin}" for f in inputs.files]
+    origins = Counter(f.origin for f in inputs.files)
+    parts = []
+    for origin, count in sorted(origins.items()):
+        where = {"cache": "from the cache", "local": "local"}.get(origin, f"from {origin}")
+        parts.append(f"{count} {where}")
+    total = sum(f.size for f in inputs.files)
+    lines.append(f"{len(inputs.files)} files, {_size(total)}, verified: {', '.join(parts)} "
+                 f"(kernel {inputs.kernel_version})")
+    return lines
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""Everything a recipe names, resolved, downloaded, verified and cached.
+
+`resolve(recipe)` reads the `.dep` graph; `fetch(recipe)` also downloads the kernel, the core and
+every extension. With everything cached neither makes a network request; `offline=True` never
+does, and names everything the cache lacks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import hashlib
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from . import newc
+from .cache import Absent, Cache, CachedObject, default_cache_dir
+from .deps import DEP_NAME, Resolution, needs_kernel, parse_dep, substitute_kernel
+from .errors import ArchiveError, ChecksumError, FetchError, RecipeError
+from .mirror import Mirrors, NotFound, Policy, parse_md5_txt, release_path, tcz_path
+from .recipe import Recipe
+
+MODULES_DIR = re.compile(r"^lib/modules/([^/]+)(/|$)")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """How to fetch: where the cache is, whether the network may be used, how to show it."""
+
+    cache_dir: Path | None = None
+    offline: bool = False
+    progress: bool | None = None  # None: a progress bar when stderr is a terminal
+    jobs: int = 4
+    policy: Policy = field(default_factory=Policy)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input file on disk, verified; `origin` is "cache", "local" or the mirror it came from."""
+
+    name: str
+    path: Path
+    sha256: str
+    size: int
+    origin: str
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a build needs: kernel, core parts, kernel version, extensions in load order."""
+
+    recipe: Recipe
+    kernel: Input
+    core: tuple[Input, ...]
+    kernel_version: str
+    resolution: Resolution
+    extensions: tuple[Input, ...]
+
+    @property
+    def files(self) -> tuple[Input, ...]:
+        return (self.kernel, *self.core, *self.extensions)
+
+
+def resolve(recipe: Recipe, options: FetchOptions | None = None) -> Resolution:
+    """The recipe's extension dependency graph and load order."""
+    with _Fetcher(recipe, options or FetchOptions()) as fetcher:
+        return fetcher.finish(fetcher.resolve())
+
+
+def fetch(recipe: Recipe, options: FetchOptions | None = None) -> Inputs:
+    """Download and verify (or find in the cache) every input of the recipe."""
+    with _Fetcher(recipe, options or FetchOptions()) as fetcher:
+        return fetcher.finish(fetcher.fetch())
+
+
+def kernel_version(core: tuple[Path, ...]) -> str:
+    """The kernel version a core ships modules for (`lib/modules/<version>/`), all segments read."""
+    versions: list[str] = []
+    for path in core:
+        for entry in newc.iter_initramfs(path, data=False):
+            match = MODULES_DIR.match(entry.path)
+            if match and match[1] not in versions:
+                versions.append(match[1])
+    if len(versions) != 1:
+        names = ", ".join(p.name for p in core)
+        found = f"several: {', '.join(versions)}" if versions else "none"
+        raise ArchiveError(f"{names}: expected one lib/modules/<version>/ directory, found {found}")
+    return versions[0]
+
+
+class _Offline(Exception):
+    """A file the cache lacks while offline; collected, then reported together."""
+
+
+class _Fetcher(AbstractContextManager["_Fetcher"]):
+    """One fetch session: a cache, the mirrors, a thread pool and what went missing."""
+
+    def __init__(self, recipe: Recipe, options: FetchOptions) -> None:
+        self.recipe = recipe
+        self.options = options
+        self.cache = Cache(options.cache_dir or default_cache_dir())
+        self.mirrors = Mirrors(recipe.mirrors, options.policy)
+        self.local = {path.name: path for path in recipe.local}
+        self.pool = ThreadPoolExecutor(max(1, options.jobs), thread_name_prefix="fetch")
+        self.missing: list[str] = []
+        self.warnings: list[str] = []
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._kernel_lock = threading.Lock()
+        self._kernel_version: str | None = None
+        show = options.progress if options.progress is not None else sys.stderr.isatty()
+        self.bar: tqdm[Any] | None = (
+            tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc="fetch", leave=False)
+            if show and not options.offline else None
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(cancel_futures=True)
+        if self.bar is not None:
+            self.bar.close()
+
+    def finish(self, result: T) -> T:
+        """Raise what the offline cache lacked; print warnings; else pass the result through."""
+        for warning in self.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if self.missing:
+            lines = sorted(set(self.missing))
+            raise FetchError(
+                f"offline: {len(lines)} file(s) missing from the cache {self.cache.root}: "
+                + ", ".join(lines)
+            )
+        return result
+
+    # -- the plan ------------------------------------------------------------------------------
+
+    @property
+    def build(self) -> str:
+        return self.recipe.flavor.build
+
+    def release_key(self, filename: str) -> str:
+        return release_path(self.recipe.major, self.build, filename)
+
+    def tcz_key(self, filename: str) -> str:
+        return tcz_path(self.recipe.major, self.build, filename)
+
+    # -- primitives ----------------------------------------------------------------------------
+
+    def lock(self, key: str) -> threading.Lock:
+        """One lock per mirror path, so parallel workers fetch each file once."""
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def small(self, key: str, cache_absence: bool) -> bytes | None:
+        """A small mirror file (`.dep`, `.md5.txt`), from the cache if there; None if absent."""
+        with self.lock(key):
+            hit = self.cache.lookup(key)
+            if isinstance(hit, CachedObject):
+                return hit.path.read_bytes()
+            if isinstance(hit, Absent) and cache_absence:
+                return None
+            if self.options.offline:
+                raise _Offline(key)
+            got = self.mirrors.get(key)
+            if got is None:
+                if cache_absence:
+                    self.cache.store_absent(key, self.recipe.mirrors[0] + key)
+                return None
+            url, body = got
+            self.cache.store_bytes(key, body, url)
+            return body
+
+    def large(self, name: str, key: str) -> Input:
+        """A release file or extension, verified against its `.md5.txt`, cached by content."""
+        with self.lock(key):
+            hit = self.cache.lookup(key)
+            if isinstance(hit, CachedObject):
+                return Input(name, hit.path, hit.sha256, hit.size, "cache")
+            if self.options.offline:
+                raise _Offline(key)
+            md5_text = self.small(f"{key}.md5.txt", cache_absence=False)
+            if md5_text is None:
+                raise NotFound(f"{name}: not found on any mirror ({', '.join(self.mirrors.urls)})")
+            expected = parse_md5_txt(md5_text, f"{key}.md5.txt")
+            with self.cache.writer() as (out, tmp):
+                got = self.mirrors.download(key, out, expected, *self._progress())
+                out.close()
+                obj = self.cache.store(key, tmp, got.sha256, got.size, got.url)
+            return Input(name, obj.path, obj.sha256, obj.size, got.mirror)
+
+    def _progress(self) -> tuple[Callable[[int], Any] | None, Callable[[int], None] | None]:
+        bar = self.bar
+        if bar is None:
+            return None, None
+
+        def grow(length: int) -> None:
+            with self._guard:
+                bar.total = (bar.total or 0) + length
+                bar.refresh()
+
+        return bar.update, grow
+
+    def parallel(self, fn: Callable[[str], T], names: list[str]) -> Iterator[T | None]:
+        """`fn` over names on the pool, in order; a file missing offline gives None."""
+        futures = [self.pool.submit(fn, name) for name in names]
+        for future in futures:
+            try:
+                yield future.result()
+            except _Offline as e:
+                self.missing.append(str(e))
+                yield None
+
+    # -- release files and the kernel version ----------------------------------------------------
+
+    def release_file(self, filename: str) -> Input:
+        return self.large(filename, self.release_key(filename))
+
+    def kernel_version(self) -> str:
+        """From the core's `lib/modules/` (never the build host's), computed once per core."""
+        with self._kernel_lock:
+            if self._kernel_version is None:
+                parts = [self.release_file(name) for name in self.recipe.flavor.core_parts]
+                note_key = hashlib.sha256("".join(p.sha256 for p in parts).encode()).hexdigest()
+                version = self.cache.note(note_key).get("kernel_version")
+                if not isinstance(version, str):
+                    version = kernel_version(tuple(p.path for p in parts))
+                    self.cache.add_note(note_key, kernel_version=version)
+                self._kernel_version = version
+            return self._kernel_version
+
+    # -- extensions ----------------------------------------------------------------------------
+
+    def dependencies(self, name: str) -> tuple[str, ...] | None:
+        """The `.dep` of an extension, KERNEL substituted; None when the extension is not there."""
+        if name in self.local:
+            dep_file = self.local[name].with_name(f"{name}.dep")
+            text: bytes | None = dep_file.read_bytes() if dep_file.is_file() else b""
+            source = str(dep_file)
+        else:
+            if self.small(self.tcz_key(f"{name}.md5.txt"), cache_absence=False) is None:
+                return None
+            text = self.small(self.tcz_key(f"{name}.dep"), cache_absence=True)
+            source = self.recipe.mirrors[0] + self.tcz_key(f"{name}.dep")
+        deps = []
+        for dep in parse_dep(text or b""):
+            if not DEP_NAME.match(dep):
+                raise FetchError(f"{source}: '{dep}' is not an extension file name")
+            deps.append(substitute_kernel(dep, self.kernel_version()) if needs_kernel(dep) else dep)
+        return tuple(deps)
+
+    def resolve(self) -> Resolution:
+        """Walk the `.dep` graph breadth-first, one parallel round per level."""
+        roots = (*self.recipe.install, *self.local)
+        if any(needs_kernel(name) for name in roots):
+            try:
+                version = self.kernel_version()
+            except _Offline as e:
+                self.missing.append(str(e))
+                return Resolution(roots, {})
+            roots = tuple(substitute_kernel(name, version) for name in roots)
+        graph: dict[str, tuple[str, ...]] = {}
+        absent: list[str] = []
+        level = list(roots)
+        while level:
+            fresh = [name for name in dict.fromkeys(level) if name not in graph]
+            for name, deps in zip(fresh, self.parallel(self.dependencies, fresh), strict=True):
+                graph[name] = deps or ()
+                if deps is None and not self.options.offline:
+                    absent.append(name)
+            level = [dep for name in fresh for dep in graph[name]]
+        resolution = Resolution(roots, graph)
+        if absent:
+            self.report_absent(resolution, absent)
+        self.warnings += [f"dependency cycle: {' -> '.join(c)}" for c in resolution.cycles]
+        return resolution
+
+    def report_absent(self, resolution: Resolution, absent: list[str]) -> None:
+        """Top-level names are recipe errors (exit 2); a missing dependency names its chain."""
+        roots = [name for name in absent if name in resolution.roots]
+        if roots:
+            known = self.mirror_index()
+            problems = []
+            for name in roots:
+                index = resolution.roots.index(name)
+                stem = self.recipe.install[index].removesuffix(".tcz")
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+                hint = f" (did you mean '{close[0].removesuffix('.tcz')}'?)" if close else ""
+                problems.append(
+                    f"{self.recipe.path}: extensions.install[{index}]: '{stem}' is not on the "
+                    f"mirror{hint}"
+                )
+            raise RecipeError(problems)
+        lines = []
+        for name in absent:
+            chain = [self.recipe.path.name, *(n.removesuffix(".tcz")
+                                              for n in resolution.chain(name)[:-1])]
+            lines.append(f"{' -> '.join(chain)} -> {name}: not found on any mirror")
+        raise FetchError("\n".join(lines))
+
+    def mirror_index(self) -> list[str]:
+        """Every extension name the mirror lists in `md5.db.gz` (for suggestions; may be empty)."""
+        try:
+            got = self.mirrors.get(self.tcz_key("md5.db.gz"))
+            text = gzip.decompress(got[1]) if got else b""
+        except (FetchError, OSError, EOFError):
+            return []
+        return [line.split()[-1] for line in text.decode("utf-8", "replace").splitlines()
+                if line.strip()]
+
+    def extension(self, name: str) -> Input:
+        path = self.local.get(name)
+        if path is None:
+            return self.large(name, self.tcz_key(name))
+        data = path.read_bytes()
+        md5_file = path.with_name(f"{name}.md5.txt")
+        if md5_file.is_file():
+            expected = parse_md5_txt(md5_file.read_bytes(), str(md5_file))
+            actual = hashlib.md5(data).hexdigest()
+            if actual != expected:
+                raise ChecksumError(
+                    f"{path}: checksum mismatch: expected md5 {expected} ({md5_file.name}), "
+                    f"got {actual}"
+                )
+        return Input(name, path, hashlib.sha256(data).hexdigest(), len(data), "local")
+
+    # -- the whole fetch -----------------------------------------------------------------------
+
+    def fetch(self) -> Inputs:
+        """Release files start downloading first; extensions follow as the graph is known."""
+        flavor = self.recipe.flavor
+        release = [self.pool.submit(self.release_file, name)
+                   for name in (flavor.kernel, *flavor.core_parts)]
+        resolution = self.resolve()
+        extensions = list(self.parallel(self.extension, list(resolution.order)))
+        files = []
+        for future in release:
+            try:
+                files.append(future.result())
+            except _Offline as e:
+                self.missing.append(str(e))
+        if self.missing:
+            self.finish(None)
+        version = self.kernel_version()
+        return Inputs(
+            recipe=self.recipe,
+            kernel=files[0],
+            core=tuple(files[1:]),
+            kernel_version=version,
+            resolution=resolution,
+            extensions=tuple(e for e in extensions if e is not None),
+        )

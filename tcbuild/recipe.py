@@ -1,0 +1,326 @@
+"""Recipes: a TOML file read into a frozen, validated `Recipe`, every problem reported at once."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from .errors import InputError, RecipeError
+
+DEFAULT_MIRRORS = ("http://repo.tinycorelinux.net/",)
+EXTENSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+RELEASE = re.compile(r"^(\d+)\.x$")
+VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+E = TypeVar("E", bound=StrEnum)
+
+
+class Flavor(StrEnum):
+    """Which kernel and core files a recipe boots, and from which mirror tree."""
+
+    CORE = "core"
+    COREPURE64 = "corepure64"
+    CORE64 = "core64"
+
+    @property
+    def build(self) -> str:
+        """The mirror tree: core64 is a 64-bit kernel over the 32-bit x86 userland."""
+        return "x86_64" if self is Flavor.COREPURE64 else "x86"
+
+    @property
+    def kernel(self) -> str:
+        return "vmlinuz" if self is Flavor.CORE else "vmlinuz64"
+
+    @property
+    def core_parts(self) -> tuple[str, ...]:
+        """Distribution files concatenated, in order, to make the initramfs."""
+        return {
+            Flavor.CORE: ("core.gz",),
+            Flavor.COREPURE64: ("corepure64.gz",),
+            Flavor.CORE64: ("rootfs.gz", "modules64.gz"),
+        }[self]
+
+
+class ExtensionMode(StrEnum):
+    """How extensions go into the image: merged into the root, or loaded by tce-setup at boot."""
+
+    UNPACKED = "unpacked"
+    ONBOOT = "onboot"
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """A directory tree copied into the image root."""
+
+    source: Path
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe. Paths are relative to the working directory, as the recipe's own was."""
+
+    path: Path
+    release: str
+    flavor: Flavor
+    mirrors: tuple[str, ...]
+    install: tuple[str, ...]
+    local: tuple[Path, ...]
+    mode: ExtensionMode
+    overlays: tuple[Overlay, ...]
+    vars: Mapping[str, str | int | float | bool]
+    append: str
+    initrd_name: str
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def major(self) -> int:
+        return int(self.release.split(".")[0])
+
+    def with_mirrors(self, mirrors: tuple[str, ...]) -> Recipe:
+        """The same recipe served from other mirrors (the CLI's `--mirror`)."""
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return Recipe(**{**fields, "mirrors": tuple(normalize_mirror(m) for m in mirrors)})
+
+
+def extension_filename(name: str) -> str:
+    """`dhcp` and `dhcp.tcz` both name `dhcp.tcz`."""
+    return name if name.endswith(".tcz") else f"{name}.tcz"
+
+
+def normalize_mirror(url: str) -> str:
+    """A mirror base URL with exactly one trailing slash; only http(s) is accepted."""
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise InputError(f"{url}: a mirror must be an http:// or https:// URL")
+    return url.rstrip("/") + "/"
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Read and validate a recipe; raise `RecipeError` listing every problem found."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise InputError(f"{path}: cannot read recipe: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from e
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(_toml_error(path, e)) from e
+    return _RecipeReader(path).read(data)
+
+
+def _toml_error(path: Path, error: tomllib.TOMLDecodeError) -> str:
+    message = str(error)
+    where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if where:
+        message = message[: where.start()]
+        return f"{path}:{where[1]}:{where[2]}: invalid TOML: {message}"
+    return f"{path}: invalid TOML: {message}"
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+        list: "an array", dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+class _RecipeReader:
+    """Walks the parsed TOML, collecting problems instead of stopping at the first."""
+
+    SECTIONS = {
+        "tinycore": {"release", "flavor", "mirrors"},
+        "extensions": {"install", "local", "mode"},
+        "overlay": {"source"},
+        "vars": None,
+        "boot": {"append", "initrd_name"},
+    }
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+        self.problems: list[str] = []
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.path}: {key}: {message}")
+
+    def read(self, data: dict[str, Any]) -> Recipe:
+        self.check_keys(data, "", set(self.SECTIONS))
+        core = self.table(data, "tinycore", required=True)
+        ext = self.table(data, "extensions")
+        boot = self.table(data, "boot")
+        install = self.install(ext)
+        recipe = Recipe(
+            path=self.path,
+            release=self.release(core),
+            flavor=self.choice(core, "tinycore.flavor", Flavor, Flavor.COREPURE64),
+            mirrors=self.mirrors(core),
+            install=install,
+            local=self.local(ext, install),
+            mode=self.choice(ext, "extensions.mode", ExtensionMode, ExtensionMode.UNPACKED),
+            overlays=self.overlays(data.get("overlay", [])),
+            vars=self.vars(data.get("vars", {})),
+            append=self.string(boot, "boot.append", "base nodhcp") or "",
+            initrd_name=self.initrd_name(boot),
+        )
+        if self.problems:
+            raise RecipeError(self.problems)
+        return recipe
+
+    # -- generic checks ------------------------------------------------------------------------
+
+    def check_keys(self, table: dict[str, Any], where: str, allowed: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                expected = ", ".join(sorted(allowed))
+                self.problem(f"{where}{key}", f"unknown key{hint}; expected one of: {expected}")
+
+    def table(self, data: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
+        value = data.get(key)
+        if value is None:
+            if required:
+                self.problem(key, "missing table")
+            return {}
+        if not isinstance(value, dict):
+            self.problem(key, f"expected a table, got {_type_name(value)}")
+            return {}
+        allowed = self.SECTIONS[key]
+        if allowed is not None:
+            self.check_keys(value, f"{key}.", allowed)
+        return value
+
+    def string(self, table: dict[str, Any], key: str, default: str | None) -> str | None:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if value is None:
+            self.problem(key, "missing")
+        elif not isinstance(value, str):
+            self.problem(key, f"expected a string, got {_type_name(value)}")
+            return None
+        return value
+
+    def string_list(self, table: dict[str, Any], key: str) -> list[tuple[str, str]]:
+        """(key path, value) pairs of a list of strings; a missing key is an empty list."""
+        value = table.get(key.rsplit(".", 1)[-1], [])
+        if not isinstance(value, list):
+            self.problem(key, f"expected an array of strings, got {_type_name(value)}")
+            return []
+        items = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                items.append((f"{key}[{i}]", item))
+            else:
+                self.problem(f"{key}[{i}]", f"expected a string, got {_type_name(item)}")
+        return items
+
+    def choice(self, table: dict[str, Any], key: str, enum: type[E], default: E) -> E:
+        value = self.string(table, key, default.value)
+        if value is None:
+            return default
+        try:
+            return enum(value)
+        except ValueError:
+            options = " | ".join(e.value for e in enum)
+            self.problem(key, f"'{value}' is not one of: {options}")
+            return default
+
+    def existing(self, key: str, relative: str, kind: str) -> Path:
+        """A path from the recipe, relative to the recipe file, that must exist."""
+        path = Path(os.path.normpath(self.base / relative))
+        exists = path.is_dir() if kind == "directory" else path.is_file()
+        if not exists:
+            what = "does not exist" if not path.exists() else f"is not a {kind}"
+            self.problem(key, f"{kind} '{relative}' {what} (looked for {path})")
+        return path
+
+    # -- sections ------------------------------------------------------------------------------
+
+    def release(self, core: dict[str, Any]) -> str:
+        if not core:
+            return "0.x"  # the missing table is reported already
+        value = self.string(core, "tinycore.release", None)
+        if value is not None and not RELEASE.match(value):
+            self.problem("tinycore.release", f"'{value}' is not a release series like '15.x'")
+        return value or "0.x"
+
+    def mirrors(self, core: dict[str, Any]) -> tuple[str, ...]:
+        if "mirrors" not in core:
+            return DEFAULT_MIRRORS
+        items = self.string_list(core, "tinycore.mirrors")
+        mirrors = []
+        for key, url in items:
+            try:
+                mirrors.append(normalize_mirror(url))
+            except InputError:
+                self.problem(key, f"'{url}' is not an http:// or https:// URL")
+        if not items and isinstance(core["mirrors"], list):
+            self.problem("tinycore.mirrors", "at least one mirror is needed")
+        return tuple(mirrors)
+
+    def install(self, ext: dict[str, Any]) -> tuple[str, ...]:
+        names: dict[str, str] = {}
+        for key, name in self.string_list(ext, "extensions.install"):
+            if not EXTENSION_NAME.match(name):
+                self.problem(key, f"'{name}' is not an extension name")
+                continue
+            filename = extension_filename(name)
+            if filename in names:
+                self.problem(key, f"'{name}' is listed twice (also at {names[filename]})")
+            names.setdefault(filename, key)
+        return tuple(names)
+
+    def local(self, ext: dict[str, Any], install: tuple[str, ...]) -> tuple[Path, ...]:
+        paths = []
+        for key, relative in self.string_list(ext, "extensions.local"):
+            if not relative.endswith(".tcz"):
+                self.problem(key, f"'{relative}' is not a .tcz file")
+                continue
+            paths.append(self.existing(key, relative, "file"))
+        for name in sorted({p.name for p in paths} & set(install)):
+            self.problem("extensions.local", f"'{name}' is also in extensions.install")
+        return tuple(paths)
+
+    def overlays(self, value: Any) -> tuple[Overlay, ...]:
+        if not isinstance(value, list):
+            self.problem("overlay", f"expected an array of tables ([[overlay]]), got "
+                         f"{_type_name(value)}")
+            return ()
+        overlays = []
+        for i, entry in enumerate(value):
+            key = f"overlay[{i}]"
+            if not isinstance(entry, dict):
+                self.problem(key, f"expected a table, got {_type_name(entry)}")
+                continue
+            self.check_keys(entry, f"{key}.", self.SECTIONS["overlay"] or set())
+            source = self.string(entry, f"{key}.source", None)
+            if source is not None:
+                overlays.append(Overlay(self.existing(f"{key}.source", source, "directory")))
+        return tuple(overlays)
+
+    def vars(self, value: Any) -> Mapping[str, str | int | float | bool]:
+        if not isinstance(value, dict):
+            self.problem("vars", f"expected a table, got {_type_name(value)}")
+            return MappingProxyType({})
+        for name, item in value.items():
+            if not VAR_NAME.match(name):
+                self.problem(f"vars.{name}", "not a valid variable name (letters, digits, _)")
+            elif not isinstance(item, str | int | float | bool):
+                self.problem(f"vars.{name}", f"expected a string, number or boolean, got "
+                             f"{_type_name(item)}")
+        return MappingProxyType(dict(sorted(value.items())))
+
+    def initrd_name(self, boot: dict[str, Any]) -> str:
+        name = self.string(boot, "boot.initrd_name", "core.hts.gz")
+        if name is not None and (not name or "/" in name or name in {".", ".."}):
+            self.problem("boot.initrd_name", f"'{name}' is not a plain file name")
+        return name or "core.hts.gz"

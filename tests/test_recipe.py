@@ -1,0 +1,187 @@
+"""Recipes: the example is accepted as written; every class of problem is reported at once."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+import tcbuild
+from tcbuild import ExtensionMode, Flavor, InputError, RecipeError, load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str, name: str = "x.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    return info.value.problems
+
+
+def test_example_recipe_is_accepted_as_written() -> None:
+    recipe = tcbuild.load_recipe(ROOT / "recipes/gameserver.toml")
+    assert recipe.release == "15.x" and recipe.major == 15
+    assert recipe.flavor is Flavor.COREPURE64
+    assert recipe.mirrors == ("http://repo.tinycorelinux.net/",
+                              "http://distro.ibiblio.org/tinycorelinux/")
+    assert recipe.install == ("dhcp.tcz", "nfs-utils.tcz")
+    assert recipe.local == (ROOT / "recipes/extras/nrpe.tcz",)
+    assert recipe.mode is ExtensionMode.UNPACKED
+    assert [o.source for o in recipe.overlays] == [ROOT / "overlays/gameserver"]
+    assert dict(recipe.vars) == {"nfs_server": "10.1.1.1"}
+    assert (recipe.append, recipe.initrd_name) == ("base nodhcp cron", "core.hts.gz")
+    assert recipe.name == "gameserver"
+
+
+def test_recipe_is_immutable(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, '[tinycore]\nrelease = "15.x"\n[vars]\na = "1"\n'))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.release = "14.x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        recipe.vars["a"] = "2"  # type: ignore[index]
+
+
+def test_minimal_recipe_gets_defaults(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, '[tinycore]\nrelease = "14.x"\n'))
+    assert recipe.flavor is Flavor.COREPURE64
+    assert recipe.mirrors == ("http://repo.tinycorelinux.net/",)
+    assert recipe.install == () and recipe.local == () and recipe.overlays == ()
+    assert recipe.initrd_name == "core.hts.gz"
+
+
+@pytest.mark.parametrize(
+    ("flavor", "build", "kernel", "parts"),
+    [
+        ("corepure64", "x86_64", "vmlinuz64", ("corepure64.gz",)),
+        ("core", "x86", "vmlinuz", ("core.gz",)),
+        ("core64", "x86", "vmlinuz64", ("rootfs.gz", "modules64.gz")),
+    ],
+)
+def test_flavors_name_their_files(
+    tmp_path: Path, flavor: str, build: str, kernel: str, parts: tuple[str, ...]
+) -> None:
+    recipe = load_recipe(write(tmp_path, f'[tinycore]\nrelease = "15.x"\nflavor = "{flavor}"\n'))
+    assert (recipe.flavor.build, recipe.flavor.kernel, recipe.flavor.core_parts) == (
+        build, kernel, parts)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[tinycore]
+release = 15
+flavor = "corepure"
+mirrors = ["ftp://example.org/", 3]
+colour = "blue"
+
+[extensions]
+install = ["dhcp", "bad/name", "dhcp.tcz", 7]
+local = ["missing.tcz", "notes.txt"]
+mode = "lazy"
+
+[[overlay]]
+source = "no/such/dir"
+target = "/"
+
+[vars]
+"bad-name" = "x"
+list = [1, 2]
+
+[boot]
+initrd_name = "sub/core.gz"
+appendix = "x"
+
+[extra]
+""")
+    found = problems(path)
+    expected = [
+        "tinycore.release: expected a string, got an integer",
+        "tinycore.flavor: 'corepure' is not one of: core | corepure64 | core64",
+        "tinycore.mirrors[0]: 'ftp://example.org/' is not an http:// or https:// URL",
+        "tinycore.mirrors[1]: expected a string, got an integer",
+        "tinycore.colour: unknown key",
+        "extensions.install[1]: 'bad/name' is not an extension name",
+        "extensions.install[2]: 'dhcp.tcz' is listed twice (also at extensions.install[0])",
+        "extensions.install[3]: expected a string, got an integer",
+        "extensions.local[0]: file 'missing.tcz' does not exist",
+        "extensions.local[1]: 'notes.txt' is not a .tcz file",
+        "extensions.mode: 'lazy' is not one of: unpacked | onboot",
+        "overlay[0].source: directory 'no/such/dir' does not exist",
+        "overlay[0].target: unknown key",
+        "vars.bad-name: not a valid variable name",
+        "vars.list: expected a string, number or boolean, got an array",
+        "boot.initrd_name: 'sub/core.gz' is not a plain file name",
+        "boot.appendix: unknown key (did you mean 'append'?)",
+        "extra: unknown key",
+    ]
+    for fragment in expected:
+        assert any(line.startswith(f"{path}: ") and fragment in line for line in found), (
+            fragment, found)
+    assert len(found) == len(expected), found
+
+
+def test_missing_tinycore_table(tmp_path: Path) -> None:
+    assert problems(write(tmp_path, "[boot]\nappend = 'base'\n")) == [
+        f"{tmp_path / 'x.toml'}: tinycore: missing table"]
+
+
+def test_release_must_be_a_series(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, '[tinycore]\nrelease = "15.0"\n'))
+    assert found == [f"{tmp_path / 'x.toml'}: tinycore.release: '15.0' is not a release series "
+                     "like '15.x'"]
+
+
+def test_wrong_table_types(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, 'tinycore = "15.x"\noverlay = "dir"\nvars = 3\n'))
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "tinycore: expected a table, got a string",
+        "overlay: expected an array of tables ([[overlay]]), got a string",
+        "vars: expected a table, got an integer",
+    ]
+
+
+def test_toml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, '[tinycore]\nrelease = "15.x"\nflavor = \n')
+    with pytest.raises(InputError) as info:
+        load_recipe(path)
+    assert str(info.value).startswith(f"{path}:3:10: invalid TOML: ")
+    assert info.value.exit_code == 2
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"nope\.toml: cannot read recipe: No such file"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+def test_paths_are_relative_to_the_recipe(tmp_path: Path) -> None:
+    (tmp_path / "overlays/site").mkdir(parents=True)
+    (tmp_path / "recipes/extras").mkdir(parents=True)
+    (tmp_path / "recipes/extras/a.tcz").write_bytes(b"x")
+    path = write(tmp_path / "recipes", '[tinycore]\nrelease = "15.x"\n'
+                 '[extensions]\nlocal = ["extras/a.tcz"]\n'
+                 '[[overlay]]\nsource = "../overlays/site"\n')
+    recipe = load_recipe(path)
+    assert recipe.local == (tmp_path / "recipes/extras/a.tcz",)
+    assert recipe.overlays[0].source == tmp_path / "overlays/site"
+
+
+def test_local_extension_also_installed_from_mirror(tmp_path: Path) -> None:
+    (tmp_path / "a.tcz").write_bytes(b"x")
+    found = problems(write(tmp_path, '[tinycore]\nrelease = "15.x"\n'
+                           '[extensions]\ninstall = ["a"]\nlocal = ["a.tcz"]\n'))
+    assert found == [f"{tmp_path / 'x.toml'}: extensions.local: 'a.tcz' is also in "
+                     "extensions.install"]
+
+
+def test_with_mirrors_replaces_the_list(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, '[tinycore]\nrelease = "15.x"\n'))
+    other = recipe.with_mirrors(("http://127.0.0.1:8080",))
+    assert other.mirrors == ("http://127.0.0.1:8080/",) and recipe.mirrors != other.mirrors
+    with pytest.raises(InputError, match="file:///x: a mirror must be an http"):
+        recipe.with_mirrors(("file:///x",))
