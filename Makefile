@@ -9,7 +9,10 @@ RECIPE ?= recipes/gameserver.toml
 MIRROR ?=
 TCBUILD_FLAGS := $(if $(MIRROR),--mirror $(MIRROR))
 
-.PHONY: image fetch deps test lint venv extras clean
+# Debian packages the tests use (installed by `make test` when run as root).
+APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools
+
+.PHONY: image fetch deps test tools venv mirror extras clean
 
 image: fetch  ## the main job (until the image stage lands: fetch and verify every input)
 
@@ -19,12 +22,28 @@ fetch: $(BIN)/tcbuild
 deps: $(BIN)/tcbuild
 	$(BIN)/tcbuild deps $(RECIPE) $(TCBUILD_FLAGS)
 
-test: $(BIN)/tcbuild
+test: tools $(BIN)/tcbuild
 	$(BIN)/ruff check tcbuild tests
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 venv: $(BIN)/tcbuild
+
+tools:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "the tests need: sudo apt-get install $$missing" >&2; exit 1; fi; \
+	fi
+
+# A stand-in mirror (test data laid out like the real one) on http://127.0.0.1:8000/, to try
+# `make image MIRROR=http://127.0.0.1:8000/` without the internet.
+mirror: tools $(BIN)/tcbuild
+	$(BIN)/python -m tests.mirrortree build/mirror 8000
 
 $(BIN)/tcbuild: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

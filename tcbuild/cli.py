@@ -129,7 +129,7 @@ def _inputs_json(inputs: Inputs) -> dict[str, object]:
 
 def _fetch_report(inputs: Inputs) -> list[str]:
     width = max(len(f.name) for f in inputs.files)
-    lines = [f"  {f.name:<{width}}  {_size(f.size):>9}  {f.origin}" for f in inputs.files]
+    lines = [f"  {f.name:<{width}}  {_size(f.size):>10}  {f.origin}" for f in inputs.files]
     origins = Counter(f.origin for f in inputs.files)
     parts = []
     for origin, count in sorted(origins.items()):

@@ -55,7 +55,7 @@ class Resolution:
         object.__setattr__(self, "cycles", cycles)
 
     def chain(self, name: str) -> tuple[str, ...]:
-        """The shortest chain from a root to `name` (for error messages)."""
+        """How the load reaches `name` from a root (for error messages)."""
         return chain_to(name, self.roots, self.graph)
 
 
@@ -93,19 +93,23 @@ def load_order(
 def chain_to(
     target: str, roots: tuple[str, ...], graph: Mapping[str, tuple[str, ...]]
 ) -> tuple[str, ...]:
-    """Breadth-first path from the first root that reaches `target`; `(target,)` if none does."""
-    parents: dict[str, str | None] = {root: None for root in roots}
-    queue = list(roots)
-    for name in queue:
+    """The path by which a depth-first load first reaches `target`; `(target,)` if none does."""
+    seen: set[str] = set()
+
+    def walk(name: str, path: tuple[str, ...]) -> tuple[str, ...] | None:
         if name == target:
-            path = [name]
-            while (parent := parents[path[-1]]) is not None:
-                path.append(parent)
-            return tuple(reversed(path))
+            return (*path, name)
+        if name in seen:
+            return None
+        seen.add(name)
         for dep in graph.get(name, ()):
-            if dep not in parents:
-                parents[dep] = name
-                queue.append(dep)
+            if found := walk(dep, (*path, name)):
+                return found
+        return None
+
+    for root in roots:
+        if found := walk(root, ()):
+            return found
     return (target,)
 
 

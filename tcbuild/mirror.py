@@ -153,7 +153,7 @@ class Mirrors:
                 f"{name}: checksum mismatch: expected md5 {expected_md5}, got {mismatch[1]} "
                 f"(from {mismatch[0]})"
             )
-        if failures:
+        if failures and not missing:  # mirrors are replicas: one 404 answers for all
             raise FetchError(f"{name}: could not download: " + "; ".join(failures))
         raise NotFound(f"{name}: not found on any mirror ({', '.join(self.urls)})")
 
@@ -205,8 +205,12 @@ class Mirrors:
 def _reason(error: requests.RequestException) -> str:
     """The innermost cause of a requests error, without the adapter's noise."""
     text = str(error)
+    short = re.search(r"IncompleteRead\((\d+) bytes read, (\d+) more expected\)", text)
+    if short:
+        got, more = int(short[1]), int(short[2])
+        return f"connection closed after {got} of {got + more} bytes"
     for pattern in (r"\[Errno -?\d+\] ([^'\")]+)", r"(Connection refused)",
-                    r"(Connection (?:aborted|reset)[^'\"]*)", r"(IncompleteRead\([^)]*\))"):
+                    r"(Connection (?:aborted|reset)[^'\"]*)"):
         match = re.search(pattern, text)
         if match:
             return match[1].strip().rstrip(".,")

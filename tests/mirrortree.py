@@ -739,8 +739,8 @@ class MirrorServer:
     requested path (no leading slash) in order.
     """
 
-    def __init__(self, root: Path) -> None:
-        """Bind to 127.0.0.1 on a free port (serving starts on ``__enter__``)."""
+    def __init__(self, root: Path, port: int = 0) -> None:
+        """Bind to 127.0.0.1 on ``port`` (0: a free one); serving starts on ``__enter__``."""
         self.root = Path(root).resolve()
         self.requests: list[str] = []
         self.request_log: list[tuple[str, str]] = []  # (method, path)
@@ -748,7 +748,7 @@ class MirrorServer:
         self._faults: dict[str, list[_Fault]] = {}
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.mirror = self
         self.port: int = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -879,3 +879,23 @@ class MirrorServer:
                 self._connections.add(conn)
             else:
                 self._connections.discard(conn)
+
+
+def main() -> None:
+    """`python -m tests.mirrortree DIR [PORT]`: build the stand-in mirror in DIR and serve it."""
+    import sys
+
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "build/mirror")
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 8000
+    build_mirror(root)
+    server = MirrorServer(root, port)
+    print(f"stand-in Tiny Core mirror (test data, not a real release) at {server.url}", flush=True)
+    with server:
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,6 @@ import http.client
 import socket
 import stat
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,9 +16,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from mirrortree import (  # noqa: E402
+from .mirrortree import (
     DEP_FILES,
     EXTENSIONS,
     KERNEL_VERSIONS,
@@ -34,10 +31,10 @@ D32 = "15.x/x86/release/distribution_files"
 TCZ64 = "15.x/x86_64/tcz"
 
 
-@pytest.fixture(scope="module")
-def mirror(tmp_path_factory: pytest.TempPathFactory) -> MirrorTree:
-    """One stand-in mirror shared by this module."""
-    return build_mirror(tmp_path_factory.mktemp("mirror"))
+@pytest.fixture
+def mirror(mirror_tree: MirrorTree) -> MirrorTree:
+    """The session's stand-in mirror tree (this module's tests look at the tree itself)."""
+    return mirror_tree
 
 
 @pytest.fixture

@@ -1,0 +1,108 @@
+"""The `tcbuild` command as an operator runs it: output, exit status, one line per problem."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .mirrortree import MirrorServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "recipes/gameserver.toml"
+
+
+def tcbuild(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tcbuild", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_fetch_the_example_recipe_then_again_from_cache(
+    tmp_path: Path, mirror: MirrorServer
+) -> None:
+    cache = tmp_path / "cache"
+    first = tcbuild("fetch", "recipes/gameserver.toml", "--mirror", mirror.url, "--cache", cache)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    for name in ("vmlinuz64", "corepure64.gz", "dhcp.tcz", "nfs-utils.tcz", "rpcbind.tcz",
+                 "libtirpc.tcz", "filesystems-6.6.8-tinycore64.tcz", "openssl.tcz"):
+        assert any(line.split()[0] == name and line.endswith(mirror.url) for line in lines), name
+    assert any(line.split()[0] == "nrpe.tcz" and line.endswith("local") for line in lines)
+    assert lines[-1].startswith("9 files, ") and "8 from " + mirror.url in lines[-1]
+    assert "(kernel 6.6.8-tinycore64)" in lines[-1]
+    assert first.stderr == ""  # no progress bar without a terminal
+
+    mirror.reset()
+    second = tcbuild("fetch", EXAMPLE, "--mirror", mirror.url, "--cache", cache, "--json")
+    assert second.returncode == 0, second.stderr
+    assert mirror.requests == []
+    report = json.loads(second.stdout)
+    assert report["kernel_version"] == "6.6.8-tinycore64"
+    assert {f["origin"] for f in report["files"]} == {"cache", "local"}
+    assert report["order"][-1] == "nrpe.tcz"
+
+
+def test_deps_prints_the_tree(tmp_path: Path, mirror: MirrorServer) -> None:
+    result = tcbuild("deps", EXAMPLE, "--mirror", mirror.url, "--cache", tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[0].endswith("gameserver.toml: Tiny Core 15.x corepure64 (x86_64), 7 extensions")
+    assert "├── nfs-utils.tcz" in out and "│   ├── rpcbind.tcz" in out
+    assert "│   │   └── libtirpc.tcz" in out and "│   ├── libtirpc.tcz" in out
+    assert any(line.startswith("└── nrpe.tcz (local: ") for line in out)
+    assert out[-1] == ("load order: dhcp.tcz libtirpc.tcz rpcbind.tcz "
+                       "filesystems-6.6.8-tinycore64.tcz nfs-utils.tcz openssl.tcz nrpe.tcz")
+
+
+def test_bad_recipe_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('[tinycore]\nrelease = "15"\nflavor = "pure64"\n[extensions]\nmode = 1\n')
+    result = tcbuild("fetch", recipe, "--cache", tmp_path / "cache")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"{recipe}: tinycore.release: '15' is not a release series like '15.x'",
+        f"{recipe}: tinycore.flavor: 'pure64' is not one of: core | corepure64 | core64",
+        f"{recipe}: extensions.mode: expected a string, got an integer",
+    ]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_unknown_extension_exits_2_and_missing_dependency_exits_1(
+    tmp_path: Path, mirror: MirrorServer
+) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[tinycore]\nrelease = "15.x"\n[extensions]\ninstall = ["nfs-utilz"]\n')
+    typo = tcbuild("deps", recipe, "--mirror", mirror.url, "--cache", tmp_path / "c")
+    assert (typo.returncode, typo.stderr) == (
+        2, f"{recipe}: extensions.install[0]: 'nfs-utilz' is not on the mirror "
+           "(did you mean 'nfs-utils'?)\n")
+    recipe.write_text('[tinycore]\nrelease = "15.x"\n[extensions]\ninstall = ["broken-chain"]\n')
+    chain = tcbuild("fetch", recipe, "--mirror", mirror.url, "--cache", tmp_path / "c")
+    assert (chain.returncode, chain.stderr) == (
+        1, "r.toml -> broken-chain -> ghost.tcz: not found on any mirror\n")
+    debug = tcbuild("fetch", recipe, "--mirror", mirror.url, "--cache", tmp_path / "c", "--debug")
+    assert "Traceback" in debug.stderr and debug.returncode == 1
+
+
+def test_offline_with_an_empty_cache(tmp_path: Path) -> None:
+    result = tcbuild("fetch", EXAMPLE, "--offline", "--cache", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"offline: 8 file(s) missing from the cache {tmp_path}: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_bad_arguments_exit_2(tmp_path: Path) -> None:
+    result = tcbuild("fetch", EXAMPLE, "--mirror", "ftp://x/", "--cache", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "--mirror ftp://x/: a mirror must be an http:// or https:// URL\n"
+    assert tcbuild("fetch").returncode == 2
+    assert tcbuild("nonsense").returncode == 2
+
+
+def test_console_script_is_installed() -> None:
+    script = shutil.which("tcbuild", path=str(Path(sys.executable).parent))
+    assert script is not None
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("tcbuild ")
