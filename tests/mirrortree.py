@@ -890,11 +890,8 @@ def main() -> None:
     build_mirror(root)
     server = MirrorServer(root, port)
     print(f"stand-in Tiny Core mirror (test data, not a real release) at {server.url}", flush=True)
-    with server:
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+    with server, contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
 
 
 if __name__ == "__main__":
