@@ -11,6 +11,7 @@ Every file appears by `os.replace`, so a reader sees a complete file or none.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -64,6 +65,17 @@ class Cache:
                 (root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise FetchError(f"{root}: cannot use as cache: {e.strerror or e}") from e
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Delete temp files left by killed runs: those no live writer holds a lock on."""
+        for path in (self.root / "tmp").iterdir():
+            try:
+                with path.open("rb") as f:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    path.unlink()
+            except OSError:
+                continue  # in use by another run, or gone already
 
     def _ref_path(self, key: str) -> Path:
         if key.startswith("/") or ".." in key.split("/"):
@@ -75,8 +87,9 @@ class Cache:
 
     def lookup(self, key: str) -> CachedObject | Absent | None:
         """What the cache knows of a mirror path; None when it must be fetched."""
+        ref_path = self._ref_path(key)
         try:
-            ref = json.loads(self._ref_path(key).read_text())
+            ref = json.loads(ref_path.read_text())
         except (OSError, ValueError):
             return None
         if ref.get("absent"):
@@ -93,6 +106,7 @@ class Cache:
     def writer(self) -> Iterator[tuple[IO[bytes], Path]]:
         """A temp file in the cache; deleted unless `store` moved it into place."""
         fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="download-")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # tells `_sweep` in other runs that this one is alive
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -135,6 +149,7 @@ class Cache:
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="ref-")
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(data, f, sort_keys=True)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import pty
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 from .mirrortree import MirrorServer
@@ -106,3 +112,40 @@ def test_console_script_is_installed() -> None:
     assert script is not None
     result = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("tcbuild ")
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path: Path, mirror: MirrorServer) -> None:
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        args = [sys.executable, "-m", "tcbuild", "fetch", str(EXAMPLE), "--mirror", mirror.url]
+        shown = subprocess.run([*args, "--cache", str(tmp_path / "a")], cwd=ROOT, stdin=None,
+                               stdout=subprocess.PIPE, stderr=secondary, timeout=120)
+        os.close(secondary)
+        terminal = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(primary, 65536):
+                terminal += chunk
+    finally:
+        os.close(primary)
+    assert shown.returncode == 0
+    assert b"fetch:" in terminal and b"100%" in terminal  # tqdm drew and finished its bar
+    quiet = subprocess.run([*args, "--cache", str(tmp_path / "b"), "--quiet"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+
+
+def test_two_processes_fetch_into_one_cache_at_once(tmp_path: Path, mirror: MirrorServer) -> None:
+    cache = tmp_path / "cache"
+    args = [sys.executable, "-m", "tcbuild", "fetch", str(EXAMPLE), "--mirror", mirror.url,
+            "--cache", str(cache), "--json"]
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    files = [{f["name"]: f["sha256"] for f in json.loads(out)["files"]} for out, _ in outputs]
+    assert files[0] == files[1] and len(files[0]) == 9
+    assert list((cache / "tmp").iterdir()) == []
+    mirror.reset()
+    assert tcbuild("fetch", EXAMPLE, "--mirror", mirror.url, "--cache", cache).returncode == 0
+    assert mirror.requests == []

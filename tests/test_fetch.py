@@ -247,3 +247,31 @@ def test_two_fetches_share_one_cache(tmp_path: Path, mirror: MirrorServer) -> No
         results = list(pool.map(lambda _: fetch(recipe, options(tmp_path)), range(2)))
     assert [f.sha256 for f in results[0].files] == [f.sha256 for f in results[1].files]
     assert not any(f.startswith("tmp/") for f in cache_files(tmp_path))
+
+
+def test_a_mismatch_on_one_mirror_is_fetched_from_the_next(
+    tmp_path: Path, mirror: MirrorServer, mirror_tree: MirrorTree
+) -> None:
+    with MirrorServer(mirror_tree.root) as second:
+        mirror.fail(f"{X64}/tcz/dhcp.tcz", "corrupt")
+        recipe = make_recipe(tmp_path, [mirror.url, second.url], ["dhcp"], local=False)
+        inputs = fetch(recipe, options(tmp_path))
+    dhcp = inputs.extensions[0]
+    assert dhcp.origin == second.url
+    assert dhcp.path.read_bytes() == mirror_tree.read(f"{X64}/tcz/dhcp.tcz")
+
+
+def test_every_mirror_failing_names_each_failure(tmp_path: Path, mirror: MirrorServer) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/"
+    path = f"{X64}/release/distribution_files/vmlinuz64"
+    mirror.fail(path, "status", code=500)
+    recipe = make_recipe(tmp_path, [mirror.url, dead], ["dhcp"], local=False)
+    with pytest.raises(FetchError) as info:
+        fetch(recipe, options(tmp_path))
+    assert str(info.value) == (
+        f"vmlinuz64: could not download: {mirror.url}{path}: HTTP 500; "
+        f"{dead}{path}: Connection refused"
+    )
+    assert mirror.requests.count(path) == FAST.attempts

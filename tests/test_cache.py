@@ -1,0 +1,62 @@
+"""The content-addressed cache: atomic entries, refs by mirror path, leftovers swept."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from tcbuild.cache import Absent, Cache, CachedObject
+
+
+def test_store_and_lookup(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    obj = cache.store_bytes("15.x/x86_64/tcz/a.tcz", b"abc", "http://m/15.x/x86_64/tcz/a.tcz")
+    digest = hashlib.sha256(b"abc").hexdigest()
+    assert obj.path == tmp_path / "objects" / digest[:2] / digest
+    assert obj.path.read_bytes() == b"abc" and obj.path.stat().st_mode & 0o222 == 0
+    assert cache.lookup("15.x/x86_64/tcz/a.tcz") == CachedObject(obj.path, digest, 3,
+                                                                "http://m/15.x/x86_64/tcz/a.tcz")
+    assert cache.lookup("15.x/x86_64/tcz/b.tcz") is None
+    cache.store_absent("15.x/x86_64/tcz/a.tcz.dep", "http://m/x")
+    assert cache.lookup("15.x/x86_64/tcz/a.tcz.dep") == Absent("http://m/x")
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_damaged_object_is_a_miss(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    obj = cache.store_bytes("k", b"abcdef", "src")
+    obj.path.chmod(0o644)
+    obj.path.write_bytes(b"abc")  # size no longer matches the ref
+    assert cache.lookup("k") is None
+    obj.path.unlink()
+    assert cache.lookup("k") is None
+
+
+def test_unsafe_keys_are_refused(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    for key in ("/etc/passwd", "a/../../b"):
+        with pytest.raises(ValueError, match="unsafe cache key"):
+            cache.lookup(key)
+
+
+def test_leftovers_of_killed_runs_are_swept_but_not_live_downloads(tmp_path: Path) -> None:
+    Cache(tmp_path)
+    stale = tmp_path / "tmp" / "download-stale"
+    stale.write_bytes(b"partial")
+    live = tmp_path / "tmp" / "download-live"
+    with live.open("wb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # as a running download holds it
+        Cache(tmp_path)
+        assert live.exists()
+    assert not stale.exists()
+
+
+def test_notes(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    assert cache.note("ab" * 32) == {}
+    cache.add_note("ab" * 32, kernel_version="6.6.8-tinycore64")
+    cache.add_note("ab" * 32, other=1)
+    assert Cache(tmp_path).note("ab" * 32) == {"kernel_version": "6.6.8-tinycore64", "other": 1}
