@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,11 @@ class Cache:
 
     def _sweep(self) -> None:
         """Delete temp files left by killed runs: those no live writer holds a lock on."""
+        old = time.time() - 60  # and not just created, before its writer could lock it
         for path in (self.root / "tmp").iterdir():
             try:
+                if path.stat().st_mtime > old:
+                    continue
                 with path.open("rb") as f:
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     path.unlink()
@@ -114,13 +118,15 @@ class Cache:
         finally:
             path.unlink(missing_ok=True)
 
-    def store(self, key: str, tmp: Path, sha256: str, size: int, source: str) -> CachedObject:
-        """Move a verified temp file into the objects and point `key` at it."""
+    def store(
+        self, key: str, out: IO[bytes], tmp: Path, sha256: str, size: int, source: str
+    ) -> CachedObject:
+        """Move a verified temp file (still open, so locked) into the objects; point `key` at it."""
         target = self._object_path(sha256)
         target.parent.mkdir(exist_ok=True)
-        tmp.chmod(0o444)
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
+        out.flush()
+        os.fsync(out.fileno())
+        os.fchmod(out.fileno(), 0o444)
         tmp.replace(target)
         self._write_json(self._ref_path(key), {"sha256": sha256, "size": size, "source": source})
         return CachedObject(target, sha256, size, source)
@@ -128,8 +134,7 @@ class Cache:
     def store_bytes(self, key: str, data: bytes, source: str) -> CachedObject:
         with self.writer() as (f, tmp):
             f.write(data)
-            f.close()
-            return self.store(key, tmp, hashlib.sha256(data).hexdigest(), len(data), source)
+            return self.store(key, f, tmp, hashlib.sha256(data).hexdigest(), len(data), source)
 
     def store_absent(self, key: str, source: str) -> Absent:
         self._write_json(self._ref_path(key), {"absent": True, "source": source})

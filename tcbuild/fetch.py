@@ -193,8 +193,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
             expected = parse_md5_txt(md5_text, f"{key}.md5.txt")
             with self.cache.writer() as (out, tmp):
                 got = self.mirrors.download(key, out, expected, *self._progress())
-                out.close()
-                obj = self.cache.store(key, tmp, got.sha256, got.size, got.url)
+                obj = self.cache.store(key, out, tmp, got.sha256, got.size, got.url)
             return Input(name, obj.path, obj.sha256, obj.size, got.mirror)
 
     def _progress(self) -> tuple[Callable[[int], Any] | None, Callable[[int], None] | None]:

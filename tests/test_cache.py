@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -46,11 +48,16 @@ def test_leftovers_of_killed_runs_are_swept_but_not_live_downloads(tmp_path: Pat
     Cache(tmp_path)
     stale = tmp_path / "tmp" / "download-stale"
     stale.write_bytes(b"partial")
+    fresh = tmp_path / "tmp" / "download-fresh"  # created, not yet locked by its writer
+    fresh.write_bytes(b"")
     live = tmp_path / "tmp" / "download-live"
+    live.write_bytes(b"")
+    for path in (stale, live):
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
     with live.open("wb") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # as a running download holds it
         Cache(tmp_path)
-        assert live.exists()
+        assert live.exists() and fresh.exists()
     assert not stale.exists()
 
 
