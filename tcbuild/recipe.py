@@ -7,12 +7,13 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from .compress import Compression
 from .errors import InputError, RecipeError
 
 DEFAULT_MIRRORS = ("http://repo.tinycorelinux.net/",)
@@ -55,6 +56,22 @@ class ExtensionMode(StrEnum):
     ONBOOT = "onboot"
 
 
+class OutputMode(StrEnum):
+    """`repack` rewrites the whole initramfs; `append` adds one segment after the untouched base."""
+
+    REPACK = "repack"
+    APPEND = "append"
+
+
+@dataclass(frozen=True)
+class FileAttributes:
+    """Owner and mode the recipe sets for one overlay path (None: the default)."""
+
+    mode: int | None = None
+    owner: str | int | None = None
+    group: str | int | None = None
+
+
 @dataclass(frozen=True)
 class Overlay:
     """A directory tree copied into the image root."""
@@ -77,6 +94,10 @@ class Recipe:
     vars: Mapping[str, str | int | float | bool]
     append: str
     initrd_name: str
+    output: OutputMode = OutputMode.REPACK
+    compression: Compression = Compression.SMALL
+    remove: tuple[str, ...] = ()
+    files: Mapping[str, FileAttributes] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def name(self) -> str:
@@ -143,6 +164,8 @@ class _RecipeReader:
         "overlay": {"source"},
         "vars": None,
         "boot": {"append", "initrd_name"},
+        "image": {"output", "compression", "remove"},
+        "files": None,
     }
 
     def __init__(self, path: Path) -> None:
@@ -158,6 +181,7 @@ class _RecipeReader:
         core = self.table(data, "tinycore", required=True)
         ext = self.table(data, "extensions")
         boot = self.table(data, "boot")
+        image = self.table(data, "image")
         install = self.install(ext)
         recipe = Recipe(
             path=self.path,
@@ -171,6 +195,10 @@ class _RecipeReader:
             vars=self.vars(data.get("vars", {})),
             append=self.string(boot, "boot.append", "base nodhcp") or "",
             initrd_name=self.initrd_name(boot),
+            output=self.choice(image, "image.output", OutputMode, OutputMode.REPACK),
+            compression=self.choice(image, "image.compression", Compression, Compression.SMALL),
+            remove=self.remove(image),
+            files=self.files(self.table(data, "files")),
         )
         if self.problems:
             raise RecipeError(self.problems)
@@ -282,11 +310,9 @@ class _RecipeReader:
     def local(self, ext: dict[str, Any], install: tuple[str, ...]) -> tuple[Path, ...]:
         paths = []
         for key, relative in self.string_list(ext, "extensions.local"):
-            if not relative.endswith(".tcz"):
-                self.problem(key, f"'{relative}' is not a .tcz file")
-                continue
-            paths.append(self.existing(key, relative, "file"))
-        for name in sorted({p.name for p in paths} & set(install)):
+            kind = "file" if relative.endswith(".tcz") else "directory"
+            paths.append(self.existing(key, relative, kind))
+        for name in sorted({extension_filename(p.name) for p in paths} & set(install)):
             self.problem("extensions.local", f"'{name}' is also in extensions.install")
         return tuple(paths)
 
@@ -318,6 +344,59 @@ class _RecipeReader:
                 self.problem(f"vars.{name}", f"expected a string, number or boolean, got "
                              f"{_type_name(item)}")
         return MappingProxyType(dict(sorted(value.items())))
+
+    def remove(self, image: dict[str, Any]) -> tuple[str, ...]:
+        patterns = []
+        for key, pattern in self.string_list(image, "image.remove"):
+            normalized = pattern.strip("/")
+            if not normalized or ".." in normalized.split("/"):
+                self.problem(key, f"'{pattern}' is not a path or glob inside the image")
+            else:
+                patterns.append(normalized)
+        if patterns and image.get("output") == OutputMode.APPEND:
+            self.problem("image.remove", "append mode cannot remove base entries "
+                         "(use output = \"repack\")")
+        return tuple(patterns)
+
+    def files(self, table: dict[str, Any]) -> Mapping[str, FileAttributes]:
+        result = {}
+        for path, value in table.items():
+            key = f'files."{path}"'
+            normalized = path.strip("/")
+            if not path.startswith("/") or not normalized or ".." in normalized.split("/"):
+                self.problem(key, "expected an absolute path inside the image, like "
+                             "\"/opt/bootlocal.sh\"")
+                continue
+            if not isinstance(value, dict):
+                self.problem(key, f"expected a table, got {_type_name(value)}")
+                continue
+            self.check_keys(value, f"{key}.", {"mode", "owner", "group"})
+            result[normalized] = FileAttributes(
+                mode=self.mode(value.get("mode"), f"{key}.mode"),
+                owner=self.owner(value.get("owner"), f"{key}.owner"),
+                group=self.owner(value.get("group"), f"{key}.group"),
+            )
+        return MappingProxyType(dict(sorted(result.items())))
+
+    def mode(self, value: Any, key: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3,4}", value):
+            return int(value, 8)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o7777:
+            return value
+        self.problem(key, f"{value!r} is not a mode like \"0755\" or 0o755")
+        return None
+
+    def owner(self, value: Any, key: str) -> str | int | None:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
+            return value
+        if isinstance(value, str) and re.fullmatch(r"[a-z_][a-z0-9_-]*\$?", value):
+            return value
+        self.problem(key, f"{value!r} is not a user or group name or number")
+        return None
 
     def initrd_name(self, boot: dict[str, Any]) -> str:
         name = self.string(boot, "boot.initrd_name", "core.hts.gz")

@@ -1,0 +1,96 @@
+"""Tiny Core extensions (`.tcz`, squashfs 4.0) read straight into cpio entries, never unpacked."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from PySquashfsImage import SquashFsImage
+
+from .errors import ArchiveError, TcbuildError
+from .newc import Entry
+
+GZIP = 1
+COMPRESSORS = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
+BLOCK_SIZE = 4096
+MKSQUASHFS = ["mksquashfs", "-b", "4k", "-comp", "gzip", "-no-xattrs", "-noappend", "-quiet",
+              "-no-progress", "-all-root", "-processors", "1"]
+
+
+def stem(name: str) -> str:
+    """`nfs-utils.tcz` -> `nfs-utils` (the name in `tce.installed/`)."""
+    return name.removesuffix(".tcz")
+
+
+def read_tcz(path: Path, name: str | None = None) -> Iterator[Entry]:
+    """Every entry below the squashfs root, as the extension's files appear in `/`.
+
+    The root directory itself is skipped: its owner (often 1001:staff) must not reach `/`.
+    Hard links inside an extension become separate files.
+    """
+    label = name or path.name
+    try:
+        image = SquashFsImage.from_file(str(path))
+    except Exception as e:  # the library raises bare errors on a bad superblock
+        raise ArchiveError(f"{path}: not a squashfs image ({e})") from e
+    try:
+        compression = image.sblk.compression
+        if compression != GZIP:
+            kind = COMPRESSORS.get(compression, f"compressor {compression}")
+            raise ArchiveError(f"{path}: {label} is {kind}-compressed; Tiny Core needs gzip "
+                               "(mksquashfs -comp gzip)")
+        if image.sblk.block_size != BLOCK_SIZE:
+            raise ArchiveError(f"{path}: {label} has {image.sblk.block_size // 1024} KiB blocks; "
+                               "Tiny Core needs 4 KiB (mksquashfs -b 4k)")
+        for item in image:
+            relative = item.path.lstrip("/")
+            if not relative:
+                continue
+            yield _entry(item, relative, path)
+    except ArchiveError:
+        raise
+    except (zlib.error, ValueError, OSError, IndexError, KeyError) as e:
+        raise ArchiveError(f"{path}: corrupt squashfs image ({e})") from e
+    finally:
+        image.close()
+
+
+def _entry(item: object, relative: str, path: Path) -> Entry:
+    mode: int = item.mode  # type: ignore[attr-defined]
+    data: bytes | None = None
+    rdev = (0, 0)
+    if stat.S_ISREG(mode):
+        data = item.read_bytes()  # type: ignore[attr-defined]
+    elif stat.S_ISLNK(mode):
+        data = item.readlink().encode()  # type: ignore[attr-defined]
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        rdev = (item.major, item.minor)  # type: ignore[attr-defined]
+    elif stat.S_ISSOCK(mode):
+        raise ArchiveError(f"{path}: {relative}: a socket cannot go into an initramfs")
+    return Entry(
+        name=relative,
+        mode=mode,
+        uid=item.uid,  # type: ignore[attr-defined]
+        gid=item.gid,  # type: ignore[attr-defined]
+        nlink=2 if stat.S_ISDIR(mode) else 1,
+        mtime=item.time,  # type: ignore[attr-defined]
+        size=len(data) if data is not None else 0,
+        ino=0,
+        rdev=rdev,
+        data=data,
+    )
+
+
+def pack_directory(source: Path, target: Path) -> None:
+    """Make a `.tcz` from a directory as Tiny Core packs extensions, reproducibly."""
+    command = [*MKSQUASHFS[:1], str(source), str(target), *MKSQUASHFS[1:],
+               "-all-time", "0", "-mkfs-time", "0"]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise TcbuildError("mksquashfs is not installed (apt-get install squashfs-tools)") from None
+    except subprocess.CalledProcessError as e:
+        raise TcbuildError(f"{source}: mksquashfs failed: {e.stderr.strip() or e}") from e
