@@ -9,6 +9,7 @@ import pytest
 
 import tcbuild
 from tcbuild import ExtensionMode, Flavor, InputError, RecipeError, load_recipe
+from tcbuild.recipe import FileAttributes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +111,7 @@ appendix = "x"
         "extensions.install[2]: 'dhcp.tcz' is listed twice (also at extensions.install[0])",
         "extensions.install[3]: expected a string, got an integer",
         "extensions.local[0]: file 'missing.tcz' does not exist",
-        "extensions.local[1]: 'notes.txt' is not a .tcz file",
+        "extensions.local[1]: directory 'notes.txt' does not exist",
         "extensions.mode: 'lazy' is not one of: unpacked | onboot",
         "overlay[0].source: directory 'no/such/dir' does not exist",
         "overlay[0].target: unknown key",
@@ -185,3 +186,58 @@ def test_with_mirrors_replaces_the_list(tmp_path: Path) -> None:
     assert other.mirrors == ("http://127.0.0.1:8080/",) and recipe.mirrors != other.mirrors
     with pytest.raises(InputError, match="file:///x: a mirror must be an http"):
         recipe.with_mirrors(("file:///x",))
+
+
+def test_image_and_files_tables(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, """
+[tinycore]
+release = "15.x"
+[image]
+output = "repack"
+compression = "fast"
+remove = ["/usr/share/doc/*", "usr/local/share/man"]
+[files."/opt/bootlocal.sh"]
+mode = "0775"
+owner = "root"
+group = "staff"
+[files."/etc/motd"]
+mode = 0o600
+group = 50
+"""))
+    assert recipe.compression == "fast" and recipe.output == "repack"
+    assert recipe.remove == ("usr/share/doc/*", "usr/local/share/man")
+    assert recipe.files["opt/bootlocal.sh"] == FileAttributes(0o775, "root", "staff")
+    assert recipe.files["etc/motd"] == FileAttributes(0o600, None, 50)
+
+
+def test_image_and_files_problems(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, """
+[tinycore]
+release = "15.x"
+[image]
+output = "append"
+compression = "tiny"
+remove = ["../etc", "bin/*"]
+[files."opt/x"]
+mode = "0775"
+[files."/opt/y"]
+mode = "rwx"
+owner = "Root User"
+colour = 1
+"""))
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "image.compression: 'tiny' is not one of: small | fast",
+        "image.remove[0]: '../etc' is not a path or glob inside the image",
+        'image.remove: append mode cannot remove base entries (use output = "repack")',
+        'files."opt/x": expected an absolute path inside the image, like "/opt/bootlocal.sh"',
+        'files."/opt/y".colour: unknown key; expected one of: group, mode, owner',
+        'files."/opt/y".mode: \'rwx\' is not a mode like "0755" or 0o755',
+        "files.\"/opt/y\".owner: 'Root User' is not a user or group name or number",
+    ]
+
+
+def test_local_extension_directory(tmp_path: Path) -> None:
+    (tmp_path / "nrpe/usr/local").mkdir(parents=True)
+    recipe = load_recipe(write(tmp_path, '[tinycore]\nrelease = "15.x"\n'
+                               '[extensions]\nlocal = ["nrpe"]\n'))
+    assert recipe.local == (tmp_path / "nrpe",)
