@@ -11,10 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .build import BuildOptions, build
+from .compress import Compression
 from .deps import render_tree
 from .errors import InputError, TcbuildError
 from .fetch import FetchOptions, Inputs, fetch, resolve
-from .recipe import Recipe, load_recipe, normalize_mirror
+from .manifest import MANIFEST, diff, format_diff, format_entry, load_listing
+from .recipe import OutputMode, Recipe, load_recipe, normalize_mirror
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +71,31 @@ def _parser() -> argparse.ArgumentParser:
                                     help="download, verify and cache everything a recipe names")
     fetch_cmd.add_argument("recipe", type=Path)
     fetch_cmd.set_defaults(command=_fetch)
+
+    build_cmd = commands.add_parser("build", parents=[mirror_options],
+                                    help="build the kernel and initrd (and build.json)")
+    build_cmd.add_argument("recipe", type=Path)
+    build_cmd.add_argument("--out", type=Path, metavar="DIR",
+                           help="output directory (default: build/<recipe name>)")
+    build_cmd.add_argument("--compression", choices=[c.value for c in Compression],
+                           help="small (default: as small as advdef -z4) or fast (for iterating)")
+    build_cmd.add_argument("--fast", dest="compression", action="store_const", const="fast",
+                           help="same as --compression fast")
+    build_cmd.add_argument("--output", choices=[o.value for o in OutputMode],
+                           help="repack (default) or append (the untouched base + one segment)")
+    build_cmd.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build_cmd.set_defaults(command=_build)
+
+    inspect = commands.add_parser("inspect", help="list an image's entries with provenance")
+    inspect.add_argument("image", type=Path, help="a build directory or an initramfs file")
+    inspect.add_argument("--json", action="store_true", help="print the result as JSON")
+    inspect.set_defaults(command=_inspect)
+
+    diff_cmd = commands.add_parser("diff", help="what changed between two builds or images")
+    diff_cmd.add_argument("old", type=Path)
+    diff_cmd.add_argument("new", type=Path)
+    diff_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    diff_cmd.set_defaults(command=_diff)
     return parser
 
 
@@ -111,6 +139,55 @@ def _fetch(args: argparse.Namespace) -> int:
     elif not args.quiet:
         for line in _fetch_report(inputs):
             print(line)
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    recipe, fetch_options = _recipe_and_options(args)
+    options = BuildOptions(
+        out_dir=args.out, fetch=fetch_options, force=args.force,
+        compression=Compression(args.compression) if args.compression else None,
+        output=OutputMode(args.output) if args.output else None,
+    )
+    result = build(recipe, options)
+    if args.json:
+        print(json.dumps({
+            "out_dir": str(result.out_dir), "kernel": str(result.kernel),
+            "initrd": str(result.initrd), "build_id": result.build_id,
+            "up_to_date": result.up_to_date, "entries": result.entries, "size": result.size,
+            "seconds": round(result.seconds, 3),
+        }, indent=2))
+    elif not args.quiet:
+        state = "up to date" if result.up_to_date else "built"
+        print(f"{result.out_dir}: {state} in {result.seconds:.2f} s "
+              f"(build {result.build_id[:12]})")
+        print(f"  {result.kernel}")
+        print(f"  {result.initrd}  {_size(result.size)}, {result.entries} entries")
+        print(f"  {result.out_dir / MANIFEST}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    listing = load_listing(args.image)
+    if args.json:
+        print(json.dumps({"image": str(listing.source), "entries": list(listing.entries.values())},
+                         indent=1))
+    else:
+        for facts in listing.entries.values():
+            print(format_entry(facts))
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    result = diff(load_listing(args.old), load_listing(args.new))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        lines = format_diff(result)
+        for line in lines:
+            print(line)
+        counts = ", ".join(f"{len(v)} {k}" for k, v in result.items())
+        print(f"{counts}" if lines else "no differences")
     return 0
 
 

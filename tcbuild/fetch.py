@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from . import newc
+from . import newc, tcz
 from .cache import Absent, Cache, CachedObject, default_cache_dir
 from .deps import DEP_NAME, Resolution, needs_kernel, parse_dep, substitute_kernel
 from .errors import ArchiveError, ChecksumError, FetchError, RecipeError
 from .mirror import Mirrors, NotFound, Policy, parse_md5_txt, release_path, tcz_path
-from .recipe import Recipe
+from .recipe import Recipe, extension_filename
 
 MODULES_DIR = re.compile(r"^lib/modules/([^/]+)(/|$)")
 T = TypeVar("T")
@@ -110,7 +110,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         self.options = options
         self.cache = Cache(options.cache_dir or default_cache_dir())
         self.mirrors = Mirrors(recipe.mirrors, options.policy)
-        self.local = {path.name: path for path in recipe.local}
+        self.local = {extension_filename(path.name): path for path in recipe.local}
         self.pool = ThreadPoolExecutor(max(1, options.jobs), thread_name_prefix="fetch")
         self.missing: list[str] = []
         self.warnings: list[str] = []
@@ -319,6 +319,8 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         path = self.local.get(name)
         if path is None:
             return self.large(name, self.tcz_key(name))
+        if path.is_dir():
+            return self.pack(name, path)
         data = path.read_bytes()
         md5_file = path.with_name(f"{name}.md5.txt")
         if md5_file.is_file():
@@ -330,6 +332,15 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
                     f"got {actual}"
                 )
         return Input(name, path, hashlib.sha256(data).hexdigest(), len(data), "local")
+
+    def pack(self, name: str, directory: Path) -> Input:
+        """A local directory packed into a `.tcz` (reproducibly), kept in the cache."""
+        with self.cache.writer() as (out, tmp):
+            tcz.pack_directory(directory, tmp)
+            data = tmp.read_bytes()
+            sha256 = hashlib.sha256(data).hexdigest()
+            obj = self.cache.store(f"local/{name}", out, tmp, sha256, len(data), str(directory))
+        return Input(name, obj.path, obj.sha256, obj.size, "local")
 
     # -- the whole fetch -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import subprocess
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from PySquashfsImage import SquashFsImage
 
@@ -25,58 +26,69 @@ def stem(name: str) -> str:
     return name.removesuffix(".tcz")
 
 
+def _open(path: Path, label: str) -> Any:
+    """The squashfs image, checked to be what Tiny Core loads: gzip, 4 KiB blocks."""
+    try:
+        image = SquashFsImage.from_file(str(path))
+    except Exception as e:  # the library raises bare errors on a bad superblock
+        raise ArchiveError(f"{path}: not a squashfs image ({e})") from e
+    compression = image.sblk.compression
+    problem = None
+    if compression != GZIP:
+        kind = COMPRESSORS.get(compression, f"compressor {compression}")
+        problem = f"{label} is {kind}-compressed; Tiny Core needs gzip (mksquashfs -comp gzip)"
+    elif image.sblk.block_size != BLOCK_SIZE:
+        problem = (f"{label} has {image.sblk.block_size // 1024} KiB blocks; Tiny Core needs "
+                   "4 KiB (mksquashfs -b 4k)")
+    if problem:
+        image.close()
+        raise ArchiveError(f"{path}: {problem}")
+    return image
+
+
+def check_tcz(path: Path, name: str | None = None) -> None:
+    """Raise unless `path` is a squashfs image Tiny Core can load."""
+    _open(path, name or path.name).close()
+
+
 def read_tcz(path: Path, name: str | None = None) -> Iterator[Entry]:
     """Every entry below the squashfs root, as the extension's files appear in `/`.
 
     The root directory itself is skipped: its owner (often 1001:staff) must not reach `/`.
     Hard links inside an extension become separate files.
     """
-    label = name or path.name
+    image = _open(path, name or path.name)
     try:
-        image = SquashFsImage.from_file(str(path))
-    except Exception as e:  # the library raises bare errors on a bad superblock
-        raise ArchiveError(f"{path}: not a squashfs image ({e})") from e
-    try:
-        compression = image.sblk.compression
-        if compression != GZIP:
-            kind = COMPRESSORS.get(compression, f"compressor {compression}")
-            raise ArchiveError(f"{path}: {label} is {kind}-compressed; Tiny Core needs gzip "
-                               "(mksquashfs -comp gzip)")
-        if image.sblk.block_size != BLOCK_SIZE:
-            raise ArchiveError(f"{path}: {label} has {image.sblk.block_size // 1024} KiB blocks; "
-                               "Tiny Core needs 4 KiB (mksquashfs -b 4k)")
         for item in image:
             relative = item.path.lstrip("/")
             if not relative:
                 continue
             yield _entry(item, relative, path)
-    except ArchiveError:
-        raise
     except (zlib.error, ValueError, OSError, IndexError, KeyError) as e:
         raise ArchiveError(f"{path}: corrupt squashfs image ({e})") from e
     finally:
         image.close()
 
 
-def _entry(item: object, relative: str, path: Path) -> Entry:
-    mode: int = item.mode  # type: ignore[attr-defined]
+def _entry(item: Any, relative: str, path: Path) -> Entry:
+    mode: int = item.mode
     data: bytes | None = None
     rdev = (0, 0)
     if stat.S_ISREG(mode):
-        data = item.read_bytes()  # type: ignore[attr-defined]
+        data = item.read_bytes()
     elif stat.S_ISLNK(mode):
-        data = item.readlink().encode()  # type: ignore[attr-defined]
+        data = item.readlink().encode()
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        rdev = (item.major, item.minor)  # type: ignore[attr-defined]
+        rdev = (item.major, item.minor)
     elif stat.S_ISSOCK(mode):
         raise ArchiveError(f"{path}: {relative}: a socket cannot go into an initramfs")
     return Entry(
         name=relative,
         mode=mode,
-        uid=item.uid,  # type: ignore[attr-defined]
-        gid=item.gid,  # type: ignore[attr-defined]
+        uid=item.uid,
+        gid=item.gid,
         nlink=2 if stat.S_ISDIR(mode) else 1,
-        mtime=item.time,  # type: ignore[attr-defined]
+        mtime=item.time,
         size=len(data) if data is not None else 0,
         ino=0,
         rdev=rdev,

@@ -1,0 +1,155 @@
+"""`build.json`: what went into a build and where every file of the image came from.
+
+It also lets `inspect` list an image with provenance and `diff` compare two builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .newc import Entry, iter_initramfs
+
+MANIFEST = "build.json"
+TYPES = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
+         stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo"}
+
+
+def describe(entry: Entry, origin: str | None = None) -> dict[str, Any]:
+    """One entry as JSON-friendly facts (content by sha256, never the bytes)."""
+    kind = TYPES.get(stat.S_IFMT(entry.mode), "other")
+    facts: dict[str, Any] = {
+        "path": entry.path, "type": kind, "mode": f"{stat.S_IMODE(entry.mode):04o}",
+        "uid": entry.uid, "gid": entry.gid, "mtime": entry.mtime,
+    }
+    if kind == "file":
+        facts["size"] = entry.size
+        facts["sha256"] = hashlib.sha256(entry.data or b"").hexdigest()
+        if entry.nlink > 1:
+            facts["nlink"] = entry.nlink
+    elif kind == "symlink":
+        facts["target"] = (entry.data or b"").decode("utf-8", "surrogateescape")
+    elif kind in ("char", "block"):
+        facts["rdev"] = list(entry.rdev)
+    if origin is not None:
+        facts["origin"] = origin
+    return facts
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+@dataclass(frozen=True)
+class Listing:
+    """An image's entries as the kernel leaves them (a later duplicate wins), with origins."""
+
+    source: Path
+    entries: dict[str, dict[str, Any]]
+    manifest: dict[str, Any] | None
+
+
+def load_listing(target: Path) -> Listing:
+    """A build directory (its `build.json` names the initrd) or an initramfs file."""
+    manifest: dict[str, Any] | None
+    if target.is_dir():
+        manifest = read_manifest(target)
+        if manifest is None:
+            raise InputError(f"{target}: no {MANIFEST} here (not a tcbuild output directory)")
+        image = target / manifest["outputs"]["initrd"]["name"]
+    else:
+        image = target
+        manifest = read_manifest(target.parent)
+        if manifest is not None and manifest["outputs"]["initrd"]["name"] != target.name:
+            manifest = None
+    if not image.is_file():
+        raise InputError(f"{image}: no such image")
+    origins: dict[str, str] = {}
+    if manifest is not None:
+        digest = hashlib.sha256(image.read_bytes()).hexdigest()
+        if digest == manifest["outputs"]["initrd"]["sha256"]:
+            origins = {e["path"]: e["origin"] for e in manifest["entries"]}
+        else:
+            manifest = None
+    raw = list(iter_initramfs(image))
+    shared = _link_data(raw)
+    entries = {}
+    for e in raw:
+        data = shared.get((e.segment, e.ino)) if e.nlink > 1 and stat.S_ISREG(e.mode) else None
+        if data is not None:
+            e = replace(e, data=data, size=len(data))
+        entries[e.path] = describe(e, origins.get(e.path))
+    return Listing(image, entries, manifest)
+
+
+def _link_data(entries: Iterable[Entry]) -> dict[tuple[int, int], bytes]:
+    """The data of each hard-link group, whichever of its names carries it."""
+    found: dict[tuple[int, int], bytes] = {}
+    for e in entries:
+        if e.nlink > 1 and stat.S_ISREG(e.mode) and e.size:
+            found[(e.segment, e.ino)] = e.data or b""
+    return found
+
+
+def format_entry(facts: Mapping[str, Any]) -> str:
+    """An `ls -l`-like line: type and mode, owner, size or device, path, target, origin."""
+    letter = {"dir": "d", "file": "-", "symlink": "l", "char": "c", "block": "b", "fifo": "p"}
+    mode = stat.filemode(int(facts["mode"], 8))[1:]
+    kind = letter.get(facts["type"], "?")
+    size = f"{facts['rdev'][0]},{facts['rdev'][1]}" if "rdev" in facts else str(
+        facts.get("size", 0))
+    line = f"{kind}{mode} {facts['uid']:>5}:{facts['gid']:<5} {size:>9}  {facts['path']}"
+    if "target" in facts:
+        line += f" -> {facts['target']}"
+    if "origin" in facts:
+        line += f"  [{facts['origin']}]"
+    return line
+
+
+METADATA = ("type", "mode", "uid", "gid", "rdev", "target")
+
+
+def diff(a: Listing, b: Listing) -> dict[str, list[dict[str, Any]]]:
+    """Added, removed, changed content and changed metadata (mtimes are not compared)."""
+    result: dict[str, list[dict[str, Any]]] = {
+        "added": [], "removed": [], "content": [], "metadata": []}
+    for path in sorted(set(a.entries) | set(b.entries)):
+        old, new = a.entries.get(path), b.entries.get(path)
+        if old is None and new is not None:
+            result["added"].append(new)
+        elif new is None and old is not None:
+            result["removed"].append(old)
+        elif old is not None and new is not None:
+            if old.get("sha256") != new.get("sha256"):
+                result["content"].append({"path": path, "old": old, "new": new})
+            changes = {k: [old.get(k), new.get(k)] for k in METADATA if old.get(k) != new.get(k)}
+            if changes:
+                result["metadata"].append({"path": path, "changes": changes})
+    return result
+
+
+def format_diff(result: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[str]:
+    lines = [f"+ {format_entry(e)}" for e in result["added"]]
+    lines += [f"- {format_entry(e)}" for e in result["removed"]]
+    for change in result["content"]:
+        old, new = change["old"], change["new"]
+        lines.append(f"~ {change['path']}: content {old.get('size', 0)} -> "
+                     f"{new.get('size', 0)} bytes")
+    for change in result["metadata"]:
+        parts = ", ".join(f"{k} {v[0]} -> {v[1]}" for k, v in change["changes"].items())
+        lines.append(f"~ {change['path']}: {parts}")
+    return lines
