@@ -55,8 +55,8 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     """Build the recipe's kernel and initrd into the output directory (see module doc)."""
     options = options or BuildOptions()
     started = time.monotonic()
-    recipe = replace(recipe, compression=options.compression or recipe.compression,
-                     output=options.output or recipe.output)
+    recipe = replace(recipe, compression=Compression(options.compression or recipe.compression),
+                     output=OutputMode(options.output or recipe.output))
     inputs = fetch(recipe, options.fetch)
     out = options.out_dir or default_out_dir(recipe)
     build_id = _build_id(recipe, inputs)
@@ -169,8 +169,7 @@ def _manifest(recipe: Recipe, inputs: Inputs, build_id: str, tree: image.Tree,
         "name": recipe.name,
         "kernel_version": inputs.kernel_version,
         "settings": _settings(recipe),
-        "inputs": [{"name": f.name, "sha256": f.sha256, "size": f.size, "origin": f.origin}
-                   for f in inputs.files],
+        "inputs": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in inputs.files],
         "outputs": {
             "kernel": {"name": recipe.flavor.kernel, "sha256": kernel.sha256,
                        "size": kernel.size},

@@ -66,6 +66,12 @@ def _parent(path: str) -> str:
     return path.rpartition("/")[0] or "."
 
 
+def _self_and_parents(path: str) -> Iterator[str]:
+    while path != ".":
+        yield path
+        path = _parent(path)
+
+
 def _named(entry: Entry, path: str) -> Entry:
     return entry if entry.name == path else replace(entry, name=path)
 
@@ -104,7 +110,7 @@ def remove(tree: Tree, patterns: tuple[str, ...], recipe: Path) -> None:
     """Drop base entries matching a path or glob (a directory takes its contents along)."""
     for i, pattern in enumerate(patterns):
         doomed = [path for path in tree.items
-                  if fnmatch.fnmatchcase(path, pattern) or path.startswith(f"{pattern}/")]
+                  if any(fnmatch.fnmatchcase(p, pattern) for p in _self_and_parents(path))]
         if not doomed:
             raise InputError(f"{recipe}: image.remove[{i}]: '{pattern}' matches nothing in the "
                              "base")
