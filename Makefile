@@ -10,11 +10,12 @@ MIRROR ?=
 TCBUILD_FLAGS := $(if $(MIRROR),--mirror $(MIRROR))
 
 # Debian packages the tests use (installed by `make test` when run as root).
-APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools
+APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-x86
 
 .PHONY: image fetch deps test tools venv mirror extras clean
 
-image: fetch  ## the main job (until the image stage lands: fetch and verify every input)
+image: $(BIN)/tcbuild  ## the main job: build/<recipe>/{vmlinuz64,core.hts.gz,build.json}
+	$(BIN)/tcbuild build $(RECIPE) $(TCBUILD_FLAGS)
 
 fetch: $(BIN)/tcbuild
 	$(BIN)/tcbuild fetch $(RECIPE) $(TCBUILD_FLAGS)
@@ -47,7 +48,6 @@ mirror: tools $(BIN)/tcbuild
 
 $(BIN)/tcbuild: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 

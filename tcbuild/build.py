@@ -62,8 +62,8 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     build_id = _build_id(recipe, inputs)
     kernel_out, initrd_out = out / recipe.flavor.kernel, out / recipe.initrd_name
     previous = read_manifest(out)
-    if not options.force and previous and previous.get("build_id") == build_id and _intact(
-            out, previous):
+    if (not options.force and previous and previous.get("build_id") == build_id
+            and previous.get("settings") == _settings(recipe) and _intact(out, previous)):
         return BuildResult(out, kernel_out, initrd_out, build_id, True, len(previous["entries"]),
                            initrd_out.stat().st_size, time.monotonic() - started)
     tree = compose(recipe, inputs, build_id)
@@ -137,10 +137,15 @@ def _overlay_digest(root: Path) -> str:
 
 
 def _build_id(recipe: Recipe, inputs: Inputs) -> str:
-    """A digest of everything that decides the output bytes."""
+    """A digest of everything that decides what the booted image holds.
+
+    How it is encoded (compression, repack or append) is left out: both give the same files.
+    """
+    settings = _settings(recipe)
+    del settings["compression"], settings["output"]
     facts = {
         "tcbuild": __version__,
-        "settings": _settings(recipe),
+        "settings": settings,
         "vars": dict(recipe.vars),
         "files": {p: [a.mode, a.owner, a.group] for p, a in recipe.files.items()},
         "inputs": [[f.name, f.sha256] for f in inputs.files],

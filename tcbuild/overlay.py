@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-import jinja2.meta
 
 from .errors import InputError
 from .newc import Entry
@@ -45,17 +44,18 @@ def _environment() -> jinja2.Environment:
 
 def render(source: Path, text: str, context: Mapping[str, object]) -> str:
     """Render one template; an undefined variable names the file, line and variable."""
-    env = _environment()
     try:
-        ast = env.parse(text)
+        return _environment().from_string(text).render(context)
     except jinja2.TemplateSyntaxError as e:
         raise InputError(f"{source}:{e.lineno}: template error: {e.message}") from e
-    for name in sorted(jinja2.meta.find_undeclared_variables(ast) - set(context)):
+    except jinja2.UndefinedError as e:
+        match = re.match(r"'([^']+)' is undefined", str(e))
+        if not match:
+            raise InputError(f"{source}: template error: {e}") from e
+        name = match[1]
         line = next((i for i, row in enumerate(text.splitlines(), 1)
-                     if re.search(rf"\b{re.escape(name)}\b", row)), 0)
-        raise InputError(f"{source}:{line}: undefined template variable '{name}'")
-    try:
-        return env.from_string(text).render(context)
+                     if re.search(rf"{{[{{%][^}}]*\b{re.escape(name)}\b", row)), 0)
+        raise InputError(f"{source}:{line}: undefined template variable '{name}'") from e
     except jinja2.TemplateError as e:
         raise InputError(f"{source}: template error: {e}") from e
 

@@ -453,12 +453,17 @@ def _extension_files(name: str) -> dict[str, tuple[int, bytes | str]]:
     return files
 
 
-def _make_tcz(name: str, work: Path) -> tuple[bytes, list[str]]:
-    """Build ``name.tcz`` with the real mksquashfs; return its bytes and its .list lines."""
+def _make_tcz(
+    name: str, work: Path, extra_files: dict[str, tuple[int, bytes | str]] | None = None
+) -> tuple[bytes, list[str]]:
+    """Build ``name.tcz`` with the real mksquashfs; return its bytes and its .list lines.
+
+    ``extra_files`` (same shape as :func:`_extension_files`) are added to the stand-in files.
+    """
     src = work / f"{name}.src"
     src.mkdir(parents=True)
     src.chmod(0o755)  # the root directory's mode would otherwise follow the umask
-    files = _extension_files(name)
+    files = {**_extension_files(name), **(extra_files or {})}
     pseudo: list[str] = []
     dirs: set[str] = set()
     for rel, (mode, payload) in sorted(files.items()):
@@ -560,22 +565,32 @@ def build_mirror(root: Path, *, busybox: Path = Path("/bin/busybox")) -> MirrorT
                     built[name] = _make_tcz(name, tcz_work)
 
     for build, names in EXTENSIONS.items():
-        tdir = f"{RELEASE}/{build}/tcz"
-        index: list[str] = []
-        for name in sorted(names):
-            data, listing = built[name]
-            _write(root, f"{tdir}/{name}.tcz", data, md5s)
-            _write(root, f"{tdir}/{name}.tcz.info", _info(name, len(data)))
-            _write(root, f"{tdir}/{name}.tcz.list", "".join(f"{p}\n" for p in listing).encode())
-            dep = root / tdir / f"{name}.tcz.dep"
-            if name in DEP_FILES:
-                _write(root, f"{tdir}/{name}.tcz.dep", DEP_FILES[name])
-            elif dep.exists():
-                dep.unlink()
-            index.append(f"{md5s[f'{tdir}/{name}.tcz']}  {name}.tcz\n")
-        _write(root, f"{tdir}/md5.db.gz", _gzip("".join(index).encode()))
+        _write_tcz_dir(root, f"{RELEASE}/{build}/tcz", names, built, md5s)
 
     return MirrorTree(root=root, md5s=md5s)
+
+
+def _write_tcz_dir(
+    root: Path,
+    tdir: str,
+    names: tuple[str, ...],
+    built: dict[str, tuple[bytes, list[str]]],
+    md5s: dict[str, str],
+) -> None:
+    """Write the extensions ``names`` (from ``built``) with their side files and md5.db.gz."""
+    index: list[str] = []
+    for name in sorted(names):
+        data, listing = built[name]
+        _write(root, f"{tdir}/{name}.tcz", data, md5s)
+        _write(root, f"{tdir}/{name}.tcz.info", _info(name, len(data)))
+        _write(root, f"{tdir}/{name}.tcz.list", "".join(f"{p}\n" for p in listing).encode())
+        dep = root / tdir / f"{name}.tcz.dep"
+        if name in DEP_FILES:
+            _write(root, f"{tdir}/{name}.tcz.dep", DEP_FILES[name])
+        elif dep.exists():
+            dep.unlink()
+        index.append(f"{md5s[f'{tdir}/{name}.tcz']}  {name}.tcz\n")
+    _write(root, f"{tdir}/md5.db.gz", _gzip("".join(index).encode()))
 
 
 # --------------------------------------------------------------------------- HTTP server

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import shutil
 import struct
 import subprocess
@@ -149,3 +150,34 @@ def test_two_processes_fetch_into_one_cache_at_once(tmp_path: Path, mirror: Mirr
     mirror.reset()
     assert tcbuild("fetch", EXAMPLE, "--mirror", mirror.url, "--cache", cache).returncode == 0
     assert mirror.requests == []
+
+
+def test_build_inspect_and_diff(tmp_path: Path, mirror: MirrorServer) -> None:
+    args = ["--mirror", mirror.url, "--cache", str(tmp_path / "c")]
+    first = tcbuild("build", EXAMPLE, *args, "--out", tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[0].startswith(f"{tmp_path / 'a'}: built in ")
+    again = tcbuild("build", EXAMPLE, *args, "--out", tmp_path / "a")
+    assert ": up to date in " in again.stdout.splitlines()[0]
+    fast = tcbuild("build", EXAMPLE, *args, "--out", tmp_path / "b", "--fast", "--json")
+    assert json.loads(fast.stdout)["up_to_date"] is False
+    assert (tmp_path / "b/core.hts.gz").stat().st_size > (tmp_path / "a/core.hts.gz").stat(
+        ).st_size  # level 4 against level 12
+    listing = tcbuild("inspect", tmp_path / "a").stdout.splitlines()
+    assert any(line.startswith("crw--w--w-     0:0           5,1  dev/console  [base]")
+               for line in listing), listing[:12]
+    assert any("usr/local/etc/nagios/nrpe.cfg  [extension:nrpe.tcz]" in line for line in listing)
+    same = tcbuild("diff", tmp_path / "a", tmp_path / "b")
+    assert same.stdout == "no differences\n"
+    (tmp_path / "edited").mkdir()
+    shutil.copytree(ROOT / "overlays", tmp_path / "edited/overlays")
+    shutil.copytree(ROOT / "recipes", tmp_path / "edited/recipes")
+    (tmp_path / "edited/overlays/gameserver/etc").mkdir(exist_ok=True)
+    (tmp_path / "edited/overlays/gameserver/etc/motd").write_text("hello\n")
+    edited = tcbuild("build", tmp_path / "edited/recipes/gameserver.toml", *args,
+                     "--out", tmp_path / "e")
+    assert edited.returncode == 0, edited.stderr
+    changed = tcbuild("diff", tmp_path / "a", tmp_path / "e").stdout.splitlines()
+    assert changed[-1] == "1 added, 0 removed, 1 content, 0 metadata"
+    assert re.match(r"\+ -rw-r--r-- +0:0 +6  etc/motd  \[overlay:", changed[0]), changed
+    assert changed[1].startswith("~ opt/bootlocal.sh: content ")  # it logs the build id

@@ -188,11 +188,11 @@ def test_overlay_templates_attributes_and_errors(tmp_path: Path, mirror: MirrorS
     (tmp_path / "overlay/etc").mkdir()
     (tmp_path / "overlay/etc/motd.j2").write_text(
         "{## a comment ##}node of {{ recipe_name }} on {{ release }}/{{ kernel_version }}, "
-        "nfs {{ nfs_server }}, ${#shell} ${var%x}\n")
+        "nfs {{ nfs_server }}, {{ unset | default('fallback') }}, ${#shell} ${var%x}\n")
     result = run_build(tmp_path, recipe)
     files = {e.path: e for e in iter_initramfs(result.initrd)}
     assert files["etc/motd"].data == (b"node of r on 15.x/6.6.8-tinycore64, nfs 10.1.1.1, "
-                                      b"${#shell} ${var%x}\n")
+                                      b"fallback, ${#shell} ${var%x}\n")
     assert "etc/motd.j2" not in files
     bootlocal = files["opt/bootlocal.sh"]
     assert (stat.S_IMODE(bootlocal.mode), bootlocal.uid, bootlocal.gid) == (0o775, 0, 50)
