@@ -418,7 +418,6 @@ BUILTIN=/tmp/builtin
 INSTALLED=/usr/local/tce.installed
 LOADED=" "
 MOUNTED=""
-SETUP=""
 RAN=" "
 
 say() {
@@ -502,7 +501,7 @@ load_ext() {
         say "linked $name.tcz into /"
     fi
     if [ -x "$INSTALLED/$name" ]; then
-        SETUP="$SETUP $INSTALLED/$name"
+        echo "$INSTALLED/$name" >>/tmp/setup.lst  # as tce-load -b does
     else
         touch "$INSTALLED/$name"
     fi
@@ -577,9 +576,13 @@ else
     say "no $BUILTIN/onboot.lst"
 fi
 
-for s in $SETUP "$INSTALLED"/*; do
-    run_setup "$s"
-done
+# tce-setup: every script listed in /tmp/setup.lst, once all extensions are there
+if [ -f /tmp/setup.lst ]; then
+    for s in $(cat /tmp/setup.lst); do
+        run_setup "$s"
+    done
+    rm -f /tmp/setup.lst
+fi
 
 if [ -e /opt/bootlocal.sh ] && [ ! -x /opt/bootlocal.sh ]; then
     fail "to run /opt/bootlocal.sh: not executable"
