@@ -48,14 +48,6 @@ class Absent:
     source: str
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class Cache:
     """Objects by content, refs by mirror path."""
 

@@ -42,10 +42,6 @@ def describe(entry: Entry, origin: str | None = None) -> dict[str, Any]:
     return facts
 
 
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-
 def read_manifest(directory: Path) -> dict[str, Any] | None:
     try:
         data: dict[str, Any] = json.loads((directory / MANIFEST).read_text())

@@ -41,10 +41,6 @@ class Entry:
     segment: int = 0  # which concatenated archive it came from (hard links end with one)
 
     @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
-
-    @property
     def path(self) -> str:
         """The name without a leading `./` or `/`, as the kernel resolves it from the root."""
         name = self.name

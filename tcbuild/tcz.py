@@ -21,11 +21,6 @@ MKSQUASHFS = ["mksquashfs", "-b", "4k", "-comp", "gzip", "-no-xattrs", "-noappen
               "-no-progress", "-all-root", "-processors", "1"]
 
 
-def stem(name: str) -> str:
-    """`nfs-utils.tcz` -> `nfs-utils` (the name in `tce.installed/`)."""
-    return name.removesuffix(".tcz")
-
-
 def _open(path: Path, label: str) -> Any:
     """The squashfs image, checked to be what Tiny Core loads: gzip, 4 KiB blocks."""
     try:
