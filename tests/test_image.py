@@ -71,7 +71,10 @@ def by_name(rows: list[list[str]]) -> dict[str, list[str]]:
     """`cpio -itv` / `bsdtar -tv` rows keyed by path (the field after the date)."""
     table = {}
     for row in rows:
-        name = row[row.index("->") - 1] if "->" in row else row[-1]
+        name = row[-1]
+        for arrow in ("->", "link"):  # symlink target, bsdtar's "link to" of a hard link
+            if arrow in row:
+                name = row[row.index(arrow) - 1]
         table[name.removeprefix("./")] = row
     return table
 
@@ -102,8 +105,13 @@ def test_build_is_reproducible_up_to_date_and_keeps_the_base(
         archive = members(mirror_tree.path(f"{X64}/release/distribution_files/{part}"))[0]
         base.update(by_name(tool_listing(archive, ["cpio", "-itv", "--numeric-uid-gid"])))
     out: dict[str, list[str]] = {}
+    listed_by_bsdtar: dict[str, list[str]] = {}
     for archive in members(first.initrd):
         out.update(by_name(tool_listing(archive, ["cpio", "-itv", "--numeric-uid-gid"])))
+        listed_by_bsdtar.update(by_name(tool_listing(archive, ["bsdtar", "-tvnf", "-"])))
+    assert set(listed_by_bsdtar) == set(out) == {e.path for e in iter_initramfs(first.initrd)}
+    for name, row in listed_by_bsdtar.items():  # mode, owner, size (or device) agree
+        assert row[0] == out[name][0] and row[2:4] == out[name][2:4], (name, row, out[name])
     for name, row in base.items():
         if name in ("opt/bootlocal.sh",):  # the overlay replaces it
             continue
