@@ -181,3 +181,13 @@ def test_build_inspect_and_diff(tmp_path: Path, mirror: MirrorServer) -> None:
     assert changed[-1] == "1 added, 0 removed, 1 content, 0 metadata"
     assert re.match(r"\+ -rw-r--r-- +0:0 +6  etc/motd  \[overlay:", changed[0]), changed
     assert changed[1].startswith("~ opt/bootlocal.sh: content ")  # it logs the build id
+
+
+def test_unwritable_output_is_one_line(tmp_path: Path, mirror: MirrorServer) -> None:
+    out = tmp_path / "out"
+    out.write_text("a file where the output directory should be\n")
+    result = tcbuild("build", EXAMPLE, "--mirror", mirror.url, "--cache", tmp_path / "c",
+                     "--out", out)
+    assert result.returncode == 1
+    assert result.stderr == f"{out}: File exists\n"
+    assert out.read_text() == "a file where the output directory should be\n"
