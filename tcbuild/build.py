@@ -8,13 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import __version__, image, tcz
+from .atomic import publish_files
 from .compress import Compression, gzip_segments
 from .fetch import FetchOptions, Inputs, fetch
 from .manifest import MANIFEST, describe, read_manifest
@@ -73,11 +73,11 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     else:
         data = gzip_segments(image.repack(tree, options.jobs), recipe.compression, options.jobs)
     manifest = _manifest(recipe, inputs, build_id, tree, data)
-    _publish(out, {
+    publish_files(out, {
         kernel_out.name: inputs.kernel.path.read_bytes(),
         initrd_out.name: data,
         MANIFEST: (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode(),
-    })
+    }, retire=MANIFEST)  # outputs and their manifest never disagree
     return BuildResult(out, kernel_out, initrd_out, build_id, False, len(tree.items), len(data),
                        time.monotonic() - started)
 
@@ -207,25 +207,3 @@ def _intact(out: Path, manifest: dict[str, Any]) -> bool:
         except OSError:
             return False
     return True
-
-
-def _publish(out: Path, files: dict[str, bytes]) -> None:
-    """Write every file beside its target, fsync, then rename into place; the manifest last."""
-    out.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for name, data in files.items():
-            fd, temp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
-            staged.append((Path(temp), out / name))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fchmod(f.fileno(), 0o644)
-                os.fsync(f.fileno())
-        (out / MANIFEST).unlink(missing_ok=True)  # outputs and manifest never disagree
-        for tmp, target in staged:
-            tmp.replace(target)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-

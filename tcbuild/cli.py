@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 import traceback
@@ -11,13 +12,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .atomic import publish_files
 from .build import BuildOptions, build
 from .compress import Compression
 from .deps import render_tree
 from .errors import InputError, TcbuildError
 from .fetch import FetchOptions, Inputs, fetch, resolve
+from .inventory import load_inventory
 from .manifest import MANIFEST, diff, format_diff, format_entry, load_listing
 from .recipe import OutputMode, Recipe, load_recipe, normalize_mirror
+from .server import server_files
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("image", type=Path, help="a build directory or an initramfs file")
     inspect.add_argument("--json", action="store_true", help="print the result as JSON")
     inspect.set_defaults(command=_inspect)
+
+    server = commands.add_parser("server-config",
+                                 help="write the boot server's dhcpd, rsyslog, NFS, TFTP files")
+    server.add_argument("inventory", type=Path)
+    server.add_argument("--out", type=Path, metavar="DIR", default=Path("build/server"),
+                        help="where to write them (default: build/server)")
+    server.add_argument("--check", action="store_true",
+                        help="compare with the files in --out, show a diff, write nothing")
+    server.set_defaults(command=_server_config)
 
     diff_cmd = commands.add_parser("diff", help="what changed between two builds or images")
     diff_cmd.add_argument("old", type=Path)
@@ -195,6 +208,32 @@ def _diff(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{len(v)} {k}" for k, v in result.items())
         print(f"{counts}" if lines else "no differences")
     return 0
+
+
+def _server_config(args: argparse.Namespace) -> int:
+    files = server_files(load_inventory(args.inventory))
+    if not args.check:
+        publish_files(args.out, {name: text.encode() for name, text in files.items()})
+        for name in files:
+            print(args.out / name)
+        return 0
+    differ = 0
+    for name, text in files.items():
+        target = args.out / name
+        try:
+            installed = target.read_text()
+        except FileNotFoundError:
+            installed = None
+        if installed == text:
+            continue
+        differ += 1
+        old = [] if installed is None else installed.splitlines(keepends=True)
+        sys.stdout.writelines(difflib.unified_diff(
+            old, text.splitlines(keepends=True),
+            str(target) if installed is not None else "/dev/null", f"{target} (generated)"))
+    print(f"{differ} of {len(files)} files differ" if differ else "all files up to date",
+          file=sys.stderr)
+    return 1 if differ else 0
 
 
 def _inputs_json(inputs: Inputs) -> dict[str, object]:

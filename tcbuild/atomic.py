@@ -1,0 +1,31 @@
+"""Files appear whole or not at all: written beside their target, fsynced, renamed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def publish_files(out: Path, files: dict[str, bytes], retire: str | None = None) -> None:
+    """Write every file beside its target and fsync it, then rename them all into place, in
+    order. `retire` (a file that vouches for the others) is removed before the first rename."""
+    out.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, data in files.items():
+            fd, temp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
+            staged.append((Path(temp), out / name))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fchmod(f.fileno(), 0o644)
+                os.fsync(f.fileno())
+        if retire:
+            (out / retire).unlink(missing_ok=True)
+        for tmp, target in staged:
+            tmp.replace(target)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+

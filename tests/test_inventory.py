@@ -1,0 +1,115 @@
+"""The inventory: the example is valid; every class of problem is reported at once."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from tcbuild import InputError, RecipeError
+from tcbuild.inventory import load_inventory
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER = """
+[cluster]
+boot_server = "10.1.1.1"
+internal_subnet = "10.1.1.0/24"
+internal_router = "10.1.1.1"
+external_network = "172.16.0.0/16"
+external_gateway = "172.16.1.1"
+nfs_export = "/srv/gameserver"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cluster.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_inventory() -> None:
+    inventory = load_inventory(ROOT / "examples/cluster.toml")
+    cluster = inventory.cluster
+    assert [h.name for h in inventory.hosts] == ["server1", "server2"]
+    assert inventory.hosts[0].second_ip == IPv4Address("172.16.1.5")
+    assert inventory.hosts[1].group == "canary" and inventory.groups["canary"].append
+    assert cluster.log_host == cluster.nfs_server == cluster.boot_server  # defaults
+    assert cluster.template_vars()["external_broadcast"] == "172.16.255.255"
+    assert cluster.template_vars()["external_netmask"] == "255.255.0.0"
+    assert inventory.hosts[0].fqdn(cluster.domain) == "server1.example.com"
+
+
+def test_every_problem_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, CLUSTER.replace('external_gateway = "172.16.1.1"',
+                                           'external_gateway = "172.17.0.1"') + """
+domain = "bad_domain.example"
+syslog_port = 70000
+
+[[host]]
+name = "server1"
+mac = "ab:cd:ef:12:34:56"
+ip = "10.1.1.5"
+second_ip = "172.16.1.5"
+
+[[host]]
+name = "Server1"
+mac = "52:54:00:12:34:56"
+ip = "10.1.2.5"
+second_ip = "172.16.1.5"
+
+[[host]]
+name = "-bad-"
+mac = "52-54-00-12-34-56"
+ip = "10.1.1.255"
+second_ip = "10.1.1.7"
+group = "nope"
+colour = "red"
+
+[[host]]
+name = "server4"
+mac = "5254.0012.3457"
+ip = "10.1.1.1"
+second_ip = "not an ip"
+""")
+    with pytest.raises(RecipeError) as info:
+        load_inventory(path)
+    found = [line.split(": ", 1)[1] for line in info.value.problems]
+    expected = [
+        "cluster.domain: 'bad_domain.example' is not a DNS domain name",
+        "cluster.external_gateway: 172.17.0.1 is outside the external network 172.16.0.0/16",
+        "cluster.syslog_port: 70000 is not a port number",
+        "host[0].mac: ab:cd:ef:12:34:56 is a multicast address; no network card has one",
+        "host[1].ip: 10.1.2.5 is outside the internal subnet 10.1.1.0/24",
+        "host[1].name: server1 is also used by host[0]",
+        "host[1].second_ip: 172.16.1.5 is also used by host[0]",
+        "host[2].colour: unknown key",
+        "host[2].name: '-bad-' is not a valid host name",
+        "host[2].ip: 10.1.1.255 is the internal subnet's network or broadcast address",
+        "host[2].second_ip: 10.1.1.7 is outside the external network 172.16.0.0/16",
+        "host[2].group: no group 'nope' (defined: none)",
+        "host[2].mac: 52:54:00:12:34:56 is also used by host[1]",
+        "host[3].mac: '5254.0012.3457' is not a MAC address like 52:54:00:12:34:56",
+        "host[3].ip: 10.1.1.1 is the cluster's own address",
+        "host[3].second_ip: 'not an ip' is not an IPv4 address",
+    ]
+    for fragment in expected:
+        assert any(line.startswith(fragment) for line in found), (fragment, found)
+    assert len(found) == len(expected), found
+    assert all(line.startswith(f"{path}: ") for line in info.value.problems)
+
+
+def test_missing_cluster_and_syntax_error(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"cluster: missing table"):
+        load_inventory(write(tmp_path, '[[host]]\nname = "a"\n'))
+    with pytest.raises(InputError, match=r"cluster\.toml:2:\d+: invalid TOML"):
+        load_inventory(write(tmp_path, "[cluster]\nboot_server = \n"))
+
+
+def test_group_needs_recipe_or_append(tmp_path: Path) -> None:
+    path = write(tmp_path, CLUSTER + '[group.a]\n[group.b]\nrecipe = "missing.toml"\n')
+    with pytest.raises(RecipeError) as info:
+        load_inventory(path)
+    found = [line.split(": ", 1)[1] for line in info.value.problems]
+    assert found[0] == "group.a: needs a recipe or an append line"
+    assert found[1].startswith("group.b.recipe: recipe 'missing.toml' does not exist")
