@@ -16,7 +16,9 @@ from typing import Any
 from . import __version__, image, tcz
 from .atomic import publish_files
 from .compress import Compression, gzip_segments
+from .errors import RecipeError
 from .fetch import FetchOptions, Inputs, fetch
+from .inventory import load_inventory
 from .manifest import MANIFEST, describe, read_manifest
 from .newc import Entry, iter_initramfs
 from .overlay import read_overlay
@@ -106,6 +108,7 @@ def compose(recipe: Recipe, inputs: Inputs, build_id: str) -> image.Tree:
         image.add_onboot(tree, [(ext.name, ext.path.read_bytes(), deps.get(ext.name, ()))
                                 for ext in inputs.extensions])
     context = {
+        **_inventory_vars(recipe),
         **recipe.vars,
         "release": recipe.release,
         "flavor": str(recipe.flavor),
@@ -117,6 +120,18 @@ def compose(recipe: Recipe, inputs: Inputs, build_id: str) -> image.Tree:
         image.add_overlay(tree, read_overlay(overlay.source, context, tree.mtime))
     image.apply_attributes(tree, recipe.files, recipe.path)
     return tree
+
+
+def _inventory_vars(recipe: Recipe) -> dict[str, str | int]:
+    """The cluster's values from the recipe's inventory; a recipe may not set them again."""
+    if recipe.inventory is None:
+        return {}
+    values = load_inventory(recipe.inventory).cluster.template_vars()
+    clashes = sorted(set(values) & set(recipe.vars))
+    if clashes:
+        raise RecipeError([f"{recipe.path}: vars.{name}: also set by the inventory "
+                           f"{recipe.inventory} (a value lives in one place)" for name in clashes])
+    return values
 
 
 def _overlay_digest(root: Path) -> str:
@@ -150,6 +165,7 @@ def _build_id(recipe: Recipe, inputs: Inputs) -> str:
         "files": {p: [a.mode, a.owner, a.group] for p, a in recipe.files.items()},
         "inputs": [[f.name, f.sha256] for f in inputs.files],
         "overlays": [_overlay_digest(o.source) for o in recipe.overlays],
+        "inventory": _inventory_vars(recipe),
         "source_date_epoch": source_date_epoch(),
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()

@@ -98,6 +98,7 @@ class Recipe:
     compression: Compression = Compression.SMALL
     remove: tuple[str, ...] = ()
     files: Mapping[str, FileAttributes] = field(default_factory=lambda: MappingProxyType({}))
+    inventory: Path | None = None  # the cluster inventory whose values the templates see
 
     @property
     def name(self) -> str:
@@ -166,6 +167,7 @@ class _RecipeReader:
         "boot": {"append", "initrd_name"},
         "image": {"output", "compression", "remove"},
         "files": None,
+        "inventory": None,
     }
 
     def __init__(self, path: Path) -> None:
@@ -199,6 +201,7 @@ class _RecipeReader:
             compression=self.choice(image, "image.compression", Compression, Compression.SMALL),
             remove=self.remove(image),
             files=self.files(self.table(data, "files")),
+            inventory=self.inventory(data.get("inventory")),
         )
         if self.problems:
             raise RecipeError(self.problems)
@@ -344,6 +347,15 @@ class _RecipeReader:
                 self.problem(f"vars.{name}", f"expected a string, number or boolean, got "
                              f"{_type_name(item)}")
         return MappingProxyType(dict(sorted(value.items())))
+
+    def inventory(self, value: Any) -> Path | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.problem("inventory", f"expected a path to an inventory file, got "
+                         f"{_type_name(value)}")
+            return None
+        return self.existing("inventory", value, "file")
 
     def remove(self, image: dict[str, Any]) -> tuple[str, ...]:
         patterns = []

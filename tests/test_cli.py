@@ -172,6 +172,7 @@ def test_build_inspect_and_diff(tmp_path: Path, mirror: MirrorServer) -> None:
     (tmp_path / "edited").mkdir()
     shutil.copytree(ROOT / "overlays", tmp_path / "edited/overlays")
     shutil.copytree(ROOT / "recipes", tmp_path / "edited/recipes")
+    shutil.copytree(ROOT / "examples", tmp_path / "edited/examples")
     (tmp_path / "edited/overlays/gameserver/etc").mkdir(exist_ok=True)
     (tmp_path / "edited/overlays/gameserver/etc/motd").write_text("hello\n")
     edited = tcbuild("build", tmp_path / "edited/recipes/gameserver.toml", *args,

@@ -282,3 +282,17 @@ def test_build_json_records_inputs_and_outputs(tmp_path: Path, mirror: MirrorSer
     origins = {e["origin"] for e in manifest["entries"]}
     assert {"base", "extension:dhcp.tcz", "tcbuild"} <= origins
     assert any(o.startswith("overlay:") for o in origins)
+
+
+def test_inventory_values_reach_the_templates_once(tmp_path: Path, mirror: MirrorServer) -> None:
+    recipe = recipe_file(tmp_path, mirror.url)
+    shutil.copy(ROOT / "examples/cluster.toml", tmp_path / "cluster.toml")
+    (tmp_path / "overlay/usr/local/etc/route.j2").write_text(
+        "{{ external_gateway }} {{ external_netmask }} {{ external_broadcast }}\n")
+    recipe.write_text('inventory = "cluster.toml"\n' + recipe.read_text())
+    with pytest.raises(RecipeError, match=r"vars\.nfs_server: also set by the inventory "):
+        run_build(tmp_path, recipe)
+    recipe.write_text(recipe.read_text().replace('nfs_server = "10.1.1.1"', 'site = "x"'))
+    files = {e.path: e for e in iter_initramfs(run_build(tmp_path, recipe).initrd)}
+    assert files["usr/local/etc/route"].data == b"172.16.1.1 255.255.0.0 172.16.255.255\n"
+    assert files["usr/local/etc/site.conf"].data == b"server 10.1.1.1\n"

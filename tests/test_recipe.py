@@ -36,7 +36,8 @@ def test_example_recipe_is_accepted_as_written() -> None:
     assert recipe.local == (ROOT / "recipes/extras/nrpe.tcz",)
     assert recipe.mode is ExtensionMode.UNPACKED
     assert [o.source for o in recipe.overlays] == [ROOT / "overlays/gameserver"]
-    assert recipe.vars["nfs_server"] == "10.1.1.1" and recipe.vars["nfs_retries"] == 10
+    assert recipe.vars["internal_iface"] == "eth1" and recipe.vars["nfs_retries"] == 10
+    assert recipe.inventory == ROOT / "examples/cluster.toml"
     assert (recipe.append, recipe.initrd_name) == ("base norestore nodhcp cron", "core.hts.gz")
     assert recipe.files["opt/bootlocal.sh"] == FileAttributes(0o775, "root", "staff")
     assert recipe.name == "gameserver"
