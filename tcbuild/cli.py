@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, publish
 from .atomic import publish_files
 from .build import BuildOptions, build
 from .compress import Compression
@@ -20,6 +20,7 @@ from .errors import InputError, TcbuildError
 from .fetch import FetchOptions, Inputs, fetch, resolve
 from .inventory import load_inventory
 from .manifest import MANIFEST, diff, format_diff, format_entry, load_listing
+from .pxelinux import CONFIG_DIR
 from .recipe import OutputMode, Recipe, load_recipe, normalize_mirror
 from .server import server_files
 
@@ -100,6 +101,36 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("image", type=Path, help="a build directory or an initramfs file")
     inspect.add_argument("--json", action="store_true", help="print the result as JSON")
     inspect.set_defaults(command=_inspect)
+
+    publish_cmd = commands.add_parser("publish", parents=[mirror_options],
+                                      help="build and publish into a TFTP root, atomically")
+    publish_cmd.add_argument("recipe", type=Path)
+    publish_cmd.add_argument("--tftp", type=Path, required=True, metavar="DIR")
+    publish_cmd.add_argument("--inventory", type=Path, metavar="FILE",
+                             help="hosts whose group boots another recipe or boot line")
+    publish_cmd.add_argument("--keep", type=int, default=5, metavar="N",
+                             help="releases to keep (never the current or previous one)")
+    publish_cmd.add_argument("--bootloader-dir", type=Path, metavar="DIR",
+                             help="where pxelinux.0 and ldlinux.c32 are (default: Debian's)")
+    publish_cmd.add_argument("--dry-run", action="store_true", help="show what would change")
+    publish_cmd.add_argument("--wait", type=float, default=30.0, metavar="S",
+                             help="how long to wait for another publish (default 30 s)")
+    publish_cmd.set_defaults(command=_publish)
+
+    releases_cmd = commands.add_parser("releases", help="list the releases of a TFTP root")
+    releases_cmd.add_argument("--tftp", type=Path, required=True, metavar="DIR")
+    releases_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    releases_cmd.set_defaults(command=_releases)
+
+    rollback_cmd = commands.add_parser("rollback", help="boot the previous (or a given) release")
+    rollback_cmd.add_argument("release", nargs="?", help="release id (default: the previous)")
+    rollback_cmd.add_argument("--tftp", type=Path, required=True, metavar="DIR")
+    rollback_cmd.set_defaults(command=_rollback)
+
+    verify_cmd = commands.add_parser("verify", help="check a published TFTP root")
+    verify_cmd.add_argument("--tftp", type=Path, required=True, metavar="DIR")
+    verify_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify_cmd.set_defaults(command=_verify)
 
     server = commands.add_parser("server-config",
                                  help="write the boot server's dhcpd, rsyslog, NFS, TFTP files")
@@ -208,6 +239,64 @@ def _diff(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{len(v)} {k}" for k, v in result.items())
         print(f"{counts}" if lines else "no differences")
     return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    recipe, fetch_options = _recipe_and_options(args)
+    if not args.tftp.is_dir():
+        raise InputError(f"{args.tftp}: the TFTP root does not exist")
+    inventory = load_inventory(args.inventory) if args.inventory else None
+    bootloader = publish.find_bootloader(args.bootloader_dir)
+    result = build(recipe, BuildOptions(fetch=fetch_options))
+    with publish.locked(args.tftp, args.wait):
+        plan = publish.plan(recipe, result.kernel, result.initrd, result.build_id, args.tftp,
+                            inventory, args.keep, bootloader)
+        if args.dry_run:
+            for line in plan.describe():
+                print(line)
+            return 0
+        publish.execute(plan)
+    if not args.quiet:
+        print(f"{args.tftp}: published release {plan.release_id}")
+        for name in plan.configs:
+            print(f"  {CONFIG_DIR}/{name}")
+    return 0
+
+
+def _releases(args: argparse.Namespace) -> int:
+    found = publish.releases(args.tftp)
+    used = publish.current(args.tftp)
+    if args.json:
+        print(json.dumps([{"id": r.id, "recipe": r.recipe, "time": r.meta.get("time"),
+                           "size": r.size, "configs": sorted(used.get(r.id, ()))}
+                          for r in found], indent=1))
+        return 0
+    for r in found:
+        marker = f"  current: {', '.join(sorted(used[r.id]))}" if r.id in used else ""
+        print(f"{r.id}  {r.recipe}  {r.meta.get('time', '?')}  {_size(r.size)}{marker}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    with publish.locked(args.tftp):
+        now, before = publish.previous(args.tftp)
+        target = args.release or before
+        changed = publish.switch(args.tftp, now, target)
+    print(f"{args.tftp}: {', '.join(changed)} now boot{'s' if len(changed) == 1 else ''} "
+          f"{target} (was {now})")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    problems = publish.verify(args.tftp)
+    if args.json:
+        print(json.dumps({"tftp": str(args.tftp), "problems": problems}, indent=1))
+    else:
+        for line in problems:
+            print(line, file=sys.stderr)
+        if not problems:
+            print(f"{args.tftp}: ok")
+    return 1 if problems else 0
 
 
 def _server_config(args: argparse.Namespace) -> int:

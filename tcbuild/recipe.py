@@ -99,6 +99,8 @@ class Recipe:
     remove: tuple[str, ...] = ()
     files: Mapping[str, FileAttributes] = field(default_factory=lambda: MappingProxyType({}))
     inventory: Path | None = None  # the cluster inventory whose values the templates see
+    serial: str | None = None  # pxelinux SERIAL, e.g. "0 115200"
+    timeout: int = 0  # pxelinux TIMEOUT, tenths of a second
 
     @property
     def name(self) -> str:
@@ -164,7 +166,7 @@ class _RecipeReader:
         "extensions": {"install", "local", "mode"},
         "overlay": {"source"},
         "vars": None,
-        "boot": {"append", "initrd_name"},
+        "boot": {"append", "initrd_name", "serial", "timeout"},
         "image": {"output", "compression", "remove"},
         "files": None,
         "inventory": None,
@@ -202,6 +204,8 @@ class _RecipeReader:
             remove=self.remove(image),
             files=self.files(self.table(data, "files")),
             inventory=self.inventory(data.get("inventory")),
+            serial=self.serial(boot),
+            timeout=self.timeout(boot),
         )
         if self.problems:
             raise RecipeError(self.problems)
@@ -347,6 +351,23 @@ class _RecipeReader:
                 self.problem(f"vars.{name}", f"expected a string, number or boolean, got "
                              f"{_type_name(item)}")
         return MappingProxyType(dict(sorted(value.items())))
+
+    def serial(self, boot: dict[str, Any]) -> str | None:
+        value = boot.get("serial")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not re.fullmatch(r"[0-3]( \d{3,6})?", value):
+            self.problem("boot.serial", f"{value!r} is not a pxelinux SERIAL line like "
+                         "\"0 115200\"")
+            return None
+        return value
+
+    def timeout(self, boot: dict[str, Any]) -> int:
+        value = boot.get("timeout", 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 36000:
+            self.problem("boot.timeout", f"{value!r} is not a time in tenths of a second")
+            return 0
+        return value
 
     def inventory(self, value: Any) -> Path | None:
         if value is None:

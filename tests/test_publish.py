@@ -1,0 +1,204 @@
+"""Publishing into a TFTP root: releases, the atomic switch, per-MAC configs, rollback, verify.
+
+These tests use stand-in bootloader files (publishing only copies them); the PXE boot tests
+boot a published tree with the real pxelinux.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tcbuild import load_recipe, publish
+from tcbuild.build import BuildOptions, BuildResult, build
+from tcbuild.fetch import FetchOptions
+from tcbuild.inventory import load_inventory
+from tcbuild.pxelinux import parse
+
+from .mirrortree import MirrorServer
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+def site(tmp_path: Path, mirror: MirrorServer) -> Path:
+    """A copy of the example (recipes, overlays, inventory) served by the loopback mirror."""
+    for name in ("recipes", "overlays", "examples"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    recipe = tmp_path / "recipes/gameserver.toml"
+    recipe.write_text(recipe.read_text().replace(
+        'mirrors = ["http://repo.tinycorelinux.net/", "http://distro.ibiblio.org/tinycorelinux/"]',
+        f'mirrors = ["{mirror.url}"]'))
+    boot = tmp_path / "bootloader"
+    boot.mkdir()
+    (boot / "pxelinux.0").write_bytes(b"stand-in pxelinux.0\n")
+    (boot / "ldlinux.c32").write_bytes(b"stand-in ldlinux.c32\n")
+    (tmp_path / "tftp").mkdir()
+    (tmp_path / "tftp/README.site").write_text("the operator's own file\n")
+    return tmp_path
+
+
+def built(site: Path, recipe: str = "recipes/gameserver.toml") -> tuple[object, BuildResult]:
+    loaded = load_recipe(site / recipe)
+    options = BuildOptions(out_dir=site / "build" / loaded.name,
+                           fetch=FetchOptions(cache_dir=site / "cache", progress=False))
+    return loaded, build(loaded, options)
+
+
+def publish_at(site: Path, now: float, inventory: bool = False, keep: int = 5,
+               recipe: str = "recipes/gameserver.toml") -> publish.Plan:
+    loaded, result = built(site, recipe)
+    inv = load_inventory(site / "examples/cluster.toml") if inventory else None
+    plan = publish.plan(loaded, result.kernel, result.initrd, result.build_id,  # type: ignore[arg-type]
+                        site / "tftp", inv, keep, publish.find_bootloader(site / "bootloader"),
+                        now=now)
+    with publish.locked(site / "tftp"):
+        publish.execute(plan)
+    return plan
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.is_file() else "dir" for p in sorted(root.rglob("*"))}
+
+
+def tcbuild(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tcbuild", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_publish_writes_a_complete_world_readable_release(site: Path) -> None:
+    plan = publish_at(site, T0)
+    tftp = site / "tftp"
+    release = tftp / publish.RELEASES / plan.release_id
+    assert sorted(p.name for p in release.iterdir()) == ["core.hts.gz", "release.json",
+                                                        "vmlinuz64"]
+    assert plan.release_id.startswith("20270115T080000Z-")
+    for path in tftp.rglob("*"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+        assert not path.is_symlink()
+    config = parse((tftp / "pxelinux.cfg/default").read_text(), "default")
+    label = config.label(config.default)
+    assert (tftp / label.kernel).read_bytes() == (site / "build/gameserver/vmlinuz64").read_bytes()
+    assert label.append == "base norestore nodhcp cron"
+    assert (tftp / "pxelinux.0").read_bytes() == b"stand-in pxelinux.0\n"
+    assert (tftp / "README.site").read_text() == "the operator's own file\n"
+    assert publish.verify(tftp) == []
+
+
+def test_new_release_switches_and_rollback_returns(site: Path) -> None:
+    first = publish_at(site, T0)
+    (site / "overlays/gameserver/etc").mkdir()
+    (site / "overlays/gameserver/etc/motd").write_text("second release\n")
+    second = publish_at(site, T0 + 60)
+    tftp = site / "tftp"
+    assert first.release_id != second.release_id
+    assert publish.current(tftp) == {second.release_id: {"default"}}
+    assert publish.previous(tftp) == (second.release_id, first.release_id)
+
+    rolled = tcbuild("rollback", "--tftp", tftp)
+    assert rolled.returncode == 0, rolled.stderr
+    assert rolled.stdout == (f"{tftp}: default now boots {first.release_id} "
+                             f"(was {second.release_id})\n")
+    assert publish.current(tftp) == {first.release_id: {"default"}}
+    assert publish.verify(tftp) == []
+    listing = tcbuild("releases", "--tftp", tftp).stdout.splitlines()
+    assert listing[0].startswith(first.release_id) and listing[0].endswith("current: default")
+    assert listing[1].startswith(second.release_id) and "current" not in listing[1]
+
+
+def test_old_releases_are_pruned_but_never_current_or_previous(site: Path) -> None:
+    ids = []
+    for i in range(4):
+        (site / "overlays/gameserver/etc").mkdir(exist_ok=True)
+        (site / "overlays/gameserver/etc/motd").write_text(f"release {i}\n")
+        ids.append(publish_at(site, T0 + 60 * i, keep=2).release_id)
+    kept = [r.id for r in publish.releases(site / "tftp")]
+    assert kept == ids[2:]
+    publish.switch(site / "tftp", ids[3], ids[2])  # roll back, then publish again
+    (site / "overlays/gameserver/etc/motd").write_text("release 4\n")
+    ids.append(publish_at(site, T0 + 600, keep=1).release_id)
+    kept = [r.id for r in publish.releases(site / "tftp")]
+    assert kept == [ids[2], ids[4]]  # the newest, and the one it replaced as current
+
+
+def test_inventory_groups_get_per_mac_configs(site: Path) -> None:
+    plan = publish_at(site, T0, inventory=True)
+    assert sorted(plan.configs) == ["01-52-54-00-12-34-57", "default"]
+    canary = parse((site / "tftp/pxelinux.cfg/01-52-54-00-12-34-57").read_text(), "canary")
+    assert canary.label("tinycore").append == "base norestore nodhcp cron loglevel=7"
+
+    # a group with its own recipe: publishing that recipe writes only its hosts' configs
+    shutil.copy(site / "recipes/gameserver.toml", site / "recipes/canary.toml")
+    inventory = site / "examples/cluster.toml"
+    inventory.write_text(inventory.read_text().replace(
+        '[group.canary]                           # hosts that boot another kernel line\n'
+        'append = "base norestore nodhcp cron loglevel=7"',
+        '[group.canary]\nrecipe = "../recipes/canary.toml"'))
+    before = (site / "tftp/pxelinux.cfg/default").read_text()
+    other = publish_at(site, T0 + 60, inventory=True, recipe="recipes/canary.toml")
+    assert list(other.configs) == ["01-52-54-00-12-34-57"]
+    assert (site / "tftp/pxelinux.cfg/default").read_text() == before
+    assert publish.verify(site / "tftp") == []
+
+
+def test_verify_names_every_problem(site: Path) -> None:
+    plan = publish_at(site, T0)
+    tftp = site / "tftp"
+    release = tftp / publish.RELEASES / plan.release_id
+    (release / "core.hts.gz").chmod(0o600)
+    (release / "vmlinuz64").write_bytes(b"tampered")
+    (tftp / "ldlinux.c32").unlink()
+    (tftp / "escape").symlink_to("/etc")
+    problems = publish.verify(tftp)
+    kernel = f"tcbuild/releases/{plan.release_id}/vmlinuz64"
+    initrd = f"tcbuild/releases/{plan.release_id}/core.hts.gz"
+    assert problems == [
+        f"{tftp / 'ldlinux.c32'}: missing (from Debian's syslinux-common)",
+        f"{tftp / 'pxelinux.cfg/default'}: {kernel}: does not match the checksum recorded at "
+        "publish time",
+        f"{tftp / 'pxelinux.cfg/default'}: {initrd}: not readable by others (the TFTP server "
+        "cannot serve it)",
+        f"{tftp / 'escape'}: symlink points outside the TFTP root (/etc)",
+    ]
+    result = tcbuild("verify", "--tftp", tftp)
+    assert result.returncode == 1 and result.stderr.splitlines() == problems
+    (release / "core.hts.gz").unlink()
+    assert f"{initrd}: missing" in "\n".join(publish.verify(tftp))
+    (tftp / "pxelinux.cfg/01-aa").write_text("LABEL x\n    KERNEL a\n")
+    assert publish.verify(tftp)[-1].endswith("01-aa: no DEFAULT label")
+
+
+def test_dry_run_lock_and_missing_bootloader_change_nothing(site: Path, mirror: MirrorServer
+                                                            ) -> None:
+    tftp = site / "tftp"
+    publish_at(site, T0)
+    before = tree(tftp)
+    args = ["publish", site / "recipes/gameserver.toml", "--tftp", tftp, "--cache",
+            site / "cache", "--bootloader-dir", site / "bootloader"]
+    dry = tcbuild(*args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[0].startswith("new release tcbuild/releases/")
+    assert "pxelinux.cfg/default: replace" in dry.stdout
+    assert tree(tftp) == before
+    with publish.locked(tftp):
+        busy = tcbuild(*args, "--wait", "0.3")
+    assert busy.returncode == 1
+    assert busy.stderr == f"{tftp / publish.LOCK}: another publish is running (waited 0 s)\n"
+    assert tree(tftp) == before
+    (site / "bootloader/ldlinux.c32").unlink()
+    missing = tcbuild(*args)
+    assert (missing.returncode, missing.stderr) == (
+        1, f"ldlinux.c32 not found in {site / 'bootloader'} (apt-get install syslinux-common)\n")
+    assert tree(tftp) == before
+    nowhere = tcbuild(*args[:2], "--tftp", site / "missing", *args[4:])
+    assert (nowhere.returncode, nowhere.stderr) == (
+        2, f"{site / 'missing'}: the TFTP root does not exist\n")
