@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, publish
+from . import __version__, boottest, publish
 from .atomic import publish_files
 from .build import BuildOptions, build
 from .compress import Compression
@@ -131,6 +131,18 @@ def _parser() -> argparse.ArgumentParser:
     verify_cmd.add_argument("--tftp", type=Path, required=True, metavar="DIR")
     verify_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
     verify_cmd.set_defaults(command=_verify)
+
+    boot_cmd = commands.add_parser("boot-test", help="PXE-boot a TFTP root under QEMU")
+    boot_cmd.add_argument("--tftp", type=Path, required=True, metavar="DIR")
+    boot_cmd.add_argument("--mac", default=boottest.DEFAULT_MAC,
+                          help=f"the booting NIC's MAC (default {boottest.DEFAULT_MAC})")
+    boot_cmd.add_argument("--expect", default="login:", metavar="TEXT",
+                          help="console text that means success (default: login:)")
+    boot_cmd.add_argument("--timeout", type=float, default=120.0, metavar="S")
+    boot_cmd.add_argument("--log", type=Path, default=Path("build/boot-test.log"), metavar="FILE",
+                          help="where the console goes (default: build/boot-test.log)")
+    boot_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    boot_cmd.set_defaults(command=_boot_test)
 
     server = commands.add_parser("server-config",
                                  help="write the boot server's dhcpd, rsyslog, NFS, TFTP files")
@@ -297,6 +309,20 @@ def _verify(args: argparse.Namespace) -> int:
         if not problems:
             print(f"{args.tftp}: ok")
     return 1 if problems else 0
+
+
+def _boot_test(args: argparse.Namespace) -> int:
+    result = boottest.pxe_boot(args.tftp, args.log, args.expect, args.mac, args.timeout)
+    if args.json:
+        print(json.dumps({"ok": result.ok, "reason": result.reason,
+                          "seconds": round(result.seconds, 1), "log": str(result.log)}, indent=1))
+    elif result.ok:
+        print(f"{args.tftp}: booted as {args.mac} in {result.seconds:.1f} s ({result.reason})")
+    else:
+        print(f"{args.tftp}: boot failed after {result.seconds:.1f} s: {result.reason}",
+              file=sys.stderr)
+        print(f"--- end of {result.log} ---\n{result.tail}", file=sys.stderr)
+    return 0 if result.ok else 1
 
 
 def _server_config(args: argparse.Namespace) -> int:

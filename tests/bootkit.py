@@ -28,6 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from tcbuild import boottest
+from tcbuild.boottest import BootResult
+
 from .mirrortree import (
     EXTENSIONS,
     KERNEL_VERSIONS,
@@ -54,7 +57,6 @@ __all__ = [
     "debian_kernel",
     "install_script",
     "modinfo",
-    "scan_log",
 ]
 
 DEFAULT_KERNEL_CACHE = Path.home() / ".cache" / "tcbuild-tests" / "kernel"
@@ -726,48 +728,8 @@ def build_boot_mirror(
 
 # --------------------------------------------------------------------------- QEMU
 
-
-@dataclass(frozen=True)
-class BootResult:
-    """Outcome of :func:`boot`."""
-
-    ok: bool
-    seconds: float
-    log_tail: str
-    """The last lines of the serial log (and QEMU's own messages if it failed)."""
-    reason: str
-    log: Path
-    """The full serial log."""
-
-
-def scan_log(text: str, expect: str) -> tuple[bool, str] | None:
-    """Judge a serial log: (True, why) once ``expect`` shows, (False, why) on a failure marker.
-
-    Whichever comes first in the log wins; None while neither has appeared. The kernel's
-    echo of its command line is ignored so that a marker passed in ``append`` cannot match.
-    """
-    lines = [line for line in text.splitlines(keepends=True) if "command line" not in line.lower()]
-    body = "".join(lines)
-    hits: list[tuple[int, bool, str]] = []
-    pos = body.find(expect)
-    if pos >= 0:
-        hits.append((pos, True, f"found {expect!r}"))
-    for marker in FAILURE_MARKERS:
-        pos = body.find(marker)
-        if pos >= 0:
-            start = body.rfind("\n", 0, pos) + 1
-            end = body.find("\n", pos)
-            line = body[start : end if end >= 0 else len(body)].strip()
-            hits.append((pos, False, f"failure: {line}"))
-    if not hits:
-        return None
-    _, ok, why = min(hits, key=lambda h: h[0])
-    return ok, why
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    """The last ``lines`` lines of ``text``."""
-    return "\n".join(text.splitlines()[-lines:])
+FAILURE_MARKERS: tuple[str, ...] = (*boottest.FAILURES, "tc-init: FAILED")
+"""Console strings that end a boot as failed: tcbuild's own, and the stand-in init's."""
 
 
 def boot(
@@ -781,18 +743,14 @@ def boot(
     memory_mb: int = 256,
     qemu_args: Sequence[str] = (),
 ) -> BootResult:
-    """Boot ``kernel`` + ``initrd`` under QEMU (TCG) and watch the serial log for ``expect``.
+    """Boot ``kernel`` + ``initrd`` directly under QEMU (TCG), serial console to ``log``.
 
-    Returns at the first of: ``expect`` in the log (ok), a :data:`FAILURE_MARKERS` string,
-    QEMU exiting, or ``timeout`` seconds. QEMU is always stopped before returning. Its
-    own stdout/stderr go to ``<log>.qemu``. ``qemu_args`` are appended (e.g. a NIC).
+    tcbuild's runner watches the log: ``expect`` passes, a failure marker or QEMU's exit
+    fails at once, and QEMU is always stopped. ``qemu_args`` are appended (e.g. a NIC).
     """
     log = Path(log).absolute()
     if "," in str(log):
         raise ValueError(f"QEMU cannot take a serial log path with a comma: {log}")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.unlink(missing_ok=True)
-    qemu_log = log.with_name(log.name + ".qemu")
     cmdline = f"console=ttyS0,115200 panic=-1 {append}".strip()
     cmd = [
         *("qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mb), "-display", "none"),
@@ -800,47 +758,4 @@ def boot(
         *("-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline),
         *qemu_args,
     ]
-    started = time.monotonic()
-    with qemu_log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    text = ""
-    try:
-        while True:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            verdict = scan_log(text, expect)
-            if verdict is not None:
-                ok, reason = verdict
-                break
-            code = proc.poll()
-            if code is not None:
-                text = log.read_text(errors="replace") if log.exists() else ""
-                ok, reason = scan_log(text, expect) or (
-                    False,
-                    f"qemu exited with status {code} before {expect!r} appeared",
-                )
-                break
-            if time.monotonic() - started > timeout:
-                ok, reason = False, f"timeout: {expect!r} not seen after {timeout:g} s"
-                break
-            time.sleep(0.1)
-        seconds = time.monotonic() - started
-    finally:
-        _stop(proc)
-    tail = _tail(text)
-    qemu_lines = qemu_log.read_text(errors="replace").splitlines()
-    qemu_text = "\n".join(line for line in qemu_lines if "terminating on signal" not in line)
-    if not ok and qemu_text.strip():
-        tail += f"\n--- qemu output ---\n{_tail(qemu_text, 10)}"
-    return BootResult(ok=ok, seconds=seconds, log_tail=tail, reason=reason, log=log)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop QEMU by its pid: SIGTERM, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return boottest.watch(cmd, log, expect, timeout, FAILURE_MARKERS, console_to_log=False)

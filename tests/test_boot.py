@@ -51,7 +51,7 @@ def test_built_image_boots(
                    expect=f"BOOT-MARKER {mode} {version} tmp=1777", timeout=90)
     if not outcome.ok:
         pytest.fail(f"{mode}/{output} image did not boot ({outcome.reason}, "
-                    f"{outcome.seconds:.1f} s):\n{outcome.log_tail}")
+                    f"{outcome.seconds:.1f} s):\n{outcome.tail}")
     serial = log.read_text(errors="replace")
     assert "tc-ext: dhcp installed" in serial and "BOOT-CHECK-FAILED" not in serial
     if mode == "onboot":
