@@ -250,8 +250,9 @@ def execute(plan: Plan) -> None:
     owner = tftp.stat()
     releases_dir = tftp / RELEASES
     _mkdirs(releases_dir, tftp, owner)
+    for leftover in releases_dir.glob(".*.partial"):  # of a publish killed mid-way
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = releases_dir / f".{plan.release_id}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o755)
     try:
         for name, source in plan.files.items():

@@ -202,3 +202,37 @@ def test_dry_run_lock_and_missing_bootloader_change_nothing(site: Path, mirror: 
     nowhere = tcbuild(*args[:2], "--tftp", site / "missing", *args[4:])
     assert (nowhere.returncode, nowhere.stderr) == (
         2, f"{site / 'missing'}: the TFTP root does not exist\n")
+
+
+def test_kill_9_at_any_moment_leaves_a_valid_tree(site: Path) -> None:
+    """A publish killed at random points: the tree always verifies and boots old or new."""
+    import random
+    import signal
+    import time
+
+    first = publish_at(site, T0)
+    tftp = site / "tftp"
+    (site / "overlays/gameserver/etc").mkdir()
+    (site / "overlays/gameserver/etc/motd").write_text("new\n")
+    built(site)  # so each trial only publishes
+    args = [sys.executable, "-m", "tcbuild", "publish", str(site / "recipes/gameserver.toml"),
+            "--tftp", str(tftp), "--cache", str(site / "cache"), "--bootloader-dir",
+            str(site / "bootloader"), "--offline", "-q"]
+    rng = random.Random(7)
+    killed = 0
+    for _ in range(12):
+        proc = subprocess.Popen(args, cwd=site, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        killed += proc.wait() == -signal.SIGKILL
+        assert publish.verify(tftp) == []
+        booted = set(publish.current(tftp))
+        assert len(booted) == 1  # the old release or a new one, whole
+        for release in publish.releases(tftp):  # every listed release is complete
+            assert {p.name for p in release.path.iterdir()} == {
+                "vmlinuz64", "core.hts.gz", "release.json"}
+    assert publish_at(site, T0 + 3600).release_id  # and the next publish works
+    assert not list((tftp / publish.RELEASES).glob(".*.partial"))
+    assert killed >= 6  # most trials really died mid-way
+    assert first.release_id in {r.id for r in publish.releases(tftp)} or killed < 12
