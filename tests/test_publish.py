@@ -235,4 +235,3 @@ def test_kill_9_at_any_moment_leaves_a_valid_tree(site: Path) -> None:
     assert publish_at(site, T0 + 3600).release_id  # and the next publish works
     assert not list((tftp / publish.RELEASES).glob(".*.partial"))
     assert killed >= 6  # most trials really died mid-way
-    assert first.release_id in {r.id for r in publish.releases(tftp)} or killed < 12
