@@ -19,6 +19,7 @@ from .deps import render_tree
 from .errors import InputError, TcbuildError
 from .fetch import FetchOptions, Inputs, fetch, resolve
 from .inventory import load_inventory
+from .lockfile import lock_path, lock_text, read_lock
 from .manifest import MANIFEST, diff, format_diff, format_entry, load_listing
 from .pxelinux import CONFIG_DIR
 from .recipe import OutputMode, Recipe, load_recipe, normalize_mirror
@@ -70,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="use the cache only; name whatever is missing")
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bars or report")
     group.add_argument("--json", action="store_true", help="print the result as JSON")
+    group.add_argument("--locked", action="store_true",
+                       help="fail unless the inputs are exactly those of the recipe's lock file")
     group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks on errors")
 
@@ -82,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
                                     help="download, verify and cache everything a recipe names")
     fetch_cmd.add_argument("recipe", type=Path)
     fetch_cmd.set_defaults(command=_fetch)
+
+    lock_cmd = commands.add_parser("lock", parents=[mirror_options],
+                                   help="write RECIPE.lock: the sha256 of every input")
+    lock_cmd.add_argument("recipe", type=Path)
+    lock_cmd.set_defaults(command=_lock, relock=True)
 
     build_cmd = commands.add_parser("build", parents=[mirror_options],
                                     help="build the kernel and initrd (and build.json)")
@@ -169,7 +177,9 @@ def _recipe_and_options(args: argparse.Namespace) -> tuple[Recipe, FetchOptions]
         except InputError as e:
             raise InputError(f"--mirror {e}") from e
     progress = False if args.quiet or args.json else None
-    return recipe, FetchOptions(cache_dir=args.cache, offline=args.offline, progress=progress)
+    lock = None if getattr(args, "relock", False) else read_lock(recipe)
+    return recipe, FetchOptions(cache_dir=args.cache, offline=args.offline, progress=progress,
+                                lock=lock, locked=args.locked)
 
 
 def _deps(args: argparse.Namespace) -> int:
@@ -201,6 +211,16 @@ def _fetch(args: argparse.Namespace) -> int:
     elif not args.quiet:
         for line in _fetch_report(inputs):
             print(line)
+    return 0
+
+
+def _lock(args: argparse.Namespace) -> int:
+    recipe, options = _recipe_and_options(args)
+    inputs = fetch(recipe, options)
+    path = lock_path(recipe)
+    publish_files(path.parent, {path.name: lock_text(recipe, inputs).encode()})
+    if not args.quiet:
+        print(f"{path}: {len(inputs.used)} inputs locked")
     return 0
 
 

@@ -13,7 +13,7 @@ import hashlib
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -42,6 +42,8 @@ class FetchOptions:
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
     jobs: int = 4
     policy: Policy = field(default_factory=Policy)
+    lock: Mapping[str, str] | None = None  # mirror path -> sha256 every input must match
+    locked: bool = False  # and no input may be missing from the lock or added to it
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Inputs:
     kernel_version: str
     resolution: Resolution
     extensions: tuple[Input, ...]
+    used: Mapping[str, str] = field(default_factory=dict)  # every input file -> sha256
 
     @property
     def files(self) -> tuple[Input, ...]:
@@ -113,6 +116,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         self.local = {extension_filename(path.name): path for path in recipe.local}
         self.pool = ThreadPoolExecutor(max(1, options.jobs), thread_name_prefix="fetch")
         self.missing: list[str] = []
+        self.used: dict[str, str] = {}
         self.warnings: list[str] = []
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -160,6 +164,15 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
+    def note(self, key: str, sha256: str) -> None:
+        """Record an input; with a lock, it must be the locked file."""
+        with self._guard:
+            self.used[key] = sha256
+        locked = (self.options.lock or {}).get(key)
+        if locked is not None and locked != sha256:
+            raise ChecksumError(f"{key}: differs from the lock file (locked sha256 {locked}, "
+                                f"got {sha256})")
+
     def small(self, key: str, cache_absence: bool) -> bytes | None:
         """A small mirror file (`.dep`, `.md5.txt`), from the cache if there; None if absent."""
         with self.lock(key):
@@ -184,6 +197,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         with self.lock(key):
             hit = self.cache.lookup(key)
             if isinstance(hit, CachedObject):
+                self.note(key, hit.sha256)
                 return Input(name, hit.path, hit.sha256, hit.size, "cache")
             if self.options.offline:
                 raise _Offline(key)
@@ -194,6 +208,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
             with self.cache.writer() as (out, tmp):
                 got = self.mirrors.download(key, out, expected, *self._progress())
                 obj = self.cache.store(key, out, tmp, got.sha256, got.size, got.url)
+            self.note(key, obj.sha256)
             return Input(name, obj.path, obj.sha256, obj.size, got.mirror)
 
     def _progress(self) -> tuple[Callable[[int], Any] | None, Callable[[int], None] | None]:
@@ -242,13 +257,15 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         """The `.dep` of an extension, KERNEL substituted; None when the extension is not there."""
         if name in self.local:
             dep_file = self.local[name].with_name(f"{name}.dep")
-            text: bytes | None = dep_file.read_bytes() if dep_file.is_file() else b""
-            source = str(dep_file)
+            text: bytes | None = dep_file.read_bytes() if dep_file.is_file() else None
+            source, key = str(dep_file), f"local/{name}.dep"
         else:
             if self.small(self.tcz_key(f"{name}.md5.txt"), cache_absence=False) is None:
                 return None
-            text = self.small(self.tcz_key(f"{name}.dep"), cache_absence=True)
-            source = self.recipe.mirrors[0] + self.tcz_key(f"{name}.dep")
+            key = self.tcz_key(f"{name}.dep")
+            text = self.small(key, cache_absence=True)
+            source = self.recipe.mirrors[0] + key
+        self.note(key, hashlib.sha256(text).hexdigest() if text is not None else "absent")
         deps = []
         for dep in parse_dep(text or b""):
             if not DEP_NAME.match(dep):
@@ -331,7 +348,9 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
                     f"{path}: checksum mismatch: expected md5 {expected} ({md5_file.name}), "
                     f"got {actual}"
                 )
-        return Input(name, path, hashlib.sha256(data).hexdigest(), len(data), "local")
+        sha256 = hashlib.sha256(data).hexdigest()
+        self.note(f"local/{name}", sha256)
+        return Input(name, path, sha256, len(data), "local")
 
     def pack(self, name: str, directory: Path) -> Input:
         """A local directory packed into a `.tcz` (reproducibly), kept in the cache."""
@@ -340,6 +359,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
             data = tmp.read_bytes()
             sha256 = hashlib.sha256(data).hexdigest()
             obj = self.cache.store(f"local/{name}", out, tmp, sha256, len(data), str(directory))
+        self.note(f"local/{name}", obj.sha256)
         return Input(name, obj.path, obj.sha256, obj.size, "local")
 
     # -- the whole fetch -----------------------------------------------------------------------
@@ -360,6 +380,8 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         if self.missing:
             self.finish(None)
         version = self.kernel_version()
+        if self.options.locked:
+            self.check_locked()
         return Inputs(
             recipe=self.recipe,
             kernel=files[0],
@@ -367,4 +389,18 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
             kernel_version=version,
             resolution=resolution,
             extensions=tuple(e for e in extensions if e is not None),
+            used=dict(sorted(self.used.items())),
         )
+
+    def check_locked(self) -> None:
+        """`--locked`: the inputs are exactly the lock's, nothing added or dropped."""
+        lock = self.options.lock
+        if lock is None:
+            raise FetchError(f"{self.recipe.path}: --locked, but there is no lock file "
+                             "(run tcbuild lock)")
+        added = sorted(set(self.used) - set(lock))
+        dropped = sorted(set(lock) - set(self.used))
+        if added or dropped:
+            raise FetchError("\n".join(
+                [f"{key}: not in the lock file" for key in added]
+                + [f"{key}: in the lock file but no longer used" for key in dropped]))

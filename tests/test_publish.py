@@ -210,7 +210,7 @@ def test_kill_9_at_any_moment_leaves_a_valid_tree(site: Path) -> None:
     import signal
     import time
 
-    first = publish_at(site, T0)
+    publish_at(site, T0)
     tftp = site / "tftp"
     (site / "overlays/gameserver/etc").mkdir()
     (site / "overlays/gameserver/etc/motd").write_text("new\n")
