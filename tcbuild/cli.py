@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, boottest, publish
+from . import __version__, boottest, doctor, publish
 from .atomic import publish_files
 from .build import BuildOptions, build
 from .compress import Compression
@@ -151,6 +151,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="where the console goes (default: build/boot-test.log)")
     boot_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
     boot_cmd.set_defaults(command=_boot_test)
+
+    doctor_cmd = commands.add_parser("doctor", help="which external tools and files are here")
+    doctor_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    doctor_cmd.set_defaults(command=_doctor)
 
     server = commands.add_parser("server-config",
                                  help="write the boot server's dhcpd, rsyslog, NFS, TFTP files")
@@ -343,6 +347,19 @@ def _boot_test(args: argparse.Namespace) -> int:
               file=sys.stderr)
         print(f"--- end of {result.log} ---\n{result.tail}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    found = doctor.checks()
+    if args.json:
+        print(json.dumps([{"name": c.name, "package": c.package, "needed_for": c.needed_for,
+                           "found": c.found} for c in found], indent=1))
+        return 0
+    width = max(len(c.name) for c in found)
+    for c in found:
+        state = c.found or f"missing (apt-get install {c.package})"
+        print(f"{c.name:<{width}}  {state}  [{c.needed_for}]")
+    return 0
 
 
 def _server_config(args: argparse.Namespace) -> int:

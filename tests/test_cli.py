@@ -192,3 +192,21 @@ def test_unwritable_output_is_one_line(tmp_path: Path, mirror: MirrorServer) -> 
     assert result.returncode == 1
     assert result.stderr == f"{out}: File exists\n"
     assert out.read_text() == "a file where the output directory should be\n"
+
+
+def test_doctor_reports_what_is_here() -> None:
+    result = tcbuild("doctor", "--json")
+    assert result.returncode == 0
+    found = {c["name"]: c for c in json.loads(result.stdout)}
+    assert found["mksquashfs"]["found"] == shutil.which("mksquashfs")
+    assert found["qemu-system-x86_64"]["package"] == "qemu-system-x86"
+    assert found["pxelinux.0"]["package"] == "pxelinux"
+    for check in found.values():
+        path = check["found"]
+        assert path is None or Path(path).exists()
+    text = tcbuild("doctor").stdout.splitlines()
+    assert len(text) == len(found)
+    for line in text:
+        name = line.split()[0]
+        expected = found[name]["found"] or f"missing (apt-get install {found[name]['package']})"
+        assert f"  {expected}  [" in line
