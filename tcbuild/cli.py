@@ -279,20 +279,17 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     recipe, fetch_options = _recipe_and_options(args)
-    if not args.tftp.is_dir():
-        raise InputError(f"{args.tftp}: the TFTP root does not exist")
     inventory = load_inventory(args.inventory) if args.inventory else None
-    bootloader = publish.find_bootloader(args.bootloader_dir)
-    result = build(recipe, BuildOptions(fetch=fetch_options))
-    with publish.locked(args.tftp, args.wait):
-        plan = publish.plan(recipe, result.kernel, result.initrd, result.build_id, args.tftp,
-                            inventory, args.keep, bootloader)
-        if args.dry_run:
-            for line in plan.describe():
-                print(line)
-            return 0
-        publish.execute(plan)
-    if not args.quiet:
+    plan, warnings = publish.publish(
+        recipe, args.tftp, build_options=BuildOptions(fetch=fetch_options), inventory=inventory,
+        keep=args.keep, bootloader_dir=args.bootloader_dir, dry_run=args.dry_run,
+        wait=args.wait)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if args.dry_run:
+        for line in plan.describe():
+            print(line)
+    elif not args.quiet:
         print(f"{args.tftp}: published release {plan.release_id}")
         for name in plan.configs:
             print(f"  {CONFIG_DIR}/{name}")

@@ -70,6 +70,7 @@ class FileAttributes:
     mode: int | None = None
     owner: str | int | None = None
     group: str | int | None = None
+    secret: bool = False  # publish refuses an image holding it (TFTP has no authentication)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Recipe:
     remove: tuple[str, ...] = ()
     files: Mapping[str, FileAttributes] = field(default_factory=lambda: MappingProxyType({}))
     inventory: Path | None = None  # the cluster inventory whose values the templates see
+    allow_secrets: bool = False  # publish only warns about secrets in the image
     serial: str | None = None  # pxelinux SERIAL, e.g. "0 115200"
     timeout: int = 0  # pxelinux TIMEOUT, tenths of a second
 
@@ -167,7 +169,7 @@ class _RecipeReader:
         "overlay": {"source"},
         "vars": None,
         "boot": {"append", "initrd_name", "serial", "timeout"},
-        "image": {"output", "compression", "remove"},
+        "image": {"output", "compression", "remove", "allow_secrets"},
         "files": None,
         "inventory": None,
     }
@@ -204,6 +206,7 @@ class _RecipeReader:
             remove=self.remove(image),
             files=self.files(self.table(data, "files")),
             inventory=self.inventory(data.get("inventory")),
+            allow_secrets=self.flag(image, "image.allow_secrets"),
             serial=self.serial(boot),
             timeout=self.timeout(boot),
         )
@@ -352,6 +355,13 @@ class _RecipeReader:
                              f"{_type_name(item)}")
         return MappingProxyType(dict(sorted(value.items())))
 
+    def flag(self, table: dict[str, Any], key: str) -> bool:
+        value = table.get(key.rsplit(".", 1)[-1], False)
+        if not isinstance(value, bool):
+            self.problem(key, f"expected true or false, got {_type_name(value)}")
+            return False
+        return value
+
     def serial(self, boot: dict[str, Any]) -> str | None:
         value = boot.get("serial")
         if value is None:
@@ -403,11 +413,12 @@ class _RecipeReader:
             if not isinstance(value, dict):
                 self.problem(key, f"expected a table, got {_type_name(value)}")
                 continue
-            self.check_keys(value, f"{key}.", {"mode", "owner", "group"})
+            self.check_keys(value, f"{key}.", {"mode", "owner", "group", "secret"})
             result[normalized] = FileAttributes(
                 mode=self.mode(value.get("mode"), f"{key}.mode"),
                 owner=self.owner(value.get("owner"), f"{key}.owner"),
                 group=self.owner(value.get("group"), f"{key}.group"),
+                secret=self.flag(value, f"{key}.secret"),
             )
         return MappingProxyType(dict(sorted(result.items())))
 

@@ -69,8 +69,8 @@ def tree(root: Path) -> dict[str, str]:
             if p.is_file() else "dir" for p in sorted(root.rglob("*"))}
 
 
-def tcbuild(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tcbuild", *map(str, args)], cwd=ROOT,
+def tcbuild(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tcbuild", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -184,22 +184,22 @@ def test_dry_run_lock_and_missing_bootloader_change_nothing(site: Path, mirror: 
     before = tree(tftp)
     args = ["publish", site / "recipes/gameserver.toml", "--tftp", tftp, "--cache",
             site / "cache", "--bootloader-dir", site / "bootloader"]
-    dry = tcbuild(*args, "--dry-run")
+    dry = tcbuild(*args, "--dry-run", cwd=site)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines()[0].startswith("new release tcbuild/releases/")
     assert "pxelinux.cfg/default: replace" in dry.stdout
     assert tree(tftp) == before
     with publish.locked(tftp):
-        busy = tcbuild(*args, "--wait", "0.3")
+        busy = tcbuild(*args, "--wait", "0.3", cwd=site)
     assert busy.returncode == 1
     assert busy.stderr == f"{tftp / publish.LOCK}: another publish is running (waited 0 s)\n"
     assert tree(tftp) == before
     (site / "bootloader/ldlinux.c32").unlink()
-    missing = tcbuild(*args)
+    missing = tcbuild(*args, cwd=site)
     assert (missing.returncode, missing.stderr) == (
         1, f"ldlinux.c32 not found in {site / 'bootloader'} (apt-get install syslinux-common)\n")
     assert tree(tftp) == before
-    nowhere = tcbuild(*args[:2], "--tftp", site / "missing", *args[4:])
+    nowhere = tcbuild(*args[:2], "--tftp", site / "missing", *args[4:], cwd=site)
     assert (nowhere.returncode, nowhere.stderr) == (
         2, f"{site / 'missing'}: the TFTP root does not exist\n")
 
@@ -235,3 +235,39 @@ def test_kill_9_at_any_moment_leaves_a_valid_tree(site: Path) -> None:
     assert publish_at(site, T0 + 3600).release_id  # and the next publish works
     assert not list((tftp / publish.RELEASES).glob(".*.partial"))
     assert killed >= 6  # most trials really died mid-way
+
+
+def test_secrets_are_refused_unless_allowed(site: Path) -> None:
+    tftp = site / "tftp"
+    overlay = site / "overlays/gameserver"
+    (overlay / "root/.ssh").mkdir(parents=True)
+    (overlay / "root/.ssh/id_ed25519").write_text(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n"
+        "-----END OPENSSH PRIVATE KEY-----\n")
+    (overlay / "etc").mkdir()
+    (overlay / "etc/shadow").write_text("root:$6$salt$hash:19000::::::\ntc:!:19000::::::\n"
+                                        "nobody:*:19000::::::\n")
+    (overlay / "etc/site.token").write_text("abc\n")
+    recipe = site / "recipes/gameserver.toml"
+    recipe.write_text(recipe.read_text() + '\n[files."/etc/site.token"]\nsecret = true\n')
+    before = tree(tftp)
+    args = ["publish", recipe, "--tftp", tftp, "--cache", site / "cache", "--bootloader-dir",
+            site / "bootloader"]
+    refused = tcbuild(*args, cwd=site)
+    assert refused.returncode == 1
+    initrd = "build/gameserver/core.hts.gz"  # relative to where tcbuild ran
+    tail = "; TFTP would serve it to anyone (set [image] allow_secrets = true to publish anyway)"
+    assert refused.stderr.splitlines() == [
+        f"{initrd}: /etc/shadow: password hashes for root{tail}",
+        f"{initrd}: /etc/site.token: marked secret in the recipe{tail}",
+        f"{initrd}: /root/.ssh/id_ed25519: holds a private key{tail}",
+    ]
+    assert tree(tftp) == before
+    recipe.write_text(recipe.read_text().replace("[vars]", "[image]\nallow_secrets = true\n\n"
+                                                 "[vars]", 1))
+    allowed = tcbuild(*args, cwd=site)
+    assert allowed.returncode == 0, allowed.stderr
+    assert len(allowed.stderr.splitlines()) == 3
+    assert all(line.startswith("warning: ") and line.endswith("published anyway "
+               "(allow_secrets)") for line in allowed.stderr.splitlines())
+    assert publish.verify(tftp) == []
