@@ -3,20 +3,27 @@
 The library API; the `tcbuild` command is a thin layer over it.
 
     recipe = tcbuild.load_recipe("recipes/gameserver.toml")
-    inputs = tcbuild.fetch(recipe, tcbuild.FetchOptions(offline=True))
+    result = tcbuild.build(recipe, tcbuild.BuildOptions())
+    plan, warnings = tcbuild.publish(recipe, Path("/tftpboot"))
 """
 
+__version__ = "0.1.0"
+
+from .build import BuildOptions, BuildResult, build
 from .cache import default_cache_dir
 from .deps import Resolution
 from .errors import ArchiveError, ChecksumError, FetchError, InputError, RecipeError, TcbuildError
 from .fetch import FetchOptions, Input, Inputs, fetch, kernel_version, resolve
+from .inventory import Inventory, load_inventory
 from .mirror import Policy
 from .recipe import ExtensionMode, Flavor, Overlay, Recipe, load_recipe
-
-__version__ = "0.1.0"
+from .server import server_files
+from .tftp import publish, verify
 
 __all__ = [
     "ArchiveError",
+    "BuildOptions",
+    "BuildResult",
     "ChecksumError",
     "ExtensionMode",
     "FetchError",
@@ -25,15 +32,21 @@ __all__ = [
     "Input",
     "InputError",
     "Inputs",
+    "Inventory",
     "Overlay",
     "Policy",
     "Recipe",
     "RecipeError",
     "Resolution",
     "TcbuildError",
+    "build",
     "default_cache_dir",
     "fetch",
     "kernel_version",
+    "load_inventory",
     "load_recipe",
+    "publish",
     "resolve",
+    "server_files",
+    "verify",
 ]

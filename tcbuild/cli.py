@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, boottest, doctor, publish
+from . import __version__, boottest, doctor, tftp
 from .atomic import publish_files
 from .build import BuildOptions, build
 from .compress import Compression
@@ -280,7 +280,7 @@ def _diff(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     recipe, fetch_options = _recipe_and_options(args)
     inventory = load_inventory(args.inventory) if args.inventory else None
-    plan, warnings = publish.publish(
+    plan, warnings = tftp.publish(
         recipe, args.tftp, build_options=BuildOptions(fetch=fetch_options), inventory=inventory,
         keep=args.keep, bootloader_dir=args.bootloader_dir, dry_run=args.dry_run,
         wait=args.wait)
@@ -297,8 +297,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _releases(args: argparse.Namespace) -> int:
-    found = publish.releases(args.tftp)
-    used = publish.current(args.tftp)
+    found = tftp.releases(args.tftp)
+    used = tftp.current(args.tftp)
     if args.json:
         print(json.dumps([{"id": r.id, "recipe": r.recipe, "time": r.meta.get("time"),
                            "size": r.size, "configs": sorted(used.get(r.id, ()))}
@@ -311,17 +311,17 @@ def _releases(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    with publish.locked(args.tftp):
-        now, before = publish.previous(args.tftp)
+    with tftp.locked(args.tftp):
+        now, before = tftp.previous(args.tftp)
         target = args.release or before
-        changed = publish.switch(args.tftp, now, target)
+        changed = tftp.switch(args.tftp, now, target)
     print(f"{args.tftp}: {', '.join(changed)} now boot{'s' if len(changed) == 1 else ''} "
           f"{target} (was {now})")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    problems = publish.verify(args.tftp)
+    problems = tftp.verify(args.tftp)
     if args.json:
         print(json.dumps({"tftp": str(args.tftp), "problems": problems}, indent=1))
     else:

@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .publish import BOOTLOADER
+from .tftp import BOOTLOADER
 
 
 @dataclass(frozen=True)

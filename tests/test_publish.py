@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild import load_recipe, publish
+from tcbuild import load_recipe
+from tcbuild import tftp as pub
 from tcbuild.build import BuildOptions, BuildResult, build
 from tcbuild.fetch import FetchOptions
 from tcbuild.inventory import load_inventory
@@ -53,14 +54,14 @@ def built(site: Path, recipe: str = "recipes/gameserver.toml") -> tuple[object, 
 
 
 def publish_at(site: Path, now: float, inventory: bool = False, keep: int = 5,
-               recipe: str = "recipes/gameserver.toml") -> publish.Plan:
+               recipe: str = "recipes/gameserver.toml") -> pub.Plan:
     loaded, result = built(site, recipe)
     inv = load_inventory(site / "examples/cluster.toml") if inventory else None
-    plan = publish.plan(loaded, result.kernel, result.initrd, result.build_id,  # type: ignore[arg-type]
-                        site / "tftp", inv, keep, publish.find_bootloader(site / "bootloader"),
+    plan = pub.plan(loaded, result.kernel, result.initrd, result.build_id,  # type: ignore[arg-type]
+                        site / "tftp", inv, keep, pub.find_bootloader(site / "bootloader"),
                         now=now)
-    with publish.locked(site / "tftp"):
-        publish.execute(plan)
+    with pub.locked(site / "tftp"):
+        pub.execute(plan)
     return plan
 
 
@@ -77,7 +78,7 @@ def tcbuild(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[
 def test_publish_writes_a_complete_world_readable_release(site: Path) -> None:
     plan = publish_at(site, T0)
     tftp = site / "tftp"
-    release = tftp / publish.RELEASES / plan.release_id
+    release = tftp / pub.RELEASES / plan.release_id
     assert sorted(p.name for p in release.iterdir()) == ["core.hts.gz", "release.json",
                                                         "vmlinuz64"]
     assert plan.release_id.startswith("20270115T080000Z-")
@@ -91,7 +92,7 @@ def test_publish_writes_a_complete_world_readable_release(site: Path) -> None:
     assert label.append == "base norestore nodhcp cron"
     assert (tftp / "pxelinux.0").read_bytes() == b"stand-in pxelinux.0\n"
     assert (tftp / "README.site").read_text() == "the operator's own file\n"
-    assert publish.verify(tftp) == []
+    assert pub.verify(tftp) == []
 
 
 def test_new_release_switches_and_rollback_returns(site: Path) -> None:
@@ -101,15 +102,15 @@ def test_new_release_switches_and_rollback_returns(site: Path) -> None:
     second = publish_at(site, T0 + 60)
     tftp = site / "tftp"
     assert first.release_id != second.release_id
-    assert publish.current(tftp) == {second.release_id: {"default"}}
-    assert publish.previous(tftp) == (second.release_id, first.release_id)
+    assert pub.current(tftp) == {second.release_id: {"default"}}
+    assert pub.previous(tftp) == (second.release_id, first.release_id)
 
     rolled = tcbuild("rollback", "--tftp", tftp)
     assert rolled.returncode == 0, rolled.stderr
     assert rolled.stdout == (f"{tftp}: default now boots {first.release_id} "
                              f"(was {second.release_id})\n")
-    assert publish.current(tftp) == {first.release_id: {"default"}}
-    assert publish.verify(tftp) == []
+    assert pub.current(tftp) == {first.release_id: {"default"}}
+    assert pub.verify(tftp) == []
     listing = tcbuild("releases", "--tftp", tftp).stdout.splitlines()
     assert listing[0].startswith(first.release_id) and listing[0].endswith("current: default")
     assert listing[1].startswith(second.release_id) and "current" not in listing[1]
@@ -121,12 +122,12 @@ def test_old_releases_are_pruned_but_never_current_or_previous(site: Path) -> No
         (site / "overlays/gameserver/etc").mkdir(exist_ok=True)
         (site / "overlays/gameserver/etc/motd").write_text(f"release {i}\n")
         ids.append(publish_at(site, T0 + 60 * i, keep=2).release_id)
-    kept = [r.id for r in publish.releases(site / "tftp")]
+    kept = [r.id for r in pub.releases(site / "tftp")]
     assert kept == ids[2:]
-    publish.switch(site / "tftp", ids[3], ids[2])  # roll back, then publish again
+    pub.switch(site / "tftp", ids[3], ids[2])  # roll back, then publish again
     (site / "overlays/gameserver/etc/motd").write_text("release 4\n")
     ids.append(publish_at(site, T0 + 600, keep=1).release_id)
-    kept = [r.id for r in publish.releases(site / "tftp")]
+    kept = [r.id for r in pub.releases(site / "tftp")]
     assert kept == [ids[2], ids[4]]  # the newest, and the one it replaced as current
 
 
@@ -147,18 +148,18 @@ def test_inventory_groups_get_per_mac_configs(site: Path) -> None:
     other = publish_at(site, T0 + 60, inventory=True, recipe="recipes/canary.toml")
     assert list(other.configs) == ["01-52-54-00-12-34-57"]
     assert (site / "tftp/pxelinux.cfg/default").read_text() == before
-    assert publish.verify(site / "tftp") == []
+    assert pub.verify(site / "tftp") == []
 
 
 def test_verify_names_every_problem(site: Path) -> None:
     plan = publish_at(site, T0)
     tftp = site / "tftp"
-    release = tftp / publish.RELEASES / plan.release_id
+    release = tftp / pub.RELEASES / plan.release_id
     (release / "core.hts.gz").chmod(0o600)
     (release / "vmlinuz64").write_bytes(b"tampered")
     (tftp / "ldlinux.c32").unlink()
     (tftp / "escape").symlink_to("/etc")
-    problems = publish.verify(tftp)
+    problems = pub.verify(tftp)
     kernel = f"tcbuild/releases/{plan.release_id}/vmlinuz64"
     initrd = f"tcbuild/releases/{plan.release_id}/core.hts.gz"
     assert problems == [
@@ -172,9 +173,9 @@ def test_verify_names_every_problem(site: Path) -> None:
     result = tcbuild("verify", "--tftp", tftp)
     assert result.returncode == 1 and result.stderr.splitlines() == problems
     (release / "core.hts.gz").unlink()
-    assert f"{initrd}: missing" in "\n".join(publish.verify(tftp))
+    assert f"{initrd}: missing" in "\n".join(pub.verify(tftp))
     (tftp / "pxelinux.cfg/01-aa").write_text("LABEL x\n    KERNEL a\n")
-    assert publish.verify(tftp)[-1].endswith("01-aa: no DEFAULT label")
+    assert pub.verify(tftp)[-1].endswith("01-aa: no DEFAULT label")
 
 
 def test_dry_run_lock_and_missing_bootloader_change_nothing(site: Path, mirror: MirrorServer
@@ -189,10 +190,10 @@ def test_dry_run_lock_and_missing_bootloader_change_nothing(site: Path, mirror: 
     assert dry.stdout.splitlines()[0].startswith("new release tcbuild/releases/")
     assert "pxelinux.cfg/default: replace" in dry.stdout
     assert tree(tftp) == before
-    with publish.locked(tftp):
+    with pub.locked(tftp):
         busy = tcbuild(*args, "--wait", "0.3", cwd=site)
     assert busy.returncode == 1
-    assert busy.stderr == f"{tftp / publish.LOCK}: another publish is running (waited 0 s)\n"
+    assert busy.stderr == f"{tftp / pub.LOCK}: another publish is running (waited 0 s)\n"
     assert tree(tftp) == before
     (site / "bootloader/ldlinux.c32").unlink()
     missing = tcbuild(*args, cwd=site)
@@ -226,14 +227,14 @@ def test_kill_9_at_any_moment_leaves_a_valid_tree(site: Path) -> None:
         time.sleep(rng.uniform(0.05, 0.6))
         proc.send_signal(signal.SIGKILL)
         killed += proc.wait() == -signal.SIGKILL
-        assert publish.verify(tftp) == []
-        booted = set(publish.current(tftp))
+        assert pub.verify(tftp) == []
+        booted = set(pub.current(tftp))
         assert len(booted) == 1  # the old release or a new one, whole
-        for release in publish.releases(tftp):  # every listed release is complete
+        for release in pub.releases(tftp):  # every listed release is complete
             assert {p.name for p in release.path.iterdir()} == {
                 "vmlinuz64", "core.hts.gz", "release.json"}
     assert publish_at(site, T0 + 3600).release_id  # and the next publish works
-    assert not list((tftp / publish.RELEASES).glob(".*.partial"))
+    assert not list((tftp / pub.RELEASES).glob(".*.partial"))
     assert killed >= 6  # most trials really died mid-way
 
 
@@ -270,4 +271,4 @@ def test_secrets_are_refused_unless_allowed(site: Path) -> None:
     assert len(allowed.stderr.splitlines()) == 3
     assert all(line.startswith("warning: ") and line.endswith("published anyway "
                "(allow_secrets)") for line in allowed.stderr.splitlines())
-    assert publish.verify(tftp) == []
+    assert pub.verify(tftp) == []

@@ -1,4 +1,4 @@
-"""Publishing to a live TFTP root: versioned releases, an atomic switch, rollback, verification.
+"""A TFTP root: versioned releases, an atomic switch, rollback, verification (publishing).
 
 Layout (nothing else in the TFTP root is touched):
     pxelinux.0, ldlinux.c32               the bootloader, copied from syslinux
