@@ -76,7 +76,7 @@ def watch(command: Sequence[str], log: Path, expect: str, timeout: float,
     try:
         while True:
             text = log.read_text(errors="replace") if log.exists() else ""
-            verdict = judge(text, expect, failures)
+            verdict = judge(text[: text.rfind("\n") + 1], expect, failures)  # whole lines
             if verdict is None and proc.poll() is not None:
                 text = log.read_text(errors="replace") if log.exists() else ""
                 verdict = judge(text, expect, failures) or (

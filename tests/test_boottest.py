@@ -42,3 +42,14 @@ def test_a_tree_without_bootloader_fails_fast(tmp_path: Path) -> None:
     seconds = float(first.split("after ")[1].split(" s")[0])
     assert seconds < 30  # seconds, not the 90 s timeout
     assert "pxelinux.0... No such file or directory" in (tmp_path / "console.log").read_text()
+
+
+def test_watch_judges_whole_lines_only(tmp_path: Path) -> None:
+    """A failure line still being written is not cut short in the reason."""
+    from tcbuild.boottest import watch
+
+    script = ("import sys, time; sys.stdout.write('Kernel panic - not'); sys.stdout.flush();"
+              " time.sleep(0.5); print(' syncing: gone'); sys.stdout.flush(); time.sleep(30)")
+    result = watch([sys.executable, "-c", script], tmp_path / "log", "never", timeout=20)
+    assert (result.ok, result.reason) == (False, "Kernel panic - not syncing: gone")
+    assert result.seconds < 10
