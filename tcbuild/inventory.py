@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -16,7 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import InputError, RecipeError
+from .errors import RecipeError
+from .recipe import read_toml
 
 MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.IGNORECASE)
 LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
@@ -96,15 +96,7 @@ class Inventory:
 def load_inventory(path: str | os.PathLike[str]) -> Inventory:
     """Read and validate an inventory; `RecipeError` lists every problem with its key path."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise InputError(f"{path}: cannot read inventory: {e.strerror or e}") from e
-    except tomllib.TOMLDecodeError as e:
-        where = re.search(r"\(at line (\d+), column (\d+)\)$", str(e))
-        place = f":{where[1]}:{where[2]}" if where else ""
-        message = re.sub(r"\s*\(at line \d+, column \d+\)$", "", str(e))
-        raise InputError(f"{path}{place}: invalid TOML: {message}") from e
+    data = read_toml(path, "inventory")
     return _Reader(path).read(data)
 
 

@@ -133,15 +133,19 @@ def normalize_mirror(url: str) -> str:
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Read and validate a recipe; raise `RecipeError` listing every problem found."""
     path = Path(path)
+    return _RecipeReader(path).read(read_toml(path, "recipe"))
+
+
+def read_toml(path: Path, kind: str) -> dict[str, Any]:
+    """A TOML file's tables; a syntax error names its line and column."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise InputError(f"{path}: cannot read recipe: {e.strerror or e}") from e
+        raise InputError(f"{path}: cannot read {kind}: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from e
     except tomllib.TOMLDecodeError as e:
         raise InputError(_toml_error(path, e)) from e
-    return _RecipeReader(path).read(data)
 
 
 def _toml_error(path: Path, error: tomllib.TOMLDecodeError) -> str:

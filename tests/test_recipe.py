@@ -232,7 +232,7 @@ colour = 1
         "image.remove[0]: '../etc' is not a path or glob inside the image",
         'image.remove: append mode cannot remove base entries (use output = "repack")',
         'files."opt/x": expected an absolute path inside the image, like "/opt/bootlocal.sh"',
-        'files."/opt/y".colour: unknown key; expected one of: group, mode, owner',
+        'files."/opt/y".colour: unknown key; expected one of: group, mode, owner, secret',
         'files."/opt/y".mode: \'rwx\' is not a mode like "0755" or 0o755',
         "files.\"/opt/y\".owner: 'Root User' is not a user or group name or number",
     ]
