@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -19,6 +20,7 @@ Write = Callable[[bytes], None]
 
 USER_AGENT = "tcbuild (+https://tinycorelinux.net mirror client)"
 CHUNK = 1 << 16
+MAX_REDIRECTS = 5
 
 
 def release_path(major: int, build: str, filename: str) -> str:
@@ -171,12 +173,27 @@ class Mirrors:
                 delay *= 2
         raise AssertionError("unreachable")
 
+    def _open(self, url: str, timeout: tuple[float, float]) -> requests.Response:
+        """GET, following redirects only within the mirror's own scheme, host and port."""
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._session.get(url, stream=True, timeout=timeout,
+                                         allow_redirects=False)
+            if response.status_code not in (301, 302, 303, 307, 308):
+                return response
+            target = urljoin(url, response.headers.get("Location", ""))
+            response.close()
+            if _origin(target) != _origin(url):
+                raise _Permanent(f"redirected to {target}; another host or scheme is not "
+                                 "followed")
+            url = target
+        raise _Permanent(f"more than {MAX_REDIRECTS} redirects")
+
     def _once(
         self, mirror: str, url: str, reset: Reset, write: Write
     ) -> Download:
         timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         try:
-            with self._session.get(url, stream=True, timeout=timeout) as response:
+            with self._open(url, timeout) as response:
                 status = response.status_code
                 if status in (404, 410):
                     raise NotFound(url)
@@ -200,6 +217,11 @@ class Mirrors:
         if expected is not None and size != expected:
             raise _Transient(f"body of {size} bytes, {expected} announced")
         return Download(url, mirror, size, md5.hexdigest(), sha256.hexdigest())
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
 
 
 def _reason(error: requests.RequestException) -> str:

@@ -275,3 +275,21 @@ def test_every_mirror_failing_names_each_failure(tmp_path: Path, mirror: MirrorS
         f"{dead}{path}: Connection refused"
     )
     assert mirror.requests.count(path) == FAST.attempts
+
+
+def test_redirects_stay_on_the_mirror(tmp_path: Path, mirror: MirrorServer,
+                                      mirror_tree: MirrorTree) -> None:
+    path = f"{X64}/tcz/dhcp.tcz"
+    with MirrorServer(mirror_tree.root) as elsewhere:
+        mirror.fail(path, "redirect", times=1, location=f"/{path}")  # same host: followed
+        inputs = fetch(make_recipe(tmp_path, [mirror.url], ["dhcp"], local=False),
+                       options(tmp_path))
+        assert inputs.extensions[0].path.read_bytes() == mirror_tree.read(path)
+        mirror.fail(f"{X64}/release/distribution_files/vmlinuz64", "redirect",
+                    location=elsewhere.url + f"{X64}/release/distribution_files/vmlinuz64")
+        with pytest.raises(FetchError, match=r"^vmlinuz64: could not download: http://\S+: "
+                           r"redirected to http://127\.0\.0\.1:\d+/\S+; another host or scheme "
+                           "is not followed$"):
+            fetch(make_recipe(tmp_path, [mirror.url], ["dhcp"], local=False),
+                  options(tmp_path / "other"))
+        assert elsewhere.requests == []
