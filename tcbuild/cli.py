@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="download cache (default: ~/.cache/tcbuild)")
     group.add_argument("--offline", action="store_true",
                        help="use the cache only; name whatever is missing")
+    group.add_argument("--refresh", action="store_true",
+                       help="check the cache against the mirror's current checksums")
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bars or report")
     group.add_argument("--json", action="store_true", help="print the result as JSON")
     group.add_argument("--locked", action="store_true",
@@ -180,10 +182,12 @@ def _recipe_and_options(args: argparse.Namespace) -> tuple[Recipe, FetchOptions]
             recipe = recipe.with_mirrors(tuple(normalize_mirror(m) for m in args.mirror))
         except InputError as e:
             raise InputError(f"--mirror {e}") from e
+    if args.offline and args.refresh:
+        raise InputError("--offline and --refresh exclude each other")
     progress = False if args.quiet or args.json else None
     lock = None if getattr(args, "relock", False) else read_lock(recipe)
     return recipe, FetchOptions(cache_dir=args.cache, offline=args.offline, progress=progress,
-                                lock=lock, locked=args.locked)
+                                lock=lock, locked=args.locked, refresh=args.refresh)
 
 
 def _deps(args: argparse.Namespace) -> int:

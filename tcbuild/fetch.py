@@ -39,6 +39,7 @@ class FetchOptions:
 
     cache_dir: Path | None = None
     offline: bool = False
+    refresh: bool = False  # ask the mirror for current checksums and `.dep`s; re-download drift
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
     jobs: int = 4
     policy: Policy = field(default_factory=Policy)
@@ -101,6 +102,14 @@ def kernel_version(core: tuple[Path, ...]) -> str:
     return versions[0]
 
 
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class _Offline(Exception):
     """A file the cache lacks while offline; collected, then reported together."""
 
@@ -117,6 +126,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         self.pool = ThreadPoolExecutor(max(1, options.jobs), thread_name_prefix="fetch")
         self.missing: list[str] = []
         self.used: dict[str, str] = {}
+        self._refreshed: set[str] = set()
         self.warnings: list[str] = []
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -176,7 +186,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
     def small(self, key: str, cache_absence: bool) -> bytes | None:
         """A small mirror file (`.dep`, `.md5.txt`), from the cache if there; None if absent."""
         with self.lock(key):
-            hit = self.cache.lookup(key)
+            hit = None if self.stale(key) else self.cache.lookup(key)
             if isinstance(hit, CachedObject):
                 return hit.path.read_bytes()
             if isinstance(hit, Absent) and cache_absence:
@@ -196,7 +206,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         """A release file or extension, verified against its `.md5.txt`, cached by content."""
         with self.lock(key):
             hit = self.cache.lookup(key)
-            if isinstance(hit, CachedObject):
+            if isinstance(hit, CachedObject) and not self.options.refresh:
                 self.note(key, hit.sha256)
                 return Input(name, hit.path, hit.sha256, hit.size, "cache")
             if self.options.offline:
@@ -205,11 +215,23 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
             if md5_text is None:
                 raise NotFound(f"{name}: not found on any mirror ({', '.join(self.mirrors.urls)})")
             expected = parse_md5_txt(md5_text, f"{key}.md5.txt")
+            if isinstance(hit, CachedObject) and _md5(hit.path) == expected:
+                self.note(key, hit.sha256)  # refreshed: the mirror still has this file
+                return Input(name, hit.path, hit.sha256, hit.size, "cache")
             with self.cache.writer() as (out, tmp):
                 got = self.mirrors.download(key, out, expected, *self._progress())
                 obj = self.cache.store(key, out, tmp, got.sha256, got.size, got.url)
             self.note(key, obj.sha256)
             return Input(name, obj.path, obj.sha256, obj.size, got.mirror)
+
+    def stale(self, key: str) -> bool:
+        """With `refresh`, a small file is asked for again, once per run."""
+        if not self.options.refresh:
+            return False
+        with self._guard:
+            first = key not in self._refreshed
+            self._refreshed.add(key)
+        return first
 
     def _progress(self) -> tuple[Callable[[int], Any] | None, Callable[[int], None] | None]:
         bar = self.bar

@@ -293,3 +293,25 @@ def test_redirects_stay_on_the_mirror(tmp_path: Path, mirror: MirrorServer,
             fetch(make_recipe(tmp_path, [mirror.url], ["dhcp"], local=False),
                   options(tmp_path / "other"))
         assert elsewhere.requests == []
+
+
+def test_refresh_notices_a_file_replaced_on_the_mirror(tmp_path: Path,
+                                                        mirror_tree: MirrorTree) -> None:
+    tree = tmp_path / "mirror"
+    shutil.copytree(mirror_tree.root, tree)
+    with MirrorServer(tree) as server:
+        recipe = make_recipe(tmp_path, [server.url], ["dhcp"], local=False)
+        first = fetch(recipe, options(tmp_path))
+        tcz = tree / f"{X64}/tcz/dhcp.tcz"
+        tcz.write_bytes(tcz.read_bytes() + b"\0" * 4096)  # a new build, same name
+        (tree / f"{X64}/tcz/dhcp.tcz.md5.txt").write_text(
+            f"{hashlib.md5(tcz.read_bytes()).hexdigest()}  dhcp.tcz\n")
+        server.reset()
+        cached = fetch(recipe, options(tmp_path))
+        assert server.requests == [] and cached.extensions[0].sha256 == first.extensions[0].sha256
+        fresh = fetch(recipe, options(tmp_path, refresh=True))
+        dhcp = fresh.extensions[0]
+        assert dhcp.origin == server.url and dhcp.path.read_bytes() == tcz.read_bytes()
+        assert fresh.kernel.origin == "cache"  # unchanged: checked, not downloaded
+        assert server.requests.count(f"{X64}/release/distribution_files/vmlinuz64") == 0
+        assert server.requests.count(f"{X64}/release/distribution_files/vmlinuz64.md5.txt") == 1
