@@ -17,7 +17,7 @@ from . import __version__, image, tcz
 from .atomic import publish_files
 from .compress import Compression, gzip_segments
 from .errors import RecipeError
-from .fetch import FetchOptions, Inputs, fetch
+from .fetch import FetchOptions, Input, Inputs, fetch
 from .inventory import load_inventory
 from .manifest import MANIFEST, describe, read_manifest
 from .newc import Entry, iter_initramfs
@@ -91,7 +91,7 @@ def source_date_epoch() -> int | None:
 
 def compose(recipe: Recipe, inputs: Inputs, build_id: str) -> image.Tree:
     """The image tree: base, removals, extensions, overlays, attributes."""
-    tree = image.read_base(iter_initramfs(part.path) for part in inputs.core)
+    tree = image.read_base(iter_initramfs(part.path, label=part.name) for part in inputs.core)
     epoch = source_date_epoch()
     tree.mtime = epoch if epoch is not None else max(
         (item.entry.mtime for item in tree.items.values()), default=0)
@@ -100,11 +100,11 @@ def compose(recipe: Recipe, inputs: Inputs, build_id: str) -> image.Tree:
     deps = inputs.resolution.graph
     if recipe.mode is ExtensionMode.UNPACKED:
         scripts = [ext.name.removesuffix(".tcz") for ext in inputs.extensions
-                   if image.add_extension(tree, ext.name, tcz.read_tcz(ext.path, ext.name))]
+                   if image.add_extension(tree, ext.name, tcz.read_tcz(ext.path, _label(ext)))]
         image.add_setup_list(tree, scripts)
     else:
         for ext in inputs.extensions:
-            tcz.check_tcz(ext.path, ext.name)
+            tcz.check_tcz(ext.path, _label(ext))
         image.add_onboot(tree, [(ext.name, ext.path.read_bytes(), deps.get(ext.name, ()))
                                 for ext in inputs.extensions])
     context = {
@@ -120,6 +120,11 @@ def compose(recipe: Recipe, inputs: Inputs, build_id: str) -> image.Tree:
         image.add_overlay(tree, read_overlay(overlay.source, context, tree.mtime))
     image.apply_attributes(tree, recipe.files, recipe.path)
     return tree
+
+
+def _label(ext: Input) -> str:
+    """How errors name an extension: a mirror one by name, a local one with its path too."""
+    return f"{ext.name} ({ext.path})" if ext.origin == "local" else ext.name
 
 
 def _inventory_vars(recipe: Recipe) -> dict[str, str | int]:

@@ -87,18 +87,22 @@ def fetch(recipe: Recipe, options: FetchOptions | None = None) -> Inputs:
         return fetcher.finish(fetcher.fetch())
 
 
-def kernel_version(core: tuple[Path, ...]) -> str:
-    """The kernel version a core ships modules for (`lib/modules/<version>/`), all segments read."""
+def kernel_version(core: tuple[Path, ...], names: tuple[str, ...] = ()) -> str:
+    """The kernel version a core ships modules for (`lib/modules/<version>/`), all segments read.
+
+    `names` label the files in errors (cached files are named by their checksum).
+    """
+    names = names or tuple(p.name for p in core)
     versions: list[str] = []
-    for path in core:
-        for entry in newc.iter_initramfs(path, data=False):
+    for path, name in zip(core, names, strict=True):
+        for entry in newc.iter_initramfs(path, data=False, label=name):
             match = MODULES_DIR.match(entry.path)
             if match and match[1] not in versions:
                 versions.append(match[1])
     if len(versions) != 1:
-        names = ", ".join(p.name for p in core)
         found = f"several: {', '.join(versions)}" if versions else "none"
-        raise ArchiveError(f"{names}: expected one lib/modules/<version>/ directory, found {found}")
+        raise ArchiveError(f"{' + '.join(names)}: expected one lib/modules/<version>/ directory, "
+                           f"found {found}")
     return versions[0]
 
 
@@ -268,7 +272,8 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
                 note_key = hashlib.sha256("".join(p.sha256 for p in parts).encode()).hexdigest()
                 version = self.cache.note(note_key).get("kernel_version")
                 if not isinstance(version, str):
-                    version = kernel_version(tuple(p.path for p in parts))
+                    version = kernel_version(tuple(p.path for p in parts),
+                                             tuple(p.name for p in parts))
                     self.cache.add_note(note_key, kernel_version=version)
                 self._kernel_version = version
             return self._kernel_version

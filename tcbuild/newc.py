@@ -114,7 +114,7 @@ def _skip(stream: BinaryIO, size: int, source: str, name: str) -> None:
         left -= len(chunk)
 
 
-def open_initramfs(path: Path) -> BinaryIO:
+def open_initramfs(path: Path, label: str | None = None) -> BinaryIO:
     """Open an initramfs file as its uncompressed cpio stream (gzip members read to the end)."""
     f = path.open("rb")
     magic = f.peek(2)[:2] if hasattr(f, "peek") else b""
@@ -123,16 +123,21 @@ def open_initramfs(path: Path) -> BinaryIO:
     if magic == b"07":
         return f
     f.close()
-    raise ArchiveError(f"{path}: not a gzip-compressed or plain cpio archive")
+    raise ArchiveError(f"{label or path}: not a gzip-compressed or plain cpio archive")
 
 
-def iter_initramfs(path: Path, *, data: bool = True) -> Iterator[Entry]:
-    """Every entry of an initramfs file, all segments, in archive order."""
-    with open_initramfs(path) as stream:
+def iter_initramfs(path: Path, *, data: bool = True, label: str | None = None
+                   ) -> Iterator[Entry]:
+    """Every entry of an initramfs file, all segments, in archive order.
+
+    Errors name `label` (e.g. `corepure64.gz` for a file kept in the cache) or else the path.
+    """
+    source = label or str(path)
+    with open_initramfs(path, source) as stream:
         try:
-            yield from read_entries(stream, source=str(path), data=data)
+            yield from read_entries(stream, source=source, data=data)
         except (OSError, EOFError, zlib.error) as e:
-            raise ArchiveError(f"{path}: corrupt gzip data: {e}") from e
+            raise ArchiveError(f"{source}: corrupt gzip data: {e}") from e
 
 
 # --- writing ---------------------------------------------------------------------------------

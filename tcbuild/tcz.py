@@ -26,46 +26,47 @@ def _open(path: Path, label: str) -> Any:
     try:
         image = SquashFsImage.from_file(str(path))
     except Exception as e:  # the library raises bare errors on a bad superblock
-        raise ArchiveError(f"{path}: not a squashfs image ({e})") from e
+        raise ArchiveError(f"{label}: not a squashfs image ({e})") from e
     compression = image.sblk.compression
     problem = None
     if compression != GZIP:
         kind = COMPRESSORS.get(compression, f"compressor {compression}")
-        problem = f"{label} is {kind}-compressed; Tiny Core needs gzip (mksquashfs -comp gzip)"
+        problem = f"{kind}-compressed; Tiny Core needs gzip (mksquashfs -comp gzip)"
     elif image.sblk.block_size != BLOCK_SIZE:
-        problem = (f"{label} has {image.sblk.block_size // 1024} KiB blocks; Tiny Core needs "
-                   "4 KiB (mksquashfs -b 4k)")
+        problem = (f"{image.sblk.block_size // 1024} KiB blocks; Tiny Core needs 4 KiB "
+                   "(mksquashfs -b 4k)")
     if problem:
         image.close()
-        raise ArchiveError(f"{path}: {problem}")
+        raise ArchiveError(f"{label}: {problem}")
     return image
 
 
-def check_tcz(path: Path, name: str | None = None) -> None:
-    """Raise unless `path` is a squashfs image Tiny Core can load."""
-    _open(path, name or path.name).close()
+def check_tcz(path: Path, label: str | None = None) -> None:
+    """Raise unless `path` is a squashfs image Tiny Core can load (errors name `label`)."""
+    _open(path, label or str(path)).close()
 
 
-def read_tcz(path: Path, name: str | None = None) -> Iterator[Entry]:
+def read_tcz(path: Path, label: str | None = None) -> Iterator[Entry]:
     """Every entry below the squashfs root, as the extension's files appear in `/`.
 
     The root directory itself is skipped: its owner (often 1001:staff) must not reach `/`.
     Hard links inside an extension become separate files.
     """
-    image = _open(path, name or path.name)
+    label = label or str(path)
+    image = _open(path, label)
     try:
         for item in image:
             relative = item.path.lstrip("/")
             if not relative:
                 continue
-            yield _entry(item, relative, path)
+            yield _entry(item, relative, label)
     except (zlib.error, ValueError, OSError, IndexError, KeyError) as e:
-        raise ArchiveError(f"{path}: corrupt squashfs image ({e})") from e
+        raise ArchiveError(f"{label}: corrupt squashfs image ({e})") from e
     finally:
         image.close()
 
 
-def _entry(item: Any, relative: str, path: Path) -> Entry:
+def _entry(item: Any, relative: str, label: str) -> Entry:
     mode: int = item.mode
     data: bytes | None = None
     rdev = (0, 0)
@@ -76,7 +77,7 @@ def _entry(item: Any, relative: str, path: Path) -> Entry:
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         rdev = (item.major, item.minor)
     elif stat.S_ISSOCK(mode):
-        raise ArchiveError(f"{path}: {relative}: a socket cannot go into an initramfs")
+        raise ArchiveError(f"{label}: {relative}: a socket cannot go into an initramfs")
     return Entry(
         name=relative,
         mode=mode,

@@ -1,0 +1,267 @@
+"""A catalogue of bad inputs, each through the command an operator types.
+
+For each: the exit status, exactly one line on stderr naming the file, key, URL or entry and the
+problem (no traceback), and proof that no output was written or published (the output
+directory and the TFTP root hash the same before and after).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .mirrortree import MirrorServer, MirrorTree
+
+ROOT = Path(__file__).resolve().parent.parent
+X64 = "15.x/x86_64"
+DIST = f"{X64}/release/distribution_files"
+
+
+@dataclass(frozen=True)
+class Site:
+    root: Path
+    mirror: Path  # a private copy of the stand-in mirror, free to damage
+    url: str
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipes/gameserver.toml"
+
+    @property
+    def inventory(self) -> Path:
+        return self.root / "examples/cluster.toml"
+
+    def edit(self, path: Path, old: str, new: str) -> None:
+        text = path.read_text()
+        assert old in text, (old, path)
+        path.write_text(text.replace(old, new, 1))
+
+    def replace_on_mirror(self, rel: str, data: bytes) -> None:
+        """Serve other bytes under `rel`, with a matching `.md5.txt` (so only content is wrong)."""
+        (self.mirror / rel).write_bytes(data)
+        name = rel.rsplit("/", 1)[-1]
+        (self.mirror / f"{rel}.md5.txt").write_text(
+            f"{hashlib.md5(data).hexdigest()}  {name}\n")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    setup: Callable[[Site], None]
+    args: tuple[str, ...]  # {recipe} {inventory} {tftp} {out} {cache} {mirror} are filled in
+    status: int
+    line: str  # a regular expression the one stderr line must match
+
+
+def _mksquashfs(site: Site, *options: str) -> None:
+    source = site.root / "odd"
+    (source / "usr/local").mkdir(parents=True, exist_ok=True)
+    target = site.root / "recipes/extras/nrpe.tcz"
+    target.unlink()
+    subprocess.run(["mksquashfs", str(source), str(target), "-noappend", "-quiet",
+                    "-no-progress", *options], check=True, capture_output=True)
+    (site.root / "recipes/extras/nrpe.tcz.md5.txt").unlink()
+
+
+def _newc(name: bytes, namesize: int | None = None, data: bytes = b"") -> bytes:
+    size = len(name) + 1 if namesize is None else namesize
+    fields = [1, 0o100644, 0, 0, 1, 0, len(data), 0, 0, 0, 0, size, 0]
+    header = b"070701" + b"".join(b"%08X" % f for f in fields)
+    return header + name + b"\0" + b"\0" * ((4 - (110 + len(name) + 1) % 4) % 4) + data
+
+
+BUILD = ("build", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}", "--out", "{out}")
+PUBLISH = ("publish", "{recipe}", "--tftp", "{tftp}", "--mirror", "{mirror}", "--cache",
+           "{cache}", "--bootloader-dir", "{boot}")
+SERVER = ("server-config", "{inventory}", "--out", "{out}")
+RCP = r"\S*recipes/gameserver\.toml"
+INV = r"\S*examples/cluster\.toml"
+
+CASES = [
+    # recipes
+    Case("toml syntax", lambda s: s.edit(s.recipe, 'release = "15.x"', "release = "),
+         BUILD, 2, rf"{RCP}:\d+:\d+: invalid TOML: .+"),
+    Case("wrong type", lambda s: s.edit(s.recipe, 'release = "15.x"', "release = 15"),
+         BUILD, 2, rf"{RCP}: tinycore\.release: expected a string, got an integer"),
+    Case("unknown key", lambda s: s.edit(s.recipe, "[boot]", "[boot]\nappendd = 'x'"),
+         BUILD, 2, rf"{RCP}: boot\.appendd: unknown key \(did you mean 'append'\?\).*"),
+    Case("bad flavor", lambda s: s.edit(s.recipe, '"corepure64"', '"pure64"'),
+         BUILD, 2, rf"{RCP}: tinycore\.flavor: 'pure64' is not one of: core \| corepure64 \| "
+         r"core64"),
+    Case("missing overlay", lambda s: shutil.rmtree(s.root / "overlays/gameserver"),
+         BUILD, 2, rf"{RCP}: overlay\[0\]\.source: directory '../overlays/gameserver' does not "
+         r"exist .*"),
+    Case("missing local extension", lambda s: (s.root / "recipes/extras/nrpe.tcz").unlink(),
+         BUILD, 2, rf"{RCP}: extensions\.local\[0\]: file 'extras/nrpe\.tcz' does not exist .*"),
+    Case("missing recipe", lambda s: s.recipe.unlink(),
+         BUILD, 2, rf"{RCP}: cannot read recipe: No such file or directory"),
+    Case("not utf-8", lambda s: s.recipe.write_bytes(b"\xff\xfe[tinycore]\n"),
+         BUILD, 2, rf"{RCP}: not UTF-8 text \(byte 0\)"),
+    Case("unknown extension", lambda s: s.edit(s.recipe, '"nfs-utils"]', '"nfs-utilz"]'),
+         BUILD, 2, rf"{RCP}: extensions\.install\[1\]: 'nfs-utilz' is not on the mirror "
+         r"\(did you mean 'nfs-utils'\?\)"),
+    Case("bad mode", lambda s: s.edit(s.recipe, 'mode  = "0775"', 'mode  = "rwx"'),
+         BUILD, 2, rf"{RCP}: files\.\"/opt/bootlocal\.sh\"\.mode: 'rwx' is not a mode .*"),
+    Case("unknown owner", lambda s: s.edit(s.recipe, 'owner = "root"', 'owner = "games"'),
+         BUILD, 2, rf"{RCP}: files\.\"/opt/bootlocal\.sh\"\.owner: no user 'games' in the image's "
+         r"/etc/passwd"),
+    Case("files path not in overlay", lambda s: s.edit(s.recipe, '[files."/opt/bootlocal.sh"]',
+                                                      '[files."/opt/other.sh"]'),
+         BUILD, 2, rf"{RCP}: files\.\"/opt/other\.sh\": not a file of any overlay"),
+    Case("remove matches nothing", lambda s: s.edit(s.recipe, "[boot]",
+                                                   '[image]\nremove = ["nowhere/*"]\n[boot]'),
+         BUILD, 2, rf"{RCP}: image\.remove\[0\]: 'nowhere/\*' matches nothing in the base"),
+    Case("append cannot remove", lambda s: s.edit(
+        s.recipe, "[boot]", '[image]\noutput = "append"\nremove = ["usr"]\n[boot]'),
+         BUILD, 2, rf"{RCP}: image\.remove: append mode cannot remove base entries .*"),
+    Case("var set twice", lambda s: s.edit(s.recipe, "[vars]", '[vars]\nlog_host = "10.9.9.9"'),
+         BUILD, 2, rf"{RCP}: vars\.log_host: also set by the inventory \S+ .*"),
+    Case("bad --mirror", lambda s: None,
+         ("fetch", "{recipe}", "--mirror", "ftp://x/", "--cache", "{cache}"), 2,
+         r"--mirror ftp://x/: a mirror must be an http:// or https:// URL"),
+    # overlays and templates
+    Case("undefined variable", lambda s: (s.root / "overlays/gameserver/etc").mkdir() or (
+        s.root / "overlays/gameserver/etc/motd.j2").write_text("x\n{{ nfs_sever }}\n"),
+         BUILD, 2, r"\S+/etc/motd\.j2:2: undefined template variable 'nfs_sever'"),
+    Case("template syntax", lambda s: (s.root / "overlays/gameserver/etc").mkdir() or (
+        s.root / "overlays/gameserver/etc/motd.j2").write_text("{% if %}\n"),
+         BUILD, 2, r"\S+/etc/motd\.j2:1: template error: .+"),
+    Case("escaping symlink", lambda s: (s.root / "overlays/gameserver/opt/up").symlink_to(
+        "../../../../etc/passwd"),
+         BUILD, 2, r"\S+/opt/up: symlink target '\.\./\.\./\.\./\.\./etc/passwd' escapes the "
+         r"image root"),
+    Case("fifo in overlay", lambda s: os.mkfifo(s.root / "overlays/gameserver/opt/pipe"),
+         BUILD, 2, r"\S+/opt/pipe: only files, directories and symlinks can be overlaid .*"),
+    Case("two sources", lambda s: (s.root / "overlays/gameserver/opt/bootlocal.sh").write_text(
+        "x\n"),
+         BUILD, 2, r"\S+/opt/bootlocal\.sh(\.j2)?: 'opt/bootlocal\.sh' also comes from \S+"),
+    # mirrors
+    Case("dependency missing", lambda s: (s.mirror / f"{X64}/tcz/libtirpc.tcz.md5.txt").unlink(),
+         BUILD, 1, r"gameserver\.toml -> nfs-utils -> rpcbind -> libtirpc\.tcz: not found on any "
+         r"mirror"),
+    Case("md5 mismatch", lambda s: (s.mirror / f"{X64}/tcz/dhcp.tcz.md5.txt").write_text(
+        "0" * 32 + "  dhcp.tcz\n"),
+         BUILD, 1, r"dhcp\.tcz: checksum mismatch: expected md5 0{32}, got [0-9a-f]{32} "
+         r"\(from http://\S+/dhcp\.tcz\)"),
+    Case("bad md5 file", lambda s: (s.mirror / f"{DIST}/vmlinuz64.md5.txt").write_text(
+        "not a checksum\n"),
+         BUILD, 1, rf"{DIST}/vmlinuz64\.md5\.txt: not an md5sum line: .*"),
+    Case("mirror down", lambda s: None,
+         ("fetch", "{recipe}", "--mirror", "http://127.0.0.1:9/", "--cache", "{cache}"), 1,
+         r"\S+: could not download: http://127\.0\.0\.1:9/\S+: Connection refused"),
+    Case("locked without lock", lambda s: None, (*BUILD, "--locked"), 1,
+         rf"{RCP}: --locked, but there is no lock file \(run tcbuild lock\)"),
+    Case("broken lock file", lambda s: (s.root / "recipes/gameserver.lock").write_text("{"),
+         BUILD, 2, r"\S+/gameserver\.lock: not a readable lock file .*"),
+    # archives
+    Case("core not gzip", lambda s: s.replace_on_mirror(f"{DIST}/corepure64.gz", b"PK\3\4zip"),
+         BUILD, 1, r"corepure64\.gz: not a gzip-compressed or plain cpio archive"),
+    Case("core corrupt gzip", lambda s: s.replace_on_mirror(
+        f"{DIST}/corepure64.gz", gzip.compress(_newc(b"bin") + _newc(b"TRAILER!!!"))[:-6]),
+         BUILD, 1, r"corepure64\.gz: corrupt gzip data: .+"),
+    Case("core truncated cpio", lambda s: s.replace_on_mirror(
+        f"{DIST}/corepure64.gz", gzip.compress(_newc(b"lib/modules/x", data=b"abc")[:-8])),
+         BUILD, 1, r"corepure64\.gz: truncated cpio at byte \d+ \(reading .+\)"),
+    Case("core bad magic", lambda s: s.replace_on_mirror(
+        f"{DIST}/corepure64.gz", gzip.compress(b"070707" + _newc(b"x")[6:])),
+         BUILD, 1, r"corepure64\.gz: bad cpio magic b'070707' at byte 0 \(not a newc archive\)"),
+    Case("core absurd name", lambda s: s.replace_on_mirror(
+        f"{DIST}/corepure64.gz", gzip.compress(_newc(b"x", namesize=0x7FFFFFFF))),
+         BUILD, 1, r"corepure64\.gz: cpio name size 2147483647 at byte 0"),
+    Case("core name without nul", lambda s: s.replace_on_mirror(
+        f"{DIST}/corepure64.gz", gzip.compress(_newc(b"xy", namesize=2))),
+         BUILD, 1, r"corepure64\.gz: cpio name without NUL at byte 0"),
+    Case("core without modules", lambda s: s.replace_on_mirror(
+        f"{DIST}/corepure64.gz", gzip.compress(_newc(b"bin") + _newc(b"TRAILER!!!"))),
+         BUILD, 1, r"corepure64\.gz: expected one lib/modules/<version>/ directory, found none"),
+    Case("extension not squashfs", lambda s: s.replace_on_mirror(f"{X64}/tcz/dhcp.tcz",
+                                                                 b"not squashfs" * 100),
+         BUILD, 1, r"dhcp\.tcz: not a squashfs image .*"),
+    Case("extension xz", lambda s: _mksquashfs(s, "-comp", "xz", "-b", "4k"),
+         BUILD, 1, r"nrpe\.tcz \(\S+/nrpe\.tcz\): xz-compressed; Tiny Core needs gzip .*"),
+    Case("extension 128k blocks", lambda s: _mksquashfs(s, "-comp", "gzip"),
+         BUILD, 1, r"nrpe\.tcz \(\S+/nrpe\.tcz\): 128 KiB blocks; Tiny Core needs 4 KiB .*"),
+    Case("local checksum", lambda s: (s.root / "recipes/extras/nrpe.tcz.md5.txt").write_text(
+        "f" * 32 + "  nrpe.tcz\n"),
+         BUILD, 1, r"\S+/nrpe\.tcz: checksum mismatch: expected md5 f{32} .*"),
+    # inventories
+    Case("multicast mac", lambda s: s.edit(s.inventory, "52:54:00:12:34:57", "ab:cd:ef:12:34:56"),
+         SERVER, 2, rf"{INV}: host\[1\]\.mac: ab:cd:ef:12:34:56 is a multicast address.*"),
+    Case("duplicate ip", lambda s: s.edit(s.inventory, '"10.1.1.6"', '"10.1.1.5"'),
+         SERVER, 2, rf"{INV}: host\[1\]\.ip: 10\.1\.1\.5 is also used by host\[0\]"),
+    Case("ip outside subnet", lambda s: s.edit(s.inventory, '"10.1.1.6"', '"10.2.1.6"'),
+         SERVER, 2, rf"{INV}: host\[1\]\.ip: 10\.2\.1\.6 is outside the internal subnet .*"),
+    Case("second ip outside", lambda s: s.edit(s.inventory, '"172.16.1.6"', '"172.17.1.6"'),
+         SERVER, 2, rf"{INV}: host\[1\]\.second_ip: 172\.17\.1\.6 is outside the external .*"),
+    Case("bad host name", lambda s: s.edit(s.inventory, '"server2"', '"server_2"'),
+         SERVER, 2, rf"{INV}: host\[1\]\.name: 'server_2' is not a valid host name .*"),
+    Case("unknown group", lambda s: s.edit(s.inventory, 'group     = "canary"',
+                                           'group     = "canari"'),
+         SERVER, 2, rf"{INV}: host\[1\]\.group: no group 'canari' \(defined: canary\)"),
+    # TFTP roots
+    Case("tftp root missing", lambda s: shutil.rmtree(s.root / "tftp"),
+         PUBLISH, 2, r"\S+/tftp: the TFTP root does not exist"),
+    Case("bootloader missing", lambda s: (s.root / "bootloader/pxelinux.0").unlink(),
+         PUBLISH, 1, r"pxelinux\.0 not found in \S+ \(apt-get install pxelinux\)"),
+    Case("verify foreign config", lambda s: [
+        shutil.copy(s.root / "bootloader" / n, s.root / "tftp" / n)
+        for n in ("pxelinux.0", "ldlinux.c32")] and (s.root / "tftp/pxelinux.cfg").mkdir() or (
+        s.root / "tftp/pxelinux.cfg/default").write_text("MENU TITLE x\n"),
+         ("verify", "--tftp", "{tftp}"), 1,
+         r"\S+/tftp/pxelinux\.cfg/default:1: unknown or malformed directive 'MENU TITLE x'"),
+]
+
+
+@pytest.fixture
+def site(tmp_path: Path, mirror_tree: MirrorTree) -> Site:
+    for name in ("recipes", "overlays", "examples"):
+        shutil.copytree(ROOT / name, tmp_path / name, symlinks=True)
+    shutil.copytree(mirror_tree.root, tmp_path / "mirror")
+    (tmp_path / "tftp").mkdir()
+    (tmp_path / "bootloader").mkdir()
+    for name in ("pxelinux.0", "ldlinux.c32"):
+        (tmp_path / "bootloader" / name).write_bytes(b"stand-in\n")
+    return Site(tmp_path, tmp_path / "mirror", "")
+
+
+def _hash(root: Path) -> dict[str, str]:
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.is_file() else "" for p in sorted(root.rglob("*"))}
+
+
+def test_the_catalogue_is_large_enough() -> None:
+    assert len(CASES) >= 40 and len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Case, site: Site) -> None:
+    if case.name.startswith("extension ") and shutil.which("mksquashfs") is None:
+        pytest.skip("mksquashfs is not installed")
+    with MirrorServer(site.mirror) as server:
+        case.setup(site)
+        out, tftp = site.root / "out", site.root / "tftp"
+        before = (_hash(out), _hash(tftp))
+        values = {"recipe": site.recipe, "inventory": site.inventory, "tftp": tftp, "out": out,
+                  "cache": site.root / "cache", "mirror": server.url,
+                  "boot": site.root / "bootloader"}
+        args = [a.format(**{k: str(v) for k, v in values.items()}) for a in case.args]
+        result = subprocess.run([sys.executable, "-m", "tcbuild", *args], cwd=site.root,
+                                capture_output=True, text=True, timeout=120)
+    lines = result.stderr.splitlines()
+    assert result.returncode == case.status, result.stderr
+    assert len(lines) == 1, lines
+    assert "Traceback" not in result.stderr
+    assert re.fullmatch(case.line, lines[0]), lines[0]
+    assert (_hash(out), _hash(tftp)) == before
