@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +61,8 @@ class Cache:
 
     def _sweep(self) -> None:
         """Delete temp files left by killed runs: those no live writer holds a lock on."""
-        old = time.time() - 60  # and not just created, before its writer could lock it
         for path in (self.root / "tmp").iterdir():
             try:
-                if path.stat().st_mtime > old:
-                    continue
                 with path.open("rb") as f:
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     path.unlink()
@@ -101,9 +97,8 @@ class Cache:
     @contextlib.contextmanager
     def writer(self) -> Iterator[tuple[IO[bytes], Path]]:
         """A temp file in the cache; deleted unless `store` moved it into place."""
-        fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="download-")
-        fcntl.flock(fd, fcntl.LOCK_EX)  # tells `_sweep` in other runs that this one is alive
-        path = Path(name)
+        fd, path = self._locked_temp("download-")
+
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f, path
@@ -145,11 +140,22 @@ class Cache:
 
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="ref-")
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd, temp = self._locked_temp("ref-")
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(data, f, sort_keys=True)
-            Path(name).replace(path)
+            temp.replace(path)
         finally:
-            Path(name).unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
+
+    def _locked_temp(self, prefix: str) -> tuple[int, Path]:
+        """A new temp file, locked, that no `_sweep` of another run removed meanwhile."""
+        while True:
+            fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix=prefix)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # tells `_sweep` in other runs that this one lives
+            try:
+                if Path(name).stat().st_ino == os.fstat(fd).st_ino:
+                    return fd, Path(name)
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # swept between its creation and the lock: take another

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
-import time
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -48,17 +47,34 @@ def test_leftovers_of_killed_runs_are_swept_but_not_live_downloads(tmp_path: Pat
     Cache(tmp_path)
     stale = tmp_path / "tmp" / "download-stale"
     stale.write_bytes(b"partial")
-    fresh = tmp_path / "tmp" / "download-fresh"  # created, not yet locked by its writer
-    fresh.write_bytes(b"")
     live = tmp_path / "tmp" / "download-live"
     live.write_bytes(b"")
-    for path in (stale, live):
-        os.utime(path, (time.time() - 3600, time.time() - 3600))
     with live.open("wb") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # as a running download holds it
         Cache(tmp_path)
-        assert live.exists() and fresh.exists()
+        assert live.exists()
     assert not stale.exists()
+
+
+def test_a_temp_file_swept_before_its_lock_is_replaced(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    real_mkstemp = tempfile.mkstemp
+    calls = []
+
+    def racing_mkstemp(**kw: object) -> tuple[int, str]:
+        fd, name = real_mkstemp(**kw)  # type: ignore[call-overload]
+        calls.append(name)
+        if len(calls) == 1:
+            Path(name).unlink()  # another run's sweep got there first
+        return fd, name  # type: ignore[no-any-return]
+
+    tempfile.mkstemp = racing_mkstemp  # type: ignore[assignment]
+    try:
+        obj = cache.store_bytes("k", b"data", "src")
+    finally:
+        tempfile.mkstemp = real_mkstemp
+    assert [Path(c).name.split('-')[0] for c in calls] == ["download", "download", "ref"]
+    assert obj.path.read_bytes() == b"data"
 
 
 def test_notes(tmp_path: Path) -> None:

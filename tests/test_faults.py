@@ -1,0 +1,188 @@
+"""Faults mid-way: kill -9 during a download and a build, a full disk during a build and a
+publish, and a reader of the TFTP tree during repeated publishes. Nothing half-written is ever
+visible; the previous state stays intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tcbuild import tftp as pub
+from tcbuild.cache import Cache
+from tcbuild.pxelinux import parse
+
+from .mirrortree import MirrorServer
+
+ROOT = Path(__file__).resolve().parent.parent
+X64 = "15.x/x86_64"
+
+
+@pytest.fixture
+def site(tmp_path: Path, mirror: MirrorServer) -> Path:
+    for name in ("recipes", "overlays", "examples"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    recipe = tmp_path / "recipes/gameserver.toml"
+    recipe.write_text(recipe.read_text().replace(
+        'mirrors = ["http://repo.tinycorelinux.net/", "http://distro.ibiblio.org/tinycorelinux/"]',
+        f'mirrors = ["{mirror.url}"]'))
+    (tmp_path / "bootloader").mkdir()
+    for name in ("pxelinux.0", "ldlinux.c32"):
+        (tmp_path / "bootloader" / name).write_bytes(b"stand-in\n")
+    (tmp_path / "tftp").mkdir()
+    return tmp_path
+
+
+def tcbuild(site: Path, *args: str | Path, **kw: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "tcbuild", *map(str, args)], cwd=site,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs: a disk that fills up (needs root)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the disk-full tests need root (CI runs as root)")
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_kill_9_during_downloads_never_leaves_an_unverified_file(
+    site: Path, mirror: MirrorServer
+) -> None:
+    cache = site / "cache"
+    mirror.fail(f"{X64}/release/distribution_files/corepure64.gz", "stall", seconds=30.0)
+    rng = random.Random(3)
+    for _ in range(8):
+        proc = tcbuild(site, "fetch", site / "recipes/gameserver.toml", "--cache", cache, "-q")
+        time.sleep(rng.uniform(0.3, 1.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for ref in (cache / "refs").rglob("*.json"):  # every ref names a verified object
+            hit = Cache(cache).lookup(str(ref.relative_to(cache / "refs"))[: -len(".json")])
+            if hit is not None and hasattr(hit, "sha256"):
+                assert hashlib.sha256(hit.path.read_bytes()).hexdigest() == hit.sha256
+        for obj in (cache / "objects").rglob("*"):  # and every object is what its name says
+            if obj.is_file():
+                assert hashlib.sha256(obj.read_bytes()).hexdigest() == obj.name
+    assert Cache(cache).lookup(f"{X64}/release/distribution_files/corepure64.gz") is None
+    mirror.clear_faults()
+    done = tcbuild(site, "fetch", site / "recipes/gameserver.toml", "--cache", cache, "-q")
+    assert done.wait(timeout=60) == 0
+    assert list((cache / "tmp").iterdir()) == []  # leftovers of the killed runs swept
+
+
+def test_kill_9_during_a_build_keeps_the_previous_outputs(site: Path) -> None:
+    args = ("build", site / "recipes/gameserver.toml", "--cache", site / "cache", "--out",
+            site / "out", "-q")
+    assert tcbuild(site, *args).wait(timeout=120) == 0
+    before = {p.name: p.read_bytes() for p in (site / "out").iterdir()}
+    rng = random.Random(5)
+    for i in range(8):
+        (site / "overlays/gameserver/etc").mkdir(exist_ok=True)
+        (site / "overlays/gameserver/etc/motd").write_text(f"change {i}\n")
+        proc = tcbuild(site, *args)
+        time.sleep(rng.uniform(0.1, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        now = {p.name: p.read_bytes() for p in (site / "out").iterdir()
+               if not p.name.startswith(".")}
+        manifest = now.get("build.json")
+        if manifest is None:  # killed between retiring the manifest and the renames: rebuild
+            continue
+        digest = hashlib.sha256(now["core.hts.gz"]).hexdigest()
+        assert digest.encode() in manifest  # the manifest always describes the initrd there
+    assert before  # the first build's files existed
+
+
+def test_disk_full_during_a_build_is_one_line_and_keeps_the_old_outputs(
+    site: Path, tiny_disk: Path
+) -> None:
+    out = tiny_disk / "out"
+    out.mkdir()
+    (out / "core.hts.gz").write_bytes(b"the previous image\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tcbuild", "build", site / "recipes/gameserver.toml", "--cache",
+         site / "cache", "--out", out], cwd=site, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.endswith("No space left on device\n")
+    assert [p.name for p in out.iterdir()] == ["core.hts.gz"]
+    assert (out / "core.hts.gz").read_bytes() == b"the previous image\n"
+
+
+def test_disk_full_during_a_publish_keeps_the_tree_valid(site: Path, tiny_disk: Path) -> None:
+    tftp = tiny_disk / "tftp"
+    tftp.mkdir()
+    for name in ("pxelinux.0", "ldlinux.c32"):
+        shutil.copy(site / "bootloader" / name, tftp / name)
+    (tftp / "pxelinux.cfg").mkdir()
+    (tftp / "pxelinux.cfg/default").write_text("# the operator's old config\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tcbuild", "publish", site / "recipes/gameserver.toml", "--tftp",
+         tftp, "--cache", site / "cache", "--bootloader-dir", site / "bootloader"],
+        cwd=site, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.endswith("No space left on device\n")
+    assert len(result.stderr.splitlines()) == 1
+    assert (tftp / "pxelinux.cfg/default").read_text() == "# the operator's old config\n"
+    assert not list((tftp / pub.RELEASES).iterdir())  # no partial release left behind
+
+
+def test_a_reader_sees_only_complete_matching_files_during_publishes(site: Path) -> None:
+    tftp = site / "tftp"
+    args = ("publish", site / "recipes/gameserver.toml", "--tftp", tftp, "--cache",
+            site / "cache", "--bootloader-dir", site / "bootloader", "--keep", "2", "-q")
+    assert tcbuild(site, *args).wait(timeout=120) == 0
+    seen: list[str] = []
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                text = (tftp / "pxelinux.cfg/default").read_text()
+                label = parse(text, "default").label("tinycore")
+                release = tftp / label.kernel.rsplit("/", 1)[0]
+                meta = pub.releases(tftp)
+                files = {r.id: r.meta["files"] for r in meta}
+                rid = release.name
+                for name in (label.kernel, label.initrd):
+                    data = (tftp / name).read_bytes()
+                    if hashlib.sha256(data).hexdigest() != files[rid][name.rsplit("/", 1)[1]][
+                            "sha256"]:
+                        problems.append(f"{name}: content does not match")
+                seen.append(rid)
+            except Exception as e:  # any torn read is a failure of the publish
+                problems.append(repr(e))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(6):
+            (site / "overlays/gameserver/etc").mkdir(exist_ok=True)
+            (site / "overlays/gameserver/etc/motd").write_text(f"publish {i}\n")
+            assert tcbuild(site, *args).wait(timeout=120) == 0
+    finally:
+        stop.set()
+        reader.join()
+    assert problems == []
+    assert len(set(seen)) >= 3  # the reader really saw releases change under it
