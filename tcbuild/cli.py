@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
 import sys
 import traceback
 from collections import Counter
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: exit 0 on success, 1 on a failure, 2 on bad input."""
     parser = _parser()
     args = parser.parse_args(argv)
+    _warnings_to_stderr()
     try:
         command: Callable[[argparse.Namespace], int] = args.command
         return command(args)
@@ -50,6 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _warnings_to_stderr() -> None:
+    """The library's warnings (e.g. a dependency cycle) as `warning: ...` lines."""
+    logger = logging.getLogger("tcbuild")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def _parser() -> argparse.ArgumentParser:

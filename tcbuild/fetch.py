@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import gzip
 import hashlib
+import logging
 import re
 import sys
 import threading
@@ -31,6 +32,7 @@ from .recipe import Recipe, extension_filename
 
 MODULES_DIR = re.compile(r"^lib/modules/([^/]+)(/|$)")
 T = TypeVar("T")
+log = logging.getLogger("tcbuild")
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
     def finish(self, result: T) -> T:
         """Raise what the offline cache lacked; print warnings; else pass the result through."""
         for warning in self.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+            log.warning(warning)
         if self.missing:
             lines = sorted(set(self.missing))
             raise FetchError(

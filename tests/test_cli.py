@@ -210,3 +210,12 @@ def test_doctor_reports_what_is_here() -> None:
         name = line.split()[0]
         expected = found[name]["found"] or f"missing (apt-get install {found[name]['package']})"
         assert f"  {expected}  [" in line
+
+
+def test_library_warnings_reach_the_operator(tmp_path: Path, mirror: MirrorServer) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[tinycore]\nrelease = "15.x"\n[extensions]\ninstall = ["cyc-a"]\n')
+    result = tcbuild("deps", recipe, "--mirror", mirror.url, "--cache", tmp_path / "c")
+    assert result.returncode == 0
+    assert result.stderr == "warning: dependency cycle: cyc-a.tcz -> cyc-b.tcz -> cyc-a.tcz\n"
+    assert "└── cyc-a.tcz\n    └── cyc-b.tcz\n        └── cyc-a.tcz (cycle)" in result.stdout

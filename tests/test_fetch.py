@@ -105,13 +105,13 @@ def test_resolve_fetches_the_core_only_when_kernel_is_named(
 
 
 def test_cycle_is_a_warning(
-    tmp_path: Path, mirror: MirrorServer, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, mirror: MirrorServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     resolution = resolve(make_recipe(tmp_path, [mirror.url], ["cyc-a"], local=False),
                          options(tmp_path))
     assert resolution.order == ("cyc-b.tcz", "cyc-a.tcz")
-    warning = "warning: dependency cycle: cyc-a.tcz -> cyc-b.tcz -> cyc-a.tcz"
-    assert warning in capsys.readouterr().err
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("tcbuild", "WARNING", "dependency cycle: cyc-a.tcz -> cyc-b.tcz -> cyc-a.tcz")]
 
 
 def test_missing_dependency_names_the_chain(tmp_path: Path, mirror: MirrorServer) -> None:
