@@ -12,7 +12,7 @@ TCBUILD_FLAGS := $(if $(MIRROR),--mirror $(MIRROR))
 # Debian packages the tests use (installed by `make test` when run as root).
 APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-x86
 
-.PHONY: image fetch deps test tools venv mirror extras clean
+.PHONY: image fetch deps test bench tools venv mirror extras clean
 
 image: $(BIN)/tcbuild  ## the main job: build/<recipe>/{vmlinuz64,core.hts.gz,build.json}
 	$(BIN)/tcbuild build $(RECIPE) $(TCBUILD_FLAGS)
@@ -29,6 +29,10 @@ test: tools $(BIN)/tcbuild
 	$(BIN)/pytest
 
 venv: $(BIN)/tcbuild
+
+# Speed, memory and size against Tiny Core's own remaster (as root; see bench/bench.py).
+bench: tools $(BIN)/tcbuild
+	$(BIN)/python bench/bench.py
 
 tools:
 	@missing=$$(for p in $(APT_PACKAGES); do \
