@@ -24,7 +24,7 @@ deps: $(BIN)/tcbuild
 	$(BIN)/tcbuild deps $(RECIPE) $(TCBUILD_FLAGS)
 
 test: tools $(BIN)/tcbuild
-	$(BIN)/ruff check tcbuild tests
+	$(BIN)/ruff check tcbuild tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
