@@ -40,8 +40,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         for line in e.lines:
             print(line, file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # a file system problem nothing above could name better
         if args.debug:

@@ -10,10 +10,6 @@ class TcbuildError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
-
     @property
     def lines(self) -> list[str]:
         """The message as the lines the CLI prints: one per problem."""
