@@ -71,7 +71,8 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     tree = compose(recipe, inputs, build_id)
     if recipe.output is OutputMode.APPEND:
         data = b"".join(part.path.read_bytes() for part in inputs.core)
-        data += gzip_segments([image.append_segment(tree)], recipe.compression)
+        data += gzip_segments(image.append_segments(tree, options.jobs), recipe.compression,
+                              options.jobs)
     else:
         data = gzip_segments(image.repack(tree, options.jobs), recipe.compression, options.jobs)
     manifest = _manifest(recipe, inputs, build_id, tree, data)

@@ -48,6 +48,7 @@ class Tree:
     mtime: int = 0  # the time of every entry tcbuild makes
     items: dict[str, Item] = field(default_factory=dict)
     link_data: dict[tuple[int, int, int], bytes] = field(default_factory=dict)
+    base_links: set[str] = field(default_factory=set)  # paths hard-linked in the base
     users: dict[str, int] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)
     shadowed: list[str] = field(default_factory=list)
@@ -85,6 +86,7 @@ def read_base(parts: Iterable[Iterable[Entry]], mtime: int = 0) -> Tree:
             group = None
             if stat.S_ISREG(entry.mode) and entry.nlink > 1:
                 group = (part, entry.segment, entry.ino)
+                tree.base_links.add(path)
                 if entry.size:
                     tree.link_data[group] = entry.data or b""
             tree.items[path] = Item(_named(entry, path), BASE, group)
@@ -266,6 +268,29 @@ def repack(tree: Tree, segments: int = 2) -> list[bytes]:
     ordered = sorted((p for p in tree.items if p not in linked), key=_key)
     entries = [tree.items[p].entry for p in ordered]
     entries += [linked[p] for p in sorted(linked, key=_key)]
+    return _split(entries, segments, set(linked))
+
+
+def append_segments(tree: Tree, segments: int = 2) -> list[bytes]:
+    """What the base lacks, with the base's own entry for every directory on the way."""
+    check(tree)
+    added = {p for p, item in tree.items.items() if item.origin != BASE}
+    for path in list(added):
+        if path in tree.base_links:
+            raise InputError(f"/{path} is a hard link in the base; replacing it in append "
+                             "mode would change every name of it (use output = \"repack\")")
+        parent = _parent(path)
+        while parent != "." and parent not in added:
+            added.add(parent)
+            parent = _parent(parent)
+    return _split([tree.items[p].entry for p in sorted(added, key=_key)], segments, set())
+
+
+def _split(entries: list[Entry], segments: int, linked: set[str]) -> list[bytes]:
+    """Consecutive runs of similar size, each a complete archive (one per core to compress).
+
+    Order is kept, so parents still come first; `linked` names stay together at the end.
+    """
     total = sum(e.size for e in entries) or 1
     chunks: list[list[Entry]] = [[]]
     size = 0
@@ -276,22 +301,6 @@ def repack(tree: Tree, segments: int = 2) -> list[bytes]:
         chunks[-1].append(entry)
         size += entry.size
     return [_archive(chunk) for chunk in chunks if chunk]
-
-
-def append_segment(tree: Tree) -> bytes:
-    """What the base lacks, with the base's own entry for every directory on the way."""
-    check(tree)
-    added = {p for p, item in tree.items.items() if item.origin != BASE}
-    for path in list(added):
-        item = tree.items[path]
-        if item.link_group is not None:
-            raise InputError(f"/{path} is a hard link in the base; replacing it in append "
-                             "mode would change every name of it (use output = \"repack\")")
-        parent = _parent(path)
-        while parent != "." and parent not in added:
-            added.add(parent)
-            parent = _parent(parent)
-    return _archive([tree.items[p].entry for p in sorted(added, key=_key)])
 
 
 def _archive(entries: list[Entry]) -> bytes:

@@ -249,8 +249,8 @@ def test_append_mode_keeps_the_base_bytes_and_the_same_view(
     core = mirror_tree.read(f"{X64}/release/distribution_files/corepure64.gz")
     data = appended.initrd.read_bytes()
     assert data.startswith(core)
-    segment = members(appended.initrd)[-1]
-    added = {e.path: e for e in read_entries(__import__("io").BytesIO(segment), source="seg")}
+    added = {e.path: e for segment in members(appended.initrd)[2:]  # after rootfs + modules
+             for e in read_entries(__import__("io").BytesIO(segment), source="seg")}
     base = {e.path: e for e in iter_initramfs(
         mirror_tree.path(f"{X64}/release/distribution_files/corepure64.gz"))}
     for parent in ("usr", "usr/local", "opt"):
@@ -296,3 +296,15 @@ def test_inventory_values_reach_the_templates_once(tmp_path: Path, mirror: Mirro
     files = {e.path: e for e in iter_initramfs(run_build(tmp_path, recipe).initrd)}
     assert files["usr/local/etc/route"].data == b"172.16.1.1 255.255.0.0 172.16.255.255\n"
     assert files["usr/local/etc/site.conf"].data == b"server 10.1.1.1\n"
+
+
+def test_append_refuses_to_replace_a_base_hard_link(tmp_path: Path, mirror: MirrorServer) -> None:
+    recipe = recipe_file(tmp_path, mirror.url, '[image]\noutput = "append"\n')
+    (tmp_path / "overlay/usr/bin").mkdir(parents=True)
+    (tmp_path / "overlay/usr/bin/pair-a").write_text("replaced\n")
+    with pytest.raises(InputError, match=r"^/usr/bin/pair-a is a hard link in the base; "
+                       r"replacing it in append mode would change every name of it"):
+        run_build(tmp_path, recipe)
+    recipe.write_text(recipe.read_text().replace('output = "append"', 'output = "repack"'))
+    files = {e.path: e for e in iter_initramfs(run_build(tmp_path, recipe).initrd)}
+    assert files["usr/bin/pair-a"].data == b"replaced\n" and files["usr/bin/pair-b"].size > 0
