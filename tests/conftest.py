@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from .bootkit import DEFAULT_KERNEL_CACHE, KernelKit, build_boot_mirror, debian_
 from .mirrortree import MirrorServer, MirrorTree, build_mirror
 
 IN_CI = os.environ.get("CI") == "true"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def require_tool(tool: str, package: str) -> None:
@@ -58,3 +60,21 @@ def boot_mirror_tree(tmp_path_factory: pytest.TempPathFactory, kernel_kit: Kerne
     require_tool("mksquashfs", "squashfs-tools")
     require_tool("bsdtar", "libarchive-tools")
     return build_boot_mirror(tmp_path_factory.mktemp("boot-mirror"), kernel_kit)
+
+
+@pytest.fixture
+def site(tmp_path: Path, mirror: MirrorServer) -> Path:
+    """A copy of the example (recipes, overlays, inventory) served by the loopback mirror."""
+    for name in ("recipes", "overlays", "examples"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    recipe = tmp_path / "recipes/gameserver.toml"
+    recipe.write_text(recipe.read_text().replace(
+        'mirrors = ["http://repo.tinycorelinux.net/", "http://distro.ibiblio.org/tinycorelinux/"]',
+        f'mirrors = ["{mirror.url}"]'))
+    boot = tmp_path / "bootloader"
+    boot.mkdir()
+    (boot / "pxelinux.0").write_bytes(b"stand-in pxelinux.0\n")
+    (boot / "ldlinux.c32").write_bytes(b"stand-in ldlinux.c32\n")
+    (tmp_path / "tftp").mkdir()
+    (tmp_path / "tftp/README.site").write_text("the operator's own file\n")
+    return tmp_path

@@ -29,21 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 X64 = "15.x/x86_64"
 
 
-@pytest.fixture
-def site(tmp_path: Path, mirror: MirrorServer) -> Path:
-    for name in ("recipes", "overlays", "examples"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    recipe = tmp_path / "recipes/gameserver.toml"
-    recipe.write_text(recipe.read_text().replace(
-        'mirrors = ["http://repo.tinycorelinux.net/", "http://distro.ibiblio.org/tinycorelinux/"]',
-        f'mirrors = ["{mirror.url}"]'))
-    (tmp_path / "bootloader").mkdir()
-    for name in ("pxelinux.0", "ldlinux.c32"):
-        (tmp_path / "bootloader" / name).write_bytes(b"stand-in\n")
-    (tmp_path / "tftp").mkdir()
-    return tmp_path
-
-
 def tcbuild(site: Path, *args: str | Path, **kw: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "tcbuild", *map(str, args)], cwd=site,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]

@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tcbuild import load_recipe
 from tcbuild import tftp as pub
 from tcbuild.build import BuildOptions, BuildResult, build
@@ -26,24 +24,6 @@ from .mirrortree import MirrorServer
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_800_000_000.0
-
-
-@pytest.fixture
-def site(tmp_path: Path, mirror: MirrorServer) -> Path:
-    """A copy of the example (recipes, overlays, inventory) served by the loopback mirror."""
-    for name in ("recipes", "overlays", "examples"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    recipe = tmp_path / "recipes/gameserver.toml"
-    recipe.write_text(recipe.read_text().replace(
-        'mirrors = ["http://repo.tinycorelinux.net/", "http://distro.ibiblio.org/tinycorelinux/"]',
-        f'mirrors = ["{mirror.url}"]'))
-    boot = tmp_path / "bootloader"
-    boot.mkdir()
-    (boot / "pxelinux.0").write_bytes(b"stand-in pxelinux.0\n")
-    (boot / "ldlinux.c32").write_bytes(b"stand-in ldlinux.c32\n")
-    (tmp_path / "tftp").mkdir()
-    (tmp_path / "tftp/README.site").write_text("the operator's own file\n")
-    return tmp_path
 
 
 def built(site: Path, recipe: str = "recipes/gameserver.toml") -> tuple[object, BuildResult]:
