@@ -7,9 +7,11 @@ does (firmware, pxelinux or kernel), not at the timeout. QEMU is always stopped 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,16 +39,18 @@ class BootResult:
     tail: str
 
 
-def judge(text: str, expect: str, failures: Sequence[str] = FAILURES) -> tuple[bool, str] | None:
+def judge(text: str, expect: str | None, failures: Sequence[str] = FAILURES
+          ) -> tuple[bool, str] | None:
     """(True, why) once `expect` shows, (False, why) on a failure; whichever comes first.
 
     The kernel's echo of its command line is ignored, so text given in APPEND cannot match.
+    With `expect` None only failures count.
     """
     clean = CONTROL.sub("", text)
     body = "".join(line for line in clean.splitlines(keepends=True)
                    if "command line" not in line.lower())
     hits = []
-    at = body.find(expect)
+    at = body.find(expect) if expect is not None else -1
     if at >= 0:
         hits.append((at, True, f"found {expect!r}"))
     for failure in failures:
@@ -58,16 +62,20 @@ def judge(text: str, expect: str, failures: Sequence[str] = FAILURES) -> tuple[b
 
 
 def watch(command: Sequence[str], log: Path, expect: str, timeout: float,
-          failures: Sequence[str] = FAILURES, console_to_log: bool = True) -> BootResult:
+          failures: Sequence[str] = FAILURES, console_to_log: bool = True,
+          firmware: Path | None = None) -> BootResult:
     """Run QEMU, read its console log until `expect`, a failure, its exit or the timeout.
 
-    With `console_to_log` QEMU's stdout (serial and firmware console) is the log; otherwise
-    the command writes the log itself (e.g. `-serial file:LOG`) and stdout goes beside it.
+    With `console_to_log` QEMU's stdout is the log; otherwise the command writes the log
+    itself (e.g. `-serial file:LOG`) and stdout goes beside it. `firmware`, if given, is a
+    second log the command writes (the firmware's console), watched for failures only.
     """
     if shutil.which(command[0]) is None:
         raise TcbuildError(f"{command[0]} is not installed (apt-get install qemu-system-x86)")
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.unlink(missing_ok=True)
+    logs = [log, *([firmware] if firmware else [])]
+    for path in logs:
+        path.unlink(missing_ok=True)
     sink = log if console_to_log else log.with_name(log.name + ".qemu")
     started = time.monotonic()
     with sink.open("wb") as out:
@@ -75,12 +83,10 @@ def watch(command: Sequence[str], log: Path, expect: str, timeout: float,
                                 stderr=subprocess.STDOUT)
     try:
         while True:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            verdict = judge(text[: text.rfind("\n") + 1], expect, failures)  # whole lines
-            if verdict is None and proc.poll() is not None:
-                text = log.read_text(errors="replace") if log.exists() else ""
-                verdict = judge(text, expect, failures) or (
-                    False, f"qemu exited with status {proc.returncode} before {expect!r}")
+            exited = proc.poll() is not None
+            verdict, seen = _judge_logs(logs, expect, failures, whole_lines=not exited)
+            if verdict is None and exited:
+                verdict = (False, f"qemu exited with status {proc.returncode} before {expect!r}")
             if verdict is None and time.monotonic() - started > timeout:
                 verdict = (False, f"timeout: {expect!r} not seen in {timeout:g} s")
             if verdict is not None:
@@ -88,16 +94,68 @@ def watch(command: Sequence[str], log: Path, expect: str, timeout: float,
             time.sleep(0.1)
     finally:
         _stop(proc)
-    tail = "\n".join(CONTROL.sub("", text).splitlines()[-30:])
-    return BootResult(verdict[0], verdict[1], time.monotonic() - started, log, tail)
+    tail = "\n".join(CONTROL.sub("", _read(seen)).splitlines()[-30:])
+    return BootResult(verdict[0], verdict[1], time.monotonic() - started, seen, tail)
 
 
-def pxe_command(tftp: Path, mac: str = DEFAULT_MAC, memory_mb: int = 256) -> list[str]:
-    """QEMU PXE-booting `tftp` over its user-mode network, console on stdout."""
-    return [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-nographic", "-monitor", "none",
-            "-no-reboot", "-boot", "n",
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _judge_logs(logs: Sequence[Path], expect: str, failures: Sequence[str], whole_lines: bool
+                ) -> tuple[tuple[bool, str] | None, Path]:
+    """The verdict of the first log that has one (the console first), and that log."""
+    for n, path in enumerate(logs):
+        text = _read(path)
+        if whole_lines:  # a line still being written is judged once it is complete
+            text = text[: text.rfind("\n") + 1]
+        verdict = judge(text, expect if n == 0 else None, failures)
+        if verdict is not None:
+            return verdict, path
+    return None, logs[0]
+
+
+def firmware_log(log: Path) -> Path:
+    """Where a PXE boot's firmware console goes, beside the node's console `log`."""
+    return log.with_name(log.name + ".firmware")
+
+
+def pxe_command(tftp: Path, log: Path, mac: str = DEFAULT_MAC, memory_mb: int = 256
+                ) -> list[str]:
+    """QEMU PXE-booting `tftp` over its user-mode network, headless.
+
+    The node's serial console (COM1: pxelinux's SERIAL, the kernel's ttyS0) goes to `log`.
+    The firmware's screen (SeaBIOS, iPXE, pxelinux before it reads a config) is redirected
+    to COM2 and `firmware_log(log)`: on one port the two would interleave character by
+    character wherever pxelinux writes to both.
+    """
+    com = "isa-serial,chardev={0},iobase={1},irq={2}"
+    return [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-display", "none", "-vga", "none",
+            "-nodefaults", "-monitor", "none", "-no-reboot", "-boot", "n",
             "-netdev", f"user,id=n0,tftp={tftp.resolve()},bootfile=pxelinux.0",
-            "-device", f"e1000,netdev=n0,mac={mac}"]
+            "-device", f"e1000,netdev=n0,mac={mac}",
+            "-chardev", f"file,id=com1,path={_qemu_path(log)}",
+            "-device", com.format("com1", "0x3f8", 4),
+            "-chardev", f"file,id=com2,path={_qemu_path(firmware_log(log))}",
+            "-device", com.format("com2", "0x2f8", 3),
+            "-fw_cfg", f"name=etc/sercon-port,file={_qemu_path(_sercon_file())}"]
+
+
+def _qemu_path(path: Path) -> str:
+    path = path.absolute()
+    if "," in str(path):
+        raise TcbuildError(f"{path}: QEMU cannot take a path with a comma")
+    return str(path)
+
+
+def _sercon_file() -> Path:
+    """A file holding 0x2f8 (COM2), little-endian: SeaBIOS's serial console port."""
+    path = Path(tempfile.gettempdir()) / "tcbuild-sercon-com2"
+    if not path.exists() or path.read_bytes() != b"\xf8\x02":
+        tmp = path.with_name(f"{path.name}.{os.getpid()}")
+        tmp.write_bytes(b"\xf8\x02")
+        tmp.replace(path)
+    return path
 
 
 def pxe_boot(tftp: Path, log: Path, expect: str, mac: str = DEFAULT_MAC,
@@ -105,7 +163,9 @@ def pxe_boot(tftp: Path, log: Path, expect: str, mac: str = DEFAULT_MAC,
     """PXE-boot a TFTP root as the machine with `mac` would."""
     if not tftp.is_dir():
         raise TcbuildError(f"{tftp}: the TFTP root does not exist")
-    return watch(pxe_command(tftp, mac), log, expect, timeout)
+    log = log.absolute()
+    return watch(pxe_command(tftp, log, mac), log, expect, timeout, console_to_log=False,
+                 firmware=firmware_log(log))
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

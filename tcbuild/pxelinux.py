@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import InputError
+from .recipe import DEFAULT_LABEL, Recipe
 
 CONFIG_DIR = "pxelinux.cfg"
 
@@ -35,6 +36,16 @@ class PxeConfig:
             if label.name == name:
                 return label
         raise KeyError(name)
+
+
+def for_recipe(recipe: Recipe, kernel: str, initrd: str, append: str | None = None) -> PxeConfig:
+    """The recipe's boot section as a config booting `kernel` + `initrd` (paths as served).
+
+    `append` replaces the recipe's kernel line for the default label (an inventory group's).
+    """
+    labels = [Label(DEFAULT_LABEL, kernel, initrd, recipe.append if append is None else append)]
+    labels += [Label(name, kernel, initrd, line) for name, line in recipe.labels.items()]
+    return PxeConfig(DEFAULT_LABEL, tuple(labels), recipe.serial, recipe.timeout, recipe.prompt)
 
 
 def mac_config_name(mac: str) -> str:

@@ -20,6 +20,9 @@ DEFAULT_MIRRORS = ("http://repo.tinycorelinux.net/",)
 EXTENSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 RELEASE = re.compile(r"^(\d+)\.x$")
 VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_LABEL = "tinycore"
+"""The boot label of the recipe's own kernel line (pxelinux and isolinux DEFAULT)."""
+LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -103,6 +106,9 @@ class Recipe:
     allow_secrets: bool = False  # publish only warns about secrets in the image
     serial: str | None = None  # pxelinux SERIAL, e.g. "0 115200"
     timeout: int = 0  # pxelinux TIMEOUT, tenths of a second
+    prompt: bool = False  # pxelinux PROMPT: show the boot: prompt (with timeout, to pick a label)
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Extra boot labels: name -> kernel line, same kernel and initrd as the default."""
 
     @property
     def name(self) -> str:
@@ -172,7 +178,7 @@ class _RecipeReader:
         "extensions": {"install", "local", "mode"},
         "overlay": {"source"},
         "vars": None,
-        "boot": {"append", "initrd_name", "serial", "timeout"},
+        "boot": {"append", "initrd_name", "serial", "timeout", "prompt", "labels"},
         "image": {"output", "compression", "remove", "allow_secrets"},
         "files": None,
         "inventory": None,
@@ -213,6 +219,8 @@ class _RecipeReader:
             allow_secrets=self.flag(image, "image.allow_secrets"),
             serial=self.serial(boot),
             timeout=self.timeout(boot),
+            prompt=self.flag(boot, "boot.prompt"),
+            labels=self.labels(boot),
         )
         if self.problems:
             raise RecipeError(self.problems)
@@ -382,6 +390,24 @@ class _RecipeReader:
             self.problem("boot.timeout", f"{value!r} is not a time in tenths of a second")
             return 0
         return value
+
+    def labels(self, boot: dict[str, Any]) -> Mapping[str, str]:
+        value = boot.get("labels", {})
+        if not isinstance(value, dict):
+            self.problem("boot.labels", f"expected a table of label = \"kernel line\", got "
+                         f"{_type_name(value)}")
+            return MappingProxyType({})
+        labels = {}
+        for name, line in value.items():
+            key = f"boot.labels.{name}"
+            if not LABEL_NAME.fullmatch(name) or name == DEFAULT_LABEL:
+                self.problem(key, "a label is 1-32 letters, digits, '_', '.', '-' and not "
+                             f"'{DEFAULT_LABEL}' (the default label)")
+            elif not isinstance(line, str) or "\n" in line:
+                self.problem(key, f"expected a kernel line (a string), got {_type_name(line)}")
+            else:
+                labels[name] = line
+        return MappingProxyType(dict(sorted(labels.items())))
 
     def inventory(self, value: Any) -> Path | None:
         if value is None:

@@ -41,7 +41,8 @@ def test_a_tree_without_bootloader_fails_fast(tmp_path: Path) -> None:
     assert first.endswith(": No more network devices"), first
     seconds = float(first.split("after ")[1].split(" s")[0])
     assert seconds < 30  # seconds, not the 90 s timeout
-    assert "pxelinux.0... No such file or directory" in (tmp_path / "console.log").read_text()
+    assert "pxelinux.0... No such file or directory" in (
+        tmp_path / "console.log.firmware").read_text()
 
 
 def test_watch_judges_whole_lines_only(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def test_publish_writes_a_complete_world_readable_release(site: Path) -> None:
     config = parse((tftp / "pxelinux.cfg/default").read_text(), "default")
     label = config.label(config.default)
     assert (tftp / label.kernel).read_bytes() == (site / "build/gameserver/vmlinuz64").read_bytes()
-    assert label.append == "base norestore nodhcp cron"
+    assert label.append == "base norestore nodhcp cron console=tty0 console=ttyS0,115200"
     assert (tftp / "pxelinux.0").read_bytes() == b"stand-in pxelinux.0\n"
     assert (tftp / "README.site").read_text() == "the operator's own file\n"
     assert pub.verify(tftp) == []
@@ -96,6 +96,26 @@ def test_new_release_switches_and_rollback_returns(site: Path) -> None:
     assert listing[1].startswith(second.release_id) and "current" not in listing[1]
 
 
+def test_releases_in_one_second_keep_their_publish_order(site: Path) -> None:
+    """Ids share the second; the order (and so rollback) comes from the publish time.
+
+    The builds are published in descending build-id order, so ordering by id would reverse it.
+    """
+    motd = site / "overlays/gameserver/etc/motd"
+    motd.parent.mkdir()
+    variants = {}
+    for text in ("a\n", "b\n", "c\n"):
+        motd.write_text(text)
+        variants[built(site)[1].build_id] = text
+    published = []
+    for n, build_id in enumerate(sorted(variants, reverse=True)):
+        motd.write_text(variants[build_id])
+        published.append(publish_at(site, T0 + 0.1 + n * 0.3).release_id)
+    assert len({rid[:16] for rid in published}) == 1  # the same second
+    assert [r.id for r in pub.releases(site / "tftp")] == published
+    assert pub.previous(site / "tftp") == (published[2], published[1])
+
+
 def test_old_releases_are_pruned_but_never_current_or_previous(site: Path) -> None:
     ids = []
     for i in range(4):
@@ -115,14 +135,15 @@ def test_inventory_groups_get_per_mac_configs(site: Path) -> None:
     plan = publish_at(site, T0, inventory=True)
     assert sorted(plan.configs) == ["01-52-54-00-12-34-57", "default"]
     canary = parse((site / "tftp/pxelinux.cfg/01-52-54-00-12-34-57").read_text(), "canary")
-    assert canary.label("tinycore").append == "base norestore nodhcp cron loglevel=7"
+    assert canary.label("tinycore").append == (
+        "base norestore nodhcp cron console=tty0 console=ttyS0,115200 loglevel=7")
 
     # a group with its own recipe: publishing that recipe writes only its hosts' configs
     shutil.copy(site / "recipes/gameserver.toml", site / "recipes/canary.toml")
     inventory = site / "examples/cluster.toml"
     inventory.write_text(inventory.read_text().replace(
         '[group.canary]                           # hosts that boot another kernel line\n'
-        'append = "base norestore nodhcp cron loglevel=7"',
+        'append = "base norestore nodhcp cron console=tty0 console=ttyS0,115200 loglevel=7"',
         '[group.canary]\nrecipe = "../recipes/canary.toml"'))
     before = (site / "tftp/pxelinux.cfg/default").read_text()
     other = publish_at(site, T0 + 60, inventory=True, recipe="recipes/canary.toml")

@@ -38,7 +38,8 @@ def test_example_recipe_is_accepted_as_written() -> None:
     assert [o.source for o in recipe.overlays] == [ROOT / "overlays/gameserver"]
     assert recipe.vars["internal_iface"] == "eth1" and recipe.vars["nfs_retries"] == 10
     assert recipe.inventory == ROOT / "examples/cluster.toml"
-    assert (recipe.append, recipe.initrd_name) == ("base norestore nodhcp cron", "core.hts.gz")
+    assert recipe.append == "base norestore nodhcp cron console=tty0 console=ttyS0,115200"
+    assert (recipe.initrd_name, recipe.serial, recipe.timeout) == ("core.hts.gz", "0 115200", 0)
     assert recipe.files["opt/bootlocal.sh"] == FileAttributes(0o775, "root", "staff")
     assert recipe.name == "gameserver"
 
@@ -243,3 +244,49 @@ def test_local_extension_directory(tmp_path: Path) -> None:
     recipe = load_recipe(write(tmp_path, '[tinycore]\nrelease = "15.x"\n'
                                '[extensions]\nlocal = ["nrpe"]\n'))
     assert recipe.local == (tmp_path / "nrpe",)
+
+
+def test_boot_labels_prompt_and_their_problems(tmp_path: Path) -> None:
+    from tcbuild.pxelinux import for_recipe, parse, render
+
+    recipe = load_recipe(write(tmp_path, """
+[tinycore]
+release = "15.x"
+[boot]
+append = "base nodhcp console=ttyS0,115200"
+serial = "0 115200"
+timeout = 50
+prompt = true
+[boot.labels]
+rescue = "base nodhcp text"
+debug = "base nodhcp loglevel=7"
+"""))
+    assert dict(recipe.labels) == {"debug": "base nodhcp loglevel=7", "rescue": "base nodhcp text"}
+    config = parse(render(for_recipe(recipe, "k", "i")), "cfg")
+    assert (config.default, config.serial, config.timeout, config.prompt) == (
+        "tinycore", "0 115200", 50, True)
+    assert [(lb.name, lb.kernel, lb.initrd, lb.append) for lb in config.labels] == [
+        ("tinycore", "k", "i", "base nodhcp console=ttyS0,115200"),
+        ("debug", "k", "i", "base nodhcp loglevel=7"),
+        ("rescue", "k", "i", "base nodhcp text"),
+    ]
+    assert for_recipe(recipe, "k", "i", "other").label("tinycore").append == "other"
+
+    found = problems(write(tmp_path, """
+[tinycore]
+release = "15.x"
+[boot]
+prompt = "yes"
+[boot.labels]
+tinycore = "x"
+"a b" = "x"
+ok = 3
+"""))
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "boot.prompt: expected true or false, got a string",
+        "boot.labels.tinycore: a label is 1-32 letters, digits, '_', '.', '-' and not "
+        "'tinycore' (the default label)",
+        "boot.labels.a b: a label is 1-32 letters, digits, '_', '.', '-' and not "
+        "'tinycore' (the default label)",
+        "boot.labels.ok: expected a kernel line (a string), got an integer",
+    ]

@@ -1,0 +1,163 @@
+"""Published trees boot: the example recipe, published with the real pxelinux, PXE-booted.
+
+QEMU's user-mode network serves the TFTP root (its own DHCP + TFTP, `bootfile=pxelinux.0`);
+the image is the example recipe built against the stand-in boot mirror (Debian's kernel, static
+busybox, an init that runs /opt/bootlocal.sh as Tiny Core does). The example's bootlocal.sh
+prints its build id first thing, so each boot says exactly which release came up. Five boots:
+the default config, a per-MAC config, a rollback, a kill -9 mid-publish, a missing initrd.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tcbuild import tftp as pub
+from tcbuild.errors import InputError
+
+from .conftest import IN_CI, ROOT
+from .mirrortree import MirrorServer, MirrorTree
+
+MARKER = "bootlocal: game-server node, build "
+CANARY = "52:54:00:12:34:57"  # server2 in examples/cluster.toml, group canary (loglevel=7)
+OTHER = "52:54:00:aa:bb:01"  # not in the inventory: boots `default`
+BUILD_ID = re.compile(re.escape(MARKER) + r"([0-9a-f]+)")
+
+
+@pytest.fixture(scope="module")
+def pxe_mirror(boot_mirror_tree: MirrorTree) -> Iterator[str]:
+    """The boot mirror over HTTP on loopback, and the real bootloader files installed."""
+    try:
+        pub.find_bootloader()
+    except InputError as e:
+        if IN_CI:
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+    with MirrorServer(boot_mirror_tree.root) as mirror:
+        yield mirror.url
+
+
+@pytest.fixture
+def node(tmp_path: Path, pxe_mirror: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the example (recipe, overlay, inventory) built from the boot mirror."""
+    for name in ("recipes", "overlays", "examples"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    recipe = tmp_path / "recipes/gameserver.toml"
+    text = recipe.read_text()
+    text = re.sub(r"^mirrors = .*$", f'mirrors = ["{pxe_mirror}"]', text, count=1, flags=re.M)
+    recipe.write_text(text)
+    (tmp_path / "tftp").mkdir()
+    shared = tmp_path_factory.getbasetemp() / "pxe-cache"  # downloads once for the module
+    (tmp_path / "cache").symlink_to(shared)
+    shared.mkdir(exist_ok=True)
+    return tmp_path
+
+
+def tcbuild(node: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tcbuild", *args], cwd=node,
+                          capture_output=True, text=True, timeout=300)
+
+
+def publish(node: Path) -> str:
+    """`tcbuild publish` of the example with its inventory; the build id it published."""
+    done = tcbuild(node, "publish", "recipes/gameserver.toml", "--tftp", "tftp", "--inventory",
+                   "examples/cluster.toml", "--cache", "cache", "-q")
+    assert done.returncode == 0, done.stderr
+    return built_id(node)
+
+
+def built_id(node: Path) -> str:
+    """The short build id (as the image prints it) of the last build."""
+    return json.loads((node / "build/gameserver/build.json").read_text())["build_id"][:12]
+
+
+def boot(node: Path, mac: str, expect: str = MARKER, name: str = "boot"
+         ) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`tcbuild boot-test` as the machine with `mac`; the result and its console log."""
+    log = node / f"{name}.log"
+    done = tcbuild(node, "boot-test", "--tftp", "tftp", "--mac", mac, "--expect", expect,
+                   "--timeout", "120", "--log", str(log))
+    return done, log.read_text(errors="replace")
+
+
+def booted_build(done: subprocess.CompletedProcess[str], log: str) -> str:
+    assert done.returncode == 0, f"{done.stdout}{done.stderr}"
+    found = BUILD_ID.search(log)
+    assert found, log[-2000:]
+    return found[1]
+
+
+def kernel_line(log: str) -> str:
+    return next(line for line in log.splitlines() if "Kernel command line:" in line)
+
+
+def test_published_example_boots_default_and_per_mac(node: Path) -> None:
+    build_id = publish(node)
+    assert tcbuild(node, "verify", "--tftp", "tftp").returncode == 0
+
+    done, log = boot(node, OTHER, name="default")
+    assert booted_build(done, log) == build_id
+    assert "PXELINUX 6.04" in log  # the real bootloader, from Debian's pxelinux
+    assert "loglevel=7" not in kernel_line(log)
+
+    done, log = boot(node, CANARY, name="canary")
+    assert booted_build(done, log) == build_id
+    assert "console=ttyS0,115200 loglevel=7 initrd=" in kernel_line(log)  # from its 01-<mac>
+
+
+def test_rollback_boots_the_previous_release(node: Path) -> None:
+    old = publish(node)
+    (node / "overlays/gameserver/etc").mkdir()
+    (node / "overlays/gameserver/etc/motd").write_text("second release\n")
+    new = publish(node)
+    assert new != old
+    done = tcbuild(node, "rollback", "--tftp", "tftp")
+    assert done.returncode == 0, done.stderr
+    done, log = boot(node, OTHER)
+    assert booted_build(done, log) == old
+
+
+def test_kill_9_mid_publish_boots_the_old_or_the_new_release(node: Path) -> None:
+    old = publish(node)
+    (node / "overlays/gameserver/etc").mkdir()
+    (node / "overlays/gameserver/etc/motd").write_text("next release\n")
+    assert tcbuild(node, "build", "recipes/gameserver.toml", "--cache", "cache").returncode == 0
+    new = built_id(node)
+    rng = random.Random(5)
+    for _ in range(6):  # the publish itself (build up to date) takes well under a second
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tcbuild", "publish", "recipes/gameserver.toml", "--tftp",
+             "tftp", "--inventory", "examples/cluster.toml", "--cache", "cache", "--offline",
+             "-q"], cwd=node,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 0.8))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert pub.verify(node / "tftp") == []
+    done, log = boot(node, OTHER)
+    assert booted_build(done, log) in {old, new}
+
+
+def test_a_missing_initrd_fails_fast_and_verify_names_it(node: Path) -> None:
+    publish(node)
+    (release,) = pub.releases(node / "tftp")
+    (release.path / "core.hts.gz").unlink()
+    problems = tcbuild(node, "verify", "--tftp", "tftp")
+    assert problems.returncode == 1
+    assert f"{pub.RELEASES}/{release.id}/core.hts.gz" in problems.stderr
+    done, _ = boot(node, OTHER)
+    assert done.returncode == 1
+    first = done.stderr.splitlines()[0]
+    assert first.endswith(f"Loading {pub.RELEASES}/{release.id}/core.hts.gz...failed: "
+                          "No such file or directory"), first
+    assert float(first.split("after ")[1].split(" s")[0]) < 40  # not the 120 s timeout
