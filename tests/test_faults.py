@@ -132,6 +132,22 @@ def test_disk_full_during_a_publish_keeps_the_tree_valid(site: Path, tiny_disk: 
     assert not list((tftp / pub.RELEASES).iterdir())  # no partial release left behind
 
 
+def test_a_read_only_tftp_root_is_one_line_and_untouched(site: Path, tiny_disk: Path) -> None:
+    tftp = tiny_disk / "tftp"
+    tftp.mkdir()
+    (tftp / "pxelinux.cfg").mkdir()
+    (tftp / "pxelinux.cfg/default").write_text("# the operator's old config\n")
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "tcbuild", "publish", site / "recipes/gameserver.toml", "--tftp",
+         tftp, "--cache", site / "cache", "--bootloader-dir", site / "bootloader"],
+        cwd=site, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"{tftp}/tcbuild: Read-only file system"]
+    assert sorted(str(p.relative_to(tftp)) for p in tftp.rglob("*")) == [
+        "pxelinux.cfg", "pxelinux.cfg/default"]
+
+
 def test_a_reader_sees_only_complete_matching_files_during_publishes(site: Path) -> None:
     tftp = site / "tftp"
     args = ("publish", site / "recipes/gameserver.toml", "--tftp", tftp, "--cache",
