@@ -56,7 +56,7 @@ def test_kill_9_during_downloads_never_leaves_an_unverified_file(
     cache = site / "cache"
     mirror.fail(f"{X64}/release/distribution_files/corepure64.gz", "stall", seconds=30.0)
     rng = random.Random(3)
-    for _ in range(8):
+    for _ in range(24):
         proc = tcbuild(site, "fetch", site / "recipes/gameserver.toml", "--cache", cache, "-q")
         time.sleep(rng.uniform(0.3, 1.2))
         proc.send_signal(signal.SIGKILL)
@@ -81,7 +81,7 @@ def test_kill_9_during_a_build_keeps_the_previous_outputs(site: Path) -> None:
     assert tcbuild(site, *args).wait(timeout=120) == 0
     before = {p.name: p.read_bytes() for p in (site / "out").iterdir()}
     rng = random.Random(5)
-    for i in range(8):
+    for i in range(24):
         (site / "overlays/gameserver/etc").mkdir(exist_ok=True)
         (site / "overlays/gameserver/etc/motd").write_text(f"change {i}\n")
         proc = tcbuild(site, *args)

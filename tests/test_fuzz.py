@@ -16,6 +16,9 @@ from tcbuild.deps import parse_dep
 from tcbuild.inventory import load_inventory
 from tcbuild.newc import HEADER_SIZE, iter_initramfs, read_entries
 from tcbuild.pxelinux import parse
+from tcbuild.tcz import check_tcz, pack_directory, read_tcz
+
+from .conftest import require_tool
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -96,3 +99,42 @@ def test_pxelinux_reader_raises_only_its_error(text: str) -> None:
     except TcbuildError:
         return
     assert config.label(config.default).kernel
+
+
+def _small_tcz() -> bytes:
+    """A real extension made by mksquashfs (Tiny Core's settings), built once."""
+    global _TCZ
+    if _TCZ is None:
+        require_tool("mksquashfs", "squashfs-tools")
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = Path(tmp) / "tree/usr/local"
+            (tree / "bin").mkdir(parents=True)
+            (tree / "bin/tool").write_bytes(b"#!/bin/sh\necho tool\n" * 40)
+            (tree / "bin/link").symlink_to("tool")
+            (tree / "share/doc").mkdir(parents=True)
+            (tree / "share/doc/README").write_text("words " * 500)
+            pack_directory(Path(tmp) / "tree", Path(tmp) / "x.tcz")
+            _TCZ = (Path(tmp) / "x.tcz").read_bytes()
+    return _TCZ
+
+
+_TCZ: bytes | None = None
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=8),
+       st.one_of(st.none(), st.integers(min_value=0)))
+def test_squashfs_reader_raises_only_its_error(flips: list[tuple[int, int]],
+                                               cut: int | None) -> None:
+    data = bytearray(_small_tcz())
+    for at, value in flips:
+        data[at % len(data)] = value
+    if cut is not None:
+        data = data[: cut % len(data)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fuzz.tcz"
+        path.write_bytes(bytes(data))
+        with contextlib.suppress(TcbuildError):
+            check_tcz(path)
+            for entry in read_tcz(path):
+                assert entry.name

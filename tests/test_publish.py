@@ -222,7 +222,7 @@ def test_kill_9_at_any_moment_leaves_a_valid_tree(site: Path) -> None:
             str(site / "bootloader"), "--offline", "-q"]
     rng = random.Random(7)
     killed = 0
-    for _ in range(12):
+    for _ in range(24):
         proc = subprocess.Popen(args, cwd=site, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.05, 0.6))
@@ -236,7 +236,7 @@ def test_kill_9_at_any_moment_leaves_a_valid_tree(site: Path) -> None:
                 "vmlinuz64", "core.hts.gz", "release.json"}
     assert publish_at(site, T0 + 3600).release_id  # and the next publish works
     assert not list((tftp / pub.RELEASES).glob(".*.partial"))
-    assert killed >= 6  # most trials really died mid-way
+    assert killed >= 12  # most trials really died mid-way
 
 
 def test_secrets_are_refused_unless_allowed(site: Path) -> None:
