@@ -21,6 +21,10 @@ from .recipe import read_toml
 MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.IGNORECASE)
 LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
 TAG = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+# Paths land in rsyslog rules (where % opens a property and \ an escape), /etc/exports, the
+# shell-sourced tftpd-hpa defaults ($ and ` expand there) and the image's scripts: plain only.
+PATH_CHARS = re.compile(r"^/[A-Za-z0-9._+@/-]*$")
+HOST_NAME_MAX = 64  # Linux: the node sets its hostname to the FQDN from DHCP
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,12 @@ class Host:
     group: str | None
 
     def fqdn(self, domain: str) -> str:
-        return f"{self.name}.{domain}" if domain else self.name
+        return self.fqdn_of(self.name, domain)
+
+    @staticmethod
+    def fqdn_of(name: str, domain: str) -> str:
+        """The name DHCP hands the node (`option host-name`), which it sets as its hostname."""
+        return f"{name}.{domain}" if domain else name
 
 
 @dataclass(frozen=True)
@@ -206,9 +215,10 @@ class _Reader:
         log_dir = self.text(table, "log_dir", w, "/var/log/remote")
         for key, value in (("nfs_export", export), ("nfs_mountpoint", mountpoint),
                            ("tftp_root", tftp_root), ("log_dir", log_dir)):
-            if value is not None and (not value.startswith("/") or re.search(r"[\s'\"]", value)):
-                self.problem(f"cluster.{key}", f"'{value}' is not an absolute path without "
-                             "blanks or quotes")
+            if value is not None and not PATH_CHARS.match(value):
+                self.problem(f"cluster.{key}", f"'{value}' is not an absolute path of letters, "
+                             "digits and ._+@-/ (blanks, quotes, % \\ $ and the like mean "
+                             "something to rsyslog, dhcpd or a shell)")
         options = self.text(table, "nfs_export_options", w, "ro,sync,no_subtree_check,root_squash")
         if options is not None and not re.fullmatch(r"[a-z_]+(=[\w.-]+)?(,[a-z_]+(=[\w.-]+)?)*",
                                                     options):
@@ -270,6 +280,11 @@ class _Reader:
             if name is not None and not LABEL.match(name):
                 self.problem(f"{where}name", f"'{name}' is not a valid host name (a DNS label: "
                              "letters, digits and inner hyphens, at most 63)")
+                name = None
+            fqdn = Host.fqdn_of(name, cluster.domain) if name and cluster else ""
+            if len(fqdn) > HOST_NAME_MAX:
+                self.problem(f"{where}name", f"'{fqdn}' has {len(fqdn)} characters; the node "
+                             f"sets it as its hostname, which Linux limits to {HOST_NAME_MAX}")
                 name = None
             mac = self.mac(item, where)
             ip = self.address(item, "ip", where)

@@ -67,8 +67,10 @@ def rsyslog_conf(inventory: Inventory) -> str:
         f'module(load="imudp")\ninput(type="imudp" port="{port}")',
         f'module(load="imtcp")\ninput(type="imtcp" port="{port}")',
         "",
-        "# Unknown senders: one file per hostname the message carries.",
-        f'template(name="TcbuildRemoteFile" type="string" string="{c.log_dir}/%HOSTNAME%.log")',
+        "# Unknown senders: one file per hostname the message carries; secpath-replace turns a",
+        "# '/' in it (RFC 5424 allows one) into '_', so no sender can write outside the directory.",
+        'template(name="TcbuildRemoteFile" type="string"',
+        f'         string="{c.log_dir}/%HOSTNAME:::secpath-replace%.log")',
         "",
         "# Nodes are matched by address: busybox syslogd forwards without a hostname.",
     ]

@@ -25,6 +25,15 @@ def require_tool(tool: str, package: str) -> None:
         pytest.skip(message)
 
 
+def require_root(why: str) -> None:
+    """Skip a test that needs root (e.g. network namespaces); in CI (CI=true) fail instead."""
+    if os.geteuid() != 0:
+        message = f"needs root: {why}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def mirror_tree(tmp_path_factory: pytest.TempPathFactory) -> MirrorTree:
     require_tool("mksquashfs", "squashfs-tools")

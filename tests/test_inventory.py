@@ -113,3 +113,38 @@ def test_group_needs_recipe_or_append(tmp_path: Path) -> None:
     found = [line.split(": ", 1)[1] for line in info.value.problems]
     assert found[0] == "group.a: needs a recipe or an append line"
     assert found[1].startswith("group.b.recipe: recipe 'missing.toml' does not exist")
+
+
+def test_values_the_daemons_or_the_node_would_misread(tmp_path: Path) -> None:
+    """Path characters rsyslog, exports or a shell interpret; an FQDN too long for a hostname."""
+    domain = "rack-07.datacenter-west.gameservers.example.com"
+    path = write(tmp_path, CLUSTER.replace('"/srv/gameserver"', '"/srv/game server"') + f"""
+domain = "{domain}"
+log_dir = "/var/log/node%logs"
+tftp_root = "/srv/tftp$ROOT"
+
+[[host]]
+name = "gameserver-node-0001"
+mac = "52:54:00:12:34:56"
+ip = "10.1.1.5"
+second_ip = "172.16.1.5"
+
+[[host]]
+name = "gs2"
+mac = "52:54:00:12:34:57"
+ip = "10.1.1.6"
+second_ip = "172.16.1.6"
+""")
+    with pytest.raises(RecipeError) as info:
+        load_inventory(path)
+    found = [line.split(": ", 1)[1] for line in info.value.problems]
+    expected = [
+        "cluster.nfs_export: '/srv/game server' is not an absolute path of letters, digits",
+        "cluster.tftp_root: '/srv/tftp$ROOT' is not an absolute path",
+        "cluster.log_dir: '/var/log/node%logs' is not an absolute path",
+        f"host[0].name: 'gameserver-node-0001.{domain}' has 68 characters; the node sets it as "
+        "its hostname, which Linux limits to 64",
+    ]
+    assert len(found) == len(expected), found
+    for line, fragment in zip(found, expected, strict=True):
+        assert line.startswith(fragment), (fragment, line)

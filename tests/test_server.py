@@ -41,6 +41,8 @@ def test_generated_files_follow_the_inventory() -> None:
     assert "if $fromhost-ip == '10.1.1.5' then {" in rsyslog
     assert "$programname == 'master'" in rsyslog
     assert 'file="/var/log/remote/server1-err.log"' in rsyslog
+    # An unknown sender's hostname cannot lead the file out of log_dir ('/' becomes '_').
+    assert 'string="/var/log/remote/%HOSTNAME:::secpath-replace%.log"' in rsyslog
     assert files["exports"].endswith("/srv/gameserver 10.1.1.0/24(ro,sync,no_subtree_check,"
                                      "root_squash)\n")
     assert 'TFTP_DIRECTORY="/tftpboot"' in files["tftpd-hpa"]

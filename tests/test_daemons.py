@@ -1,0 +1,369 @@
+"""The boot server's files and the image's DHCP client, proven with the real daemons.
+
+Syntax: `dhcpd -t` and `rsyslogd -N1` accept every generated config, and catch a broken value
+that inventory validation never saw. Live (root; namespaces from tests/netns.py): ISC dhcpd
+serves the generated dhcpd.conf to ISC dhclient running the image's own dhclient.conf and exit
+hook as tcbuild renders them; rsyslogd with the generated rules files what nodes send through
+busybox `syslogd -R`. Nothing here touches the host's hostname, resolver, /dev/log or network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import stat
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from tcbuild.build import _inventory_vars
+from tcbuild.errors import RecipeError
+from tcbuild.inventory import Inventory, load_inventory
+from tcbuild.overlay import read_overlay
+from tcbuild.recipe import load_recipe
+from tcbuild.server import PXE_BOOTLOADER, dhcpd_conf, rsyslog_conf
+
+from .conftest import require_root, require_tool
+from .netns import Daemon, Lab, run, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes/gameserver.toml"
+DHCLIENT_SCRIPT = "/sbin/dhclient-script"  # Debian's; it sources /etc/dhcp/dhclient-exit-hooks
+
+
+@pytest.fixture(scope="module")
+def inventory() -> Inventory:
+    """The inventory the image's recipe names: server and image share its values."""
+    path = load_recipe(RECIPE).inventory
+    assert path is not None
+    return load_inventory(path)
+
+
+def render_image_files(out: Path) -> dict[str, Path]:
+    """The image's overlay files as tcbuild renders them, written under `out` by image path.
+
+    The context is `build.compose`'s: the inventory's values, the recipe's [vars], and a
+    stand-in kernel version and build id (no template here uses them).
+    """
+    recipe = load_recipe(RECIPE)
+    context = {**_inventory_vars(recipe), **recipe.vars, "release": recipe.release,
+               "flavor": str(recipe.flavor), "kernel_version": "6.6.8-tinycore64",
+               "recipe_name": recipe.name, "build_id": "0" * 12}
+    files = {}
+    for overlay in recipe.overlays:
+        for item in read_overlay(overlay.source, context, 0):
+            if stat.S_ISREG(item.entry.mode) and item.entry.data is not None:
+                path = out / item.entry.name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(item.entry.data)
+                files["/" + item.entry.name] = path
+    return files
+
+
+def line_of(text: str, fragment: str) -> int:
+    """The 1-based number of the only line of `text` containing `fragment`."""
+    lines = [n for n, line in enumerate(text.splitlines(), 1) if fragment in line]
+    assert len(lines) == 1, (fragment, lines)
+    return lines[0]
+
+
+# -- syntax: the daemons' own checks (no root needed) ---------------------------------------
+
+
+@pytest.mark.parametrize("domain", [True, False], ids=["example", "no-domain"])
+def test_dhcpd_accepts_the_generated_config(tmp_path: Path, inventory: Inventory,
+                                            domain: bool) -> None:
+    require_tool("dhcpd", "isc-dhcp-server")
+    if not domain:  # host names then stand alone, and no domain-name option is sent
+        inventory = replace(inventory, cluster=replace(inventory.cluster, domain=""))
+    conf = tmp_path / "dhcpd.conf"
+    conf.write_text(dhcpd_conf(inventory))
+    result = run("dhcpd", "-t", "-cf", conf, check=False)
+    assert result.returncode == 0, result.stderr
+    assert f"Config file: {conf}" in result.stderr
+
+
+def test_rsyslogd_accepts_the_generated_rules(tmp_path: Path, inventory: Inventory) -> None:
+    require_tool("rsyslogd", "rsyslog")
+    dropins = tmp_path / "rsyslog.d"
+    dropins.mkdir()
+    rules = dropins / "tcbuild.conf"
+    rules.write_text(rsyslog_conf(inventory))
+    alone = run("rsyslogd", "-N1", "-f", rules, check=False)
+    assert alone.returncode == 0, alone.stderr
+    assert "End of config validation run" in alone.stderr
+
+    # As installed: a drop-in read by Debian's stock rsyslog.conf, which already loads
+    # imuxsock and imklog. Only its include directory and work directory are moved here.
+    stock = Path("/etc/rsyslog.conf").read_text()
+    main = stock.replace("/etc/rsyslog.d/*.conf", f"{dropins}/*.conf")
+    main = re.sub(r"^\$WorkDirectory .*$", f"$WorkDirectory {tmp_path}", main, flags=re.M)
+    assert main != stock, "the stock rsyslog.conf has no $IncludeConfig /etc/rsyslog.d/*.conf"
+    (tmp_path / "rsyslog.conf").write_text(main)
+    composed = run("rsyslogd", "-N1", "-f", tmp_path / "rsyslog.conf", check=False)
+    assert composed.returncode == 0, composed.stderr
+
+
+def test_the_daemons_catch_a_value_validation_never_saw(tmp_path: Path,
+                                                        inventory: Inventory) -> None:
+    """An Inventory built in code skips `load_inventory`: the daemon checks still stop it."""
+    require_tool("dhcpd", "isc-dhcp-server")
+    require_tool("rsyslogd", "rsyslog")
+
+    # dhcpd: a typo in a MAC address.
+    typo = replace(inventory.hosts[1], mac="52:54:00:12:34:5g")
+    text = dhcpd_conf(replace(inventory, hosts=(inventory.hosts[0], typo)))
+    conf = tmp_path / "dhcpd.conf"
+    conf.write_text(text)
+    result = run("dhcpd", "-t", "-cf", conf, check=False)
+    assert result.returncode == 1
+    line = line_of(text, "hardware ethernet 52:54:00:12:34:5g;")
+    assert f"{conf} line {line}: expecting numeric value." in result.stderr
+
+    # rsyslog: a '%' in the log directory opens a property in the file-name template. It
+    # passed validation until the daemon showed it; load_inventory now refuses it.
+    odd = "/var/log/node%logs"
+    toml = tmp_path / "cluster.toml"
+    toml.write_text(inventory.path.read_text().replace("[cluster]\n",
+                                                        f'[cluster]\nlog_dir = "{odd}"\n', 1))
+    with pytest.raises(RecipeError, match=r"cluster\.log_dir: '/var/log/node%logs' is not"):
+        load_inventory(toml)
+    text = rsyslog_conf(replace(inventory, cluster=replace(inventory.cluster, log_dir=odd)))
+    rules = tmp_path / "rsyslog-tcbuild.conf"
+    rules.write_text(text)
+    result = run("rsyslogd", "-N1", "-f", rules, check=False)
+    assert result.returncode == 1
+    # rsyslog names the line its parser had reached: the next statement after the template.
+    found = re.search(rf"error during parsing file {re.escape(str(rules))}, on or before line "
+                      r"(\d+): invalid property 'logs/'", result.stderr)
+    assert found, result.stderr
+    line, reported = line_of(text, f'string="{odd}/'), int(found[1])
+    between = text.splitlines()[line:reported - 1]
+    assert line <= reported and all(not s.strip() or s.startswith("#") for s in between)
+
+
+# -- live: network namespaces (root) ---------------------------------------------------------
+
+
+def host_state() -> dict[str, object]:
+    """What the live tests must leave as it is: hostname, resolver, syslog socket, /etc/dhcp."""
+
+    def identity(path: str) -> tuple[int, int, int] | None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mode, st.st_mtime_ns
+
+    resolv = Path("/etc/resolv.conf")
+    return {
+        "hostname": socket.gethostname(),
+        "resolv.conf": (identity(str(resolv)), resolv.read_bytes() if resolv.exists() else None),
+        "/etc/resolv.conf*": sorted(p.name for p in Path("/etc").glob("resolv.conf*")),
+        "/dev/log": identity("/dev/log"),
+        "/etc/dhcp": sorted(p.name for p in Path("/etc/dhcp").glob("*")),
+    }
+
+
+def host_interfaces() -> set[str]:
+    """The interfaces of the host's own network namespace (read from sysfs, not changed)."""
+    return {p.name for p in Path("/sys/class/net").iterdir()}
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """Namespaces for one test; afterwards none is left, and the host is as it was."""
+    require_root("network namespaces, veth pairs and mounts")
+    require_tool("ip", "iproute2")
+    require_tool("unshare", "util-linux")
+    require_tool("nsenter", "util-linux")
+    before, interfaces = host_state(), host_interfaces()
+    workdir = tmp_path / "lab"
+    workdir.mkdir()
+    with Lab(workdir) as lab:
+        yield lab
+        names = lab.namespaces[:]
+    assert host_state() == before
+    assert not (host_interfaces() - interfaces) & lab.interfaces
+    assert not set(names) & set(run("ip", "netns", "list").stdout.split())
+
+
+@pytest.mark.parametrize("index", [0, -1], ids=["first-host", "last-host"])
+def test_live_dhcp(tmp_path: Path, lab: Lab, inventory: Inventory, index: int) -> None:
+    """dhcpd -> dhclient + the image's exit hook: address, second IP, route, hostname, lease."""
+    require_tool("dhcpd", "isc-dhcp-server")
+    require_tool("dhclient", "isc-dhcp-client")
+    require_tool("busybox", "busybox-static")
+    assert Path(DHCLIENT_SCRIPT).is_file(), f"{DHCLIENT_SCRIPT} missing (isc-dhcp-client)"
+    c, host = inventory.cluster, inventory.hosts[index]
+    host_name = socket.gethostname()
+    server_conf = tmp_path / "dhcpd.conf"
+    server_conf.write_text(dhcpd_conf(inventory))
+    image = render_image_files(tmp_path / "image")
+    recipe_vars = load_recipe(RECIPE).vars
+    nrpe_cfg = str(recipe_vars["nrpe_cfg"])
+
+    boot, node, public = lab.namespace("boot"), lab.namespace("node"), lab.namespace("public")
+    lab.link(boot, "int0", node, "eth1", mac=host.mac)  # the node's internal NIC: PXE, DHCP
+    lab.link(public, "ext0", node, "eth0")  # its external NIC, on the public network
+    lab.ip(boot, "addr", "add", f"{c.boot_server}/{c.internal_subnet.prefixlen}", "dev", "int0")
+    lab.ip(public, "addr", "add", f"{c.external_gateway}/{c.external_network.prefixlen}",
+           "dev", "ext0")
+
+    leases = tmp_path / "dhcpd.leases"
+    leases.touch()
+    dhcpd = lab.start(boot, "dhcpd", ["dhcpd", "-4", "-f", "-d", "-cf", server_conf,
+                                      "-lf", leases, "-pf", tmp_path / "dhcpd.pid", "int0"])
+    dhcpd.wait_for_output("Server starting service.")
+
+    # The node's view, in its own mount and UTS namespaces: /etc, /usr/sbin and /usr/local are
+    # copy-on-write. Debian's dhclient-script sources /etc/dhcp/dhclient-exit-hooks as the
+    # upstream one sources /etc/dhclient-exit-hooks, which bootlocal.sh links to the image's
+    # hook; Debian's own hook directories are emptied. ifconfig is busybox's, as on Tiny Core.
+    # The configuration of the image's nrpe extension is where the hook expects it.
+    hook = image["/usr/local/etc/dhclient-exit-hooks"]
+    q = shlex.quote
+    setup = f"""
+        hostname unnamed-node
+        mkdir -p /etc/dhcp
+        rm -rf /etc/dhcp/dhclient-enter-hooks.d /etc/dhcp/dhclient-exit-hooks.d
+        cp {q(str(hook))} /etc/dhcp/dhclient-exit-hooks
+        rm -f /etc/resolv.conf
+        : > /etc/resolv.conf
+        ln -sf {q(str(shutil.which("busybox")))} /usr/sbin/ifconfig
+        mkdir -p {q(str(Path(nrpe_cfg).parent))}
+        cp {q(str(ROOT / "recipes/extras/nrpe" / nrpe_cfg.lstrip("/")))} {q(nrpe_cfg)}
+    """
+    lease_file = tmp_path / "dhclient.leases"
+    dhclient = lab.start(
+        node, "dhclient",
+        ["dhclient", "-d", "-v", "-1", "-cf", image["/usr/local/etc/dhclient.conf"],
+         "-sf", DHCLIENT_SCRIPT, "-pf", tmp_path / "dhclient.pid", "-lf", lease_file, "eth1"],
+        uts=True, private=["/etc", "/usr/sbin", "/usr/local"], setup=setup)
+    dhclient.wait_for_output(f"bound to {host.ip} ")  # printed once the exit hook returned
+
+    assert f"DHCPACK on {host.ip} to {host.mac} via int0" in dhcpd.output()
+    addresses = {link["ifname"]: [(a["local"], a["prefixlen"]) for a in link["addr_info"]]
+                 for link in json.loads(lab.ip(node, "-j", "-4", "addr", "show"))}
+    assert addresses.get("eth1") == [(str(host.ip), c.internal_subnet.prefixlen)]
+    assert addresses.get("eth0") == [(str(host.second_ip), c.external_network.prefixlen)]
+    routes = json.loads(lab.ip(node, "-j", "-4", "route", "show", "default"))
+    assert [(r["gateway"], r["dev"]) for r in routes] == [(str(c.external_gateway), "eth0")]
+    [chosen] = json.loads(lab.ip(node, "-j", "-4", "route", "get", "198.51.100.7"))
+    assert (chosen["gateway"], chosen["dev"]) == (str(c.external_gateway), "eth0")
+
+    node_name = run("nsenter", "--target", str(dhclient.pid), "--uts", "hostname").stdout
+    assert node_name.strip() == host.fqdn(c.domain)
+    assert socket.gethostname() == host_name != node_name.strip()  # the host kept its own
+
+    lease = lease_file.read_text()
+    assert f"fixed-address {host.ip};" in lease
+    assert f"option second-ip {host.second_ip};" in lease
+    assert f'option host-name "{host.fqdn(c.domain)}";' in lease
+    assert f'filename "{PXE_BOOTLOADER}";' in lease
+    assert f"server_address={host.ip}\n" in dhclient.path(nrpe_cfg).read_text()
+
+
+def listening(daemon: Daemon, port: int) -> bool:
+    """Whether the daemon's network namespace has a UDP socket and a listening TCP one on port."""
+
+    def states(table: str) -> set[str]:
+        rows = Path(f"/proc/{daemon.pid}/net/{table}").read_text().splitlines()[1:]
+        return {fields[3] for fields in map(str.split, rows)
+                if fields[1].endswith(f":{port:04X}")}
+
+    return "07" in states("udp") and "0A" in states("tcp")
+
+
+def test_live_syslog(tmp_path: Path, lab: Lab, inventory: Inventory) -> None:
+    """busybox syslogd -R on each node -> rsyslogd with the generated rules: files per node."""
+    require_tool("rsyslogd", "rsyslog")
+    require_tool("busybox", "busybox-static")
+    require_tool("logger", "bsdutils")
+    logs = tmp_path / "remote"
+    logs.mkdir()
+    # Production rules; only the log directory is the test's (a value of the inventory).
+    inventory = replace(inventory, cluster=replace(inventory.cluster, log_dir=str(logs)))
+    c = inventory.cluster
+    rules = tmp_path / "rsyslog-tcbuild.conf"
+    rules.write_text(rsyslog_conf(inventory))
+
+    prefix = c.internal_subnet.prefixlen
+    loghost = lab.namespace("loghost")
+    lab.ip(loghost, "link", "add", "br0", "type", "bridge")
+    lab.interfaces.add("br0")
+    lab.ip(loghost, "addr", "add", f"{c.log_host}/{prefix}", "dev", "br0")
+    lab.ip(loghost, "link", "set", "br0", "up")
+    rsyslogd = lab.start(loghost, "rsyslogd",
+                         ["rsyslogd", "-n", "-f", rules, "-i", tmp_path / "rsyslogd.pid"])
+    wait_for(lambda: listening(rsyslogd, c.syslog_port), "rsyslogd listening", watch=[rsyslogd])
+
+    used = {h.ip for h in inventory.hosts} | {c.boot_server, c.internal_router, c.log_host}
+    stranger = next(ip for ip in c.internal_subnet.hosts() if ip not in used)
+    senders: dict[str, Daemon] = {}
+    nodes: list[tuple[str, IPv4Address]] = [(h.name, h.ip) for h in inventory.hosts]
+    for i, (name, ip) in enumerate([*nodes, ("stranger", stranger)]):
+        namespace = lab.namespace(name)
+        lab.link(loghost, f"port{i}", namespace, "eth1")
+        lab.ip(loghost, "link", "set", f"port{i}", "master", "br0")
+        lab.ip(namespace, "addr", "add", f"{ip}/{prefix}", "dev", "eth1")
+        # As bootlocal.sh starts it: forward everything to the log host, no hostname sent.
+        forward = f"{c.log_host}:{c.syslog_port}"
+        senders[name] = lab.start(namespace, f"syslogd-{name}",
+                                  ["busybox", "syslogd", "-n", "-R", forward])
+    for sender in senders.values():
+        wait_for(sender.path("/dev/log").is_socket, f"{sender.name}'s /dev/log", watch=[sender])
+
+    def logger(name: str, *args: str) -> str:
+        """Log as a program on that node does; returns the message."""
+        message = f"{name} {args[-1]} ({os.getpid()})"
+        run("nsenter", "--target", str(senders[name].pid), "--mount", "--net",
+            "logger", *args[:-1], message)
+        return message
+
+    game, one, two = c.game_log_tag, inventory.hosts[0].name, inventory.hosts[1].name
+    err1 = logger(one, "-t", game, "-p", "local0.err", "game error")
+    info1 = logger(one, "-t", game, "-p", "local0.info", "game notice")
+    boot1 = logger(one, "-t", "bootlocal", "-p", "local0.err", "boot error")
+    err2 = logger(two, "-t", game, "-p", "local0.err", "game error")
+    # Over TCP, straight to rsyslogd, carrying this machine's hostname: still filed by address.
+    tcp2 = logger(two, "-T", "-n", str(c.log_host), "-P", str(c.syslog_port),
+                  "-t", game, "-p", "local0.crit", "game crash over tcp")
+    other = logger("stranger", "-t", game, "-p", "local0.err", "game error")
+    # A stranger's message names any hostname it likes: it must not steer the file out of
+    # log_dir (RFC 5424 allows '/' in a hostname; logger cannot send one, so a raw datagram).
+    hostile = f"hostile ({os.getpid()})"
+    run("nsenter", "--target", str(senders["stranger"].pid), "--net", sys.executable, "-c",
+        "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto("
+        "sys.argv[1].encode(), (sys.argv[2], int(sys.argv[3])))",
+        f"<131>1 2026-01-01T00:00:00Z ../escaped {game} - - - {hostile}", str(c.log_host),
+        str(c.syslog_port))
+
+    expected = {
+        f"{one}.log": [err1, info1, boot1],
+        f"{one}-err.log": [err1],  # the game server's errors only
+        f"{two}.log": [err2, tcp2],
+        f"{two}-err.log": [err2, tcp2],
+        f"{stranger}.log": [other],
+        ".._escaped.log": [hostile],
+    }
+
+    def delivered() -> bool:
+        return all((logs / name).is_file() and all(m in (logs / name).read_text() for m in msgs)
+                   for name, msgs in expected.items())
+
+    wait_for(delivered, "every message in its files", watch=[rsyslogd])
+    assert sorted(p.name for p in logs.iterdir()) == sorted(expected)
+    assert not (tmp_path / "escaped.log").exists()
+    everything = [info1, boot1, err1, err2, tcp2, other, hostile]
+    for name, messages in expected.items():
+        text = (logs / name).read_text()
+        assert [m for m in everything if m in text] == [m for m in everything if m in messages]
