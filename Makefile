@@ -1,4 +1,5 @@
-# tcbuild: `make image` builds the example recipe, `make test` runs every test.
+# tcbuild: `make demo` runs the whole pipeline offline, `make image` builds the example recipe,
+# `make test` runs every test.
 # Both create the virtual environment (.venv) and install tcbuild into it first.
 
 PYTHON ?= python3
@@ -11,10 +12,14 @@ TCBUILD_FLAGS := $(if $(MIRROR),--mirror $(MIRROR))
 
 # Debian packages the tests use (installed by `make test` when run as root).
 APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-x86 ipxe-qemu \
-	pxelinux syslinux-common isolinux advancecomp isc-dhcp-server isc-dhcp-client rsyslog \
+	pxelinux syslinux-common isolinux xorriso advancecomp isc-dhcp-server isc-dhcp-client rsyslog \
 	iproute2 util-linux bsdutils
 
-.PHONY: image fetch deps test bench tools venv mirror extras clean
+.PHONY: demo image fetch deps test bench tools venv mirror extras clean
+
+# Offline, end to end: a stand-in mirror, build, publish into build/tftpboot, a QEMU PXE boot.
+demo: tools $(BIN)/tcbuild
+	$(BIN)/python -m tests.demo
 
 image: $(BIN)/tcbuild  ## the main job: build/<recipe>/{vmlinuz64,core.hts.gz,build.json}
 	$(BIN)/tcbuild build $(RECIPE) $(TCBUILD_FLAGS)

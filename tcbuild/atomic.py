@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def publish_files(out: Path, files: dict[str, bytes], retire: str | None = None) -> None:
@@ -29,3 +31,18 @@ def publish_files(out: Path, files: dict[str, bytes], retire: str | None = None)
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
 
+
+def write_file(target: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Stream a file through `write` into a temp file beside `target`, fsync it, rename it into
+    place. On any error the temp file is removed and an existing `target` is left as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fchmod(f.fileno(), 0o644)
+            os.fsync(f.fileno())
+        Path(temp).replace(target)
+    finally:
+        Path(temp).unlink(missing_ok=True)

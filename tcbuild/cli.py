@@ -20,6 +20,7 @@ from .deps import render_tree
 from .errors import InputError, TcbuildError
 from .fetch import FetchOptions, Inputs, fetch, resolve
 from .inventory import load_inventory
+from .iso import build_iso
 from .lockfile import lock_path, lock_text, read_lock
 from .manifest import MANIFEST, diff, format_diff, format_entry, load_listing
 from .pxelinux import CONFIG_DIR
@@ -117,6 +118,15 @@ def _parser() -> argparse.ArgumentParser:
     build_cmd.add_argument("--force", action="store_true", help="rebuild even if up to date")
     build_cmd.set_defaults(command=_build)
 
+    iso_cmd = commands.add_parser("iso", parents=[mirror_options],
+                                  help="build, then write a bootable ISO (a CD or a USB stick)")
+    iso_cmd.add_argument("recipe", type=Path)
+    iso_cmd.add_argument("-o", "--out", type=Path, metavar="FILE",
+                         help="the ISO file (default: build/<recipe name>/<recipe name>.iso)")
+    iso_cmd.add_argument("--bootloader-dir", type=Path, metavar="DIR",
+                         help="where isolinux.bin and ldlinux.c32 are (default: Debian's)")
+    iso_cmd.set_defaults(command=_iso)
+
     inspect = commands.add_parser("inspect", help="list an image's entries with provenance")
     inspect.add_argument("image", type=Path, help="a build directory or an initramfs file")
     inspect.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -132,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                              help="releases to keep (never the current or previous one)")
     publish_cmd.add_argument("--bootloader-dir", type=Path, metavar="DIR",
                              help="where pxelinux.0 and ldlinux.c32 are (default: Debian's)")
+    publish_cmd.add_argument("--out", type=Path, metavar="DIR",
+                             help="where the image is built (default: build/<recipe name>)")
     publish_cmd.add_argument("--dry-run", action="store_true", help="show what would change")
     publish_cmd.add_argument("--wait", type=float, default=30.0, metavar="S",
                              help="how long to wait for another publish (default 30 s)")
@@ -267,6 +279,25 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iso(args: argparse.Namespace) -> int:
+    recipe, fetch_options = _recipe_and_options(args)
+    result = build_iso(recipe, args.out, BuildOptions(fetch=fetch_options), args.bootloader_dir)
+    built = result.build
+    if args.json:
+        print(json.dumps({
+            "iso": str(result.path), "size": result.size, "sha256": result.sha256,
+            "volume_id": result.volume_id, "seconds": round(result.seconds, 3),
+            "build": {"out_dir": str(built.out_dir), "build_id": built.build_id,
+                      "up_to_date": built.up_to_date, "seconds": round(built.seconds, 3)},
+        }, indent=2))
+    elif not args.quiet:
+        state = "up to date" if built.up_to_date else f"built in {built.seconds:.2f} s"
+        print(f"{built.out_dir}: {state} (build {built.build_id[:12]})")
+        print(f"{result.path}: {_size(result.size)}, volume {result.volume_id}, written in "
+              f"{result.seconds:.2f} s")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     listing = load_listing(args.image)
     if args.json:
@@ -295,7 +326,8 @@ def _publish(args: argparse.Namespace) -> int:
     recipe, fetch_options = _recipe_and_options(args)
     inventory = load_inventory(args.inventory) if args.inventory else None
     plan, warnings = tftp.publish(
-        recipe, args.tftp, build_options=BuildOptions(fetch=fetch_options), inventory=inventory,
+        recipe, args.tftp, build_options=BuildOptions(out_dir=args.out, fetch=fetch_options),
+        inventory=inventory,
         keep=args.keep, bootloader_dir=args.bootloader_dir, dry_run=args.dry_run,
         wait=args.wait)
     for line in warnings:
@@ -303,6 +335,9 @@ def _publish(args: argparse.Namespace) -> int:
     if args.dry_run:
         for line in plan.describe():
             print(line)
+    elif plan.unchanged and not args.quiet:
+        print(f"{args.tftp}: release {plan.release_id} is already published and current; "
+              "nothing to do")
     elif not args.quiet:
         print(f"{args.tftp}: published release {plan.release_id}")
         for name in plan.configs:

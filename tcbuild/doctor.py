@@ -6,6 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .iso import ISOLINUX
 from .tftp import BOOTLOADER
 
 
@@ -25,10 +26,12 @@ TOOLS = (
     ("rsyslogd", "rsyslog", "checking generated rsyslog rules (the tests)"),
     ("cpio", "cpio", "cross-checks of images (the tests)"),
     ("bsdtar", "libarchive-tools", "cross-checks of images (the tests)"),
+    ("xorriso", "xorriso", "cross-checks of ISO images (the tests)"),
 )
 FILES = (
-    *((name, package, "publish", paths) for name, (paths, package) in BOOTLOADER.items()),
-    ("isolinux.bin", "isolinux", "ISO output", ("/usr/lib/ISOLINUX/isolinux.bin",)),
+    *((name, package, "publish, ISO output" if name in ISOLINUX else "publish", paths)
+      for name, (paths, package) in BOOTLOADER.items()),
+    ("isolinux.bin", ISOLINUX["isolinux.bin"][1], "ISO output", ISOLINUX["isolinux.bin"][0]),
     ("pxe-e1000.rom", "ipxe-qemu", "boot-test's network boot ROM",
      ("/usr/lib/ipxe/qemu/efi-e1000.rom", "/usr/lib/ipxe/qemu/pxe-e1000.rom")),
 )

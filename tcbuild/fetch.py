@@ -27,7 +27,7 @@ from . import newc, tcz
 from .cache import Absent, Cache, CachedObject, default_cache_dir
 from .deps import DEP_NAME, Resolution, needs_kernel, parse_dep, substitute_kernel
 from .errors import ArchiveError, ChecksumError, FetchError, RecipeError
-from .mirror import Mirrors, NotFound, Policy, parse_md5_txt, release_path, tcz_path
+from .mirror import Mirrors, NotFound, Policy, iso_path, parse_md5_txt, release_path, tcz_path
 from .recipe import Recipe, extension_filename
 
 MODULES_DIR = re.compile(r"^lib/modules/([^/]+)(/|$)")
@@ -109,11 +109,18 @@ def kernel_version(core: tuple[Path, ...], names: tuple[str, ...] = ()) -> str:
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5()
+    return _digests(path)[0]
+
+
+def _digests(path: Path) -> tuple[str, str, int]:
+    """md5, sha256 and size of a file, read once."""
+    md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+            md5.update(chunk)
+            sha256.update(chunk)
+            size += len(chunk)
+    return md5.hexdigest(), sha256.hexdigest(), size
 
 
 class _Offline(Exception):
@@ -138,6 +145,8 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         self._guard = threading.Lock()
         self._kernel_lock = threading.Lock()
         self._kernel_version: str | None = None
+        self._iso_lock = threading.Lock()
+        self._from_iso: dict[str, Input] | None = None
         show = options.progress if options.progress is not None else sys.stderr.isatty()
         self.bar: tqdm[Any] | None = (
             tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc="fetch", leave=False)
@@ -266,11 +275,54 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
     def release_file(self, filename: str) -> Input:
         return self.large(filename, self.release_key(filename))
 
+    def distribution_file(self, filename: str) -> Input:
+        """The kernel or a core part: a mirror distribution file, or out of the recipe's ISO."""
+        if self.recipe.iso is None:
+            return self.release_file(filename)
+        with self._iso_lock:
+            if self._from_iso is None:
+                self._from_iso = self.from_iso(self.iso_image())
+            return self._from_iso[filename]
+
+    def iso_image(self) -> Input:
+        """The recipe's ISO: the mirror's (verified against its `.md5.txt`) or a local file."""
+        iso = self.recipe.iso
+        assert iso is not None
+        if iso.path is None:
+            return self.large(iso.name, iso_path(self.recipe.major, self.build, iso.name))
+        return self.local_file(iso.path, f"local/{iso.name}")
+
+    def from_iso(self, image: Input) -> dict[str, Input]:
+        """The flavour's kernel and core parts out of the ISO's `/boot`, each kept in the cache
+        under the ISO's sha256 (an unchanged ISO is not opened again)."""
+        names = (self.recipe.flavor.kernel, *self.recipe.flavor.core_parts)
+        found: dict[str, Input] = {}
+        for name in names:
+            hit = self.cache.lookup(f"iso/{image.sha256}/{name}")
+            if isinstance(hit, CachedObject):
+                found[name] = Input(name, hit.path, hit.sha256, hit.size, "cache")
+        missing = [name for name in names if name not in found]
+        if missing:
+            from .iso import OfficialIso  # pycdlib is loaded only to read an ISO
+
+            label = str(image.path) if image.origin == "local" else image.name
+            with OfficialIso(image.path, label) as iso:
+                for name in missing:
+                    with self.cache.writer() as (out, tmp):
+                        iso.extract(name, out)
+                        out.flush()
+                        _, sha256, size = _digests(tmp)
+                        obj = self.cache.store(f"iso/{image.sha256}/{name}", out, tmp, sha256,
+                                               size, f"{label}:/boot/{name}")
+                    found[name] = Input(name, obj.path, obj.sha256, obj.size, image.name)
+        return {name: found[name] for name in names}
+
     def kernel_version(self) -> str:
         """From the core's `lib/modules/` (never the build host's), computed once per core."""
         with self._kernel_lock:
             if self._kernel_version is None:
-                parts = [self.release_file(name) for name in self.recipe.flavor.core_parts]
+                parts = [self.distribution_file(name)
+                         for name in self.recipe.flavor.core_parts]
                 note_key = hashlib.sha256("".join(p.sha256 for p in parts).encode()).hexdigest()
                 version = self.cache.note(note_key).get("kernel_version")
                 if not isinstance(version, str):
@@ -367,19 +419,21 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
             return self.large(name, self.tcz_key(name))
         if path.is_dir():
             return self.pack(name, path)
-        data = path.read_bytes()
-        md5_file = path.with_name(f"{name}.md5.txt")
+        return self.local_file(path, f"local/{name}")
+
+    def local_file(self, path: Path, key: str) -> Input:
+        """A file beside the recipe, checked against a `<name>.md5.txt` beside it if there."""
+        md5, sha256, size = _digests(path)
+        md5_file = path.with_name(f"{path.name}.md5.txt")
         if md5_file.is_file():
             expected = parse_md5_txt(md5_file.read_bytes(), str(md5_file))
-            actual = hashlib.md5(data).hexdigest()
-            if actual != expected:
+            if md5 != expected:
                 raise ChecksumError(
                     f"{path}: checksum mismatch: expected md5 {expected} ({md5_file.name}), "
-                    f"got {actual}"
+                    f"got {md5}"
                 )
-        sha256 = hashlib.sha256(data).hexdigest()
-        self.note(f"local/{name}", sha256)
-        return Input(name, path, sha256, len(data), "local")
+        self.note(key, sha256)
+        return Input(path.name, path, sha256, size, "local")
 
     def pack(self, name: str, directory: Path) -> Input:
         """A local directory packed into a `.tcz` (reproducibly), kept in the cache."""
@@ -396,7 +450,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
     def fetch(self) -> Inputs:
         """Release files start downloading first; extensions follow as the graph is known."""
         flavor = self.recipe.flavor
-        release = [self.pool.submit(self.release_file, name)
+        release = [self.pool.submit(self.distribution_file, name)
                    for name in (flavor.kernel, *flavor.core_parts)]
         resolution = self.resolve()
         extensions = list(self.parallel(self.extension, list(resolution.order)))

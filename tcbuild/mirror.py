@@ -28,6 +28,11 @@ def release_path(major: int, build: str, filename: str) -> str:
     return f"{major}.x/{build}/release/distribution_files/{filename}"
 
 
+def iso_path(major: int, build: str, filename: str) -> str:
+    """`15.x/x86_64/release/CorePure64-15.0.iso`: where an official ISO lives."""
+    return f"{major}.x/{build}/release/{filename}"
+
+
 def tcz_path(major: int, build: str, filename: str) -> str:
     """`15.x/x86_64/tcz/dhcp.tcz`: where an extension and its `.dep`/`.md5.txt` live."""
     return f"{major}.x/{build}/tcz/{filename}"

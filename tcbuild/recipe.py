@@ -20,6 +20,8 @@ DEFAULT_MIRRORS = ("http://repo.tinycorelinux.net/",)
 EXTENSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 RELEASE = re.compile(r"^(\d+)\.x$")
 VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ISO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.iso$", re.IGNORECASE)
+ISO_MAJOR = re.compile(r"-(\d+)\.\d")
 DEFAULT_LABEL = "tinycore"
 """The boot label of the recipe's own kernel line (pxelinux and isolinux DEFAULT)."""
 LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
@@ -77,6 +79,14 @@ class FileAttributes:
 
 
 @dataclass(frozen=True)
+class IsoInput:
+    """An official Tiny Core ISO the kernel and core are taken from (its `/boot`)."""
+
+    name: str  # the file name, e.g. "CorePure64-15.0.iso"
+    path: Path | None = None  # a local file; None: the mirror's `<N>.x/<build>/release/<name>`
+
+
+@dataclass(frozen=True)
 class Overlay:
     """A directory tree copied into the image root."""
 
@@ -106,6 +116,7 @@ class Recipe:
     allow_secrets: bool = False  # publish only warns about secrets in the image
     serial: str | None = None  # pxelinux SERIAL, e.g. "0 115200"
     timeout: int = 0  # pxelinux TIMEOUT, tenths of a second
+    iso: IsoInput | None = None  # kernel and core from an official ISO, not distribution_files
     prompt: bool = False  # pxelinux PROMPT: show the boot: prompt (with timeout, to pick a label)
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Extra boot labels: name -> kernel line, same kernel and initrd as the default."""
@@ -174,7 +185,7 @@ class _RecipeReader:
     """Walks the parsed TOML, collecting problems instead of stopping at the first."""
 
     SECTIONS = {
-        "tinycore": {"release", "flavor", "mirrors"},
+        "tinycore": {"release", "flavor", "mirrors", "iso"},
         "extensions": {"install", "local", "mode"},
         "overlay": {"source"},
         "vars": None,
@@ -219,6 +230,7 @@ class _RecipeReader:
             allow_secrets=self.flag(image, "image.allow_secrets"),
             serial=self.serial(boot),
             timeout=self.timeout(boot),
+            iso=self.iso(core),
             prompt=self.flag(boot, "boot.prompt"),
             labels=self.labels(boot),
         )
@@ -316,6 +328,28 @@ class _RecipeReader:
         if not items and isinstance(core["mirrors"], list):
             self.problem("tinycore.mirrors", "at least one mirror is needed")
         return tuple(mirrors)
+
+    def iso(self, core: dict[str, Any]) -> IsoInput | None:
+        """A bare file name is on the mirror; a path (with a `/`) is relative to the recipe."""
+        value = core.get("iso")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.lower().endswith(".iso"):
+            shown = repr(value) if isinstance(value, str) else _type_name(value)
+            self.problem("tinycore.iso", f"expected an ISO file name like "
+                         f"\"CorePure64-15.0.iso\" or a path like \"./my.iso\", got {shown}")
+            return None
+        if "/" in value:
+            return IsoInput(Path(value).name, self.existing("tinycore.iso", value, "file"))
+        if not ISO_NAME.match(value):
+            self.problem("tinycore.iso", f"'{value}' is not a file name on the mirror (a local "
+                         "file needs a path like \"./my.iso\")")
+            return None
+        major, release = ISO_MAJOR.search(value), RELEASE.match(str(core.get("release", "")))
+        if major and release and major[1] != release[1]:
+            self.problem("tinycore.iso", f"'{value}' is not a {release[0]} release (tinycore."
+                         f"release)")
+        return IsoInput(value)
 
     def install(self, ext: dict[str, Any]) -> tuple[str, ...]:
         names: dict[str, str] = {}

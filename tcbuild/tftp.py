@@ -70,8 +70,12 @@ class Plan:
     configs: dict[str, str]  # name in pxelinux.cfg -> content
     bootloader: dict[str, Path]
     prune: tuple[str, ...]
+    unchanged: bool = False  # the build is already published and current: nothing to do
 
     def describe(self) -> list[str]:
+        if self.unchanged:
+            return [f"release {RELEASES}/{self.release_id}/ is already published and current: "
+                    "nothing to do"]
         lines = [f"new release {RELEASES}/{self.release_id}/"]
         lines += [f"  {name} ({self.meta['files'][name]['size']} bytes)" for name in self.files]
         for name, content in self.configs.items():
@@ -185,10 +189,38 @@ def plan(recipe: Recipe, kernel: Path, initrd: Path, build_id: str, tftp: Path,
                          "size": p.stat().st_size} for name, p in files.items()},
     }
     served = _configs_served(recipe, inventory)
+    bootloader = bootloader or find_bootloader()
+    same = _serving(tftp, meta, served, recipe, bootloader)
+    if same is not None:
+        return Plan(tftp, same.id, {}, same.meta, {}, {}, (), unchanged=True)
     rendered = {name: _config_for(release_id, meta, append, recipe)
                 for name, append in served.items()}
-    return Plan(tftp, release_id, files, meta, rendered, bootloader or find_bootloader(),
+    return Plan(tftp, release_id, files, meta, rendered, bootloader,
                 _prunable(tftp, keep, release_id, str(recipe.path.resolve())))
+
+
+def _serving(tftp: Path, meta: dict[str, Any], served: dict[str, str | None], recipe: Recipe,
+             bootloader: dict[str, Path]) -> Release | None:
+    """The release that already serves exactly this publish (same files, configs, bootloader)."""
+    if any(not (tftp / name).is_file() or (tftp / name).read_bytes() != source.read_bytes()
+           for name, source in bootloader.items()):
+        return None
+    for release in reversed(releases(tftp)):
+        if (release.meta.get("recipe"), release.meta.get("files")) != (meta["recipe"],
+                                                                      meta["files"]):
+            continue
+        wanted = {name: _config_for(release.id, release.meta, append, recipe)
+                  for name, append in served.items()}
+        if all(_read_text(tftp / CONFIG_DIR / name) == text for name, text in wanted.items()):
+            return release
+    return None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _configs_served(recipe: Recipe, inventory: Inventory | None) -> dict[str, str | None]:
@@ -285,6 +317,8 @@ def check_secrets(recipe: Recipe, initrd: Path) -> list[str]:
 def execute(plan: Plan) -> None:
     """Write the release, switch the configs to it, prune. Call with the lock held."""
     tftp = plan.tftp
+    if plan.unchanged:
+        return
     if not tftp.is_dir():
         raise InputError(f"{tftp}: the TFTP root does not exist")
     owner = tftp.stat()

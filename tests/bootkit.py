@@ -43,6 +43,7 @@ from .mirrortree import (
     _write,
     _write_tcz_dir,
     build_mirror,
+    make_iso,
 )
 
 __all__ = [
@@ -686,7 +687,8 @@ def build_boot_mirror(
     The x86 tree is the plain one of :func:`tests.mirrortree.build_mirror`. In x86_64:
     ``vmlinuz64`` is the kit's kernel, ``rootfs64.gz`` a static-busybox rootfs with
     ``/init`` = :data:`INIT_SCRIPT`, ``modules64.gz`` the kit's modules under
-    ``lib/modules/<kit.version>/``, ``corepure64.gz`` both; the extensions are the usual
+    ``lib/modules/<kit.version>/``, ``corepure64.gz`` both, ``CorePure64-15.0.iso`` the
+    kernel and ``corepure64.gz`` in its ``/boot``; the extensions are the usual
     ones (``filesystems-<kit.version>`` instead of the stand-in kernel's), each with a
     ``usr/local/tce.installed/<name>`` hook (:func:`install_script`).
     """
@@ -717,6 +719,9 @@ def build_boot_mirror(
     _write(root, f"{d64}/rootfs64.gz", rootfs, md5s)
     _write(root, f"{d64}/modules64.gz", modules, md5s)
     _write(root, f"{d64}/corepure64.gz", rootfs + modules, md5s)
+    iso = make_iso({"vmlinuz64": kit.vmlinuz.read_bytes(), "corepure64.gz": rootfs + modules},
+                   "CorePure64")
+    _write(root, plain.iso("x86_64"), iso, md5s)
     _write_tcz_dir(root, tcz64, names, built, md5s)
     return MirrorTree(
         root=root,

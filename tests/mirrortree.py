@@ -2,7 +2,8 @@
 
 ``build_mirror(root)`` lays out a miniature mirror exactly like the real one
 (``<root>/15.x/<build>/...``) using the real tools (``bsdtar`` for newc cpio
-archives, ``mksquashfs`` for extensions), so the bytes are realistic but small.
+archives, ``mksquashfs`` for extensions, pycdlib for the release ISOs), so the
+bytes are realistic but small.
 
 ``MirrorServer(root)`` serves such a tree on loopback and can be told to
 misbehave for given paths (status codes, truncation, dropped connections,
@@ -15,6 +16,7 @@ import contextlib
 import gzip
 import hashlib
 import http.server
+import io
 import socket
 import subprocess
 import tempfile
@@ -25,15 +27,19 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import pycdlib
+
 __all__ = [
     "DEP_FILES",
     "EXTENSIONS",
     "FAULT_KINDS",
+    "ISO_NAMES",
     "KERNEL_VERSIONS",
     "RELEASE",
     "MirrorServer",
     "MirrorTree",
     "build_mirror",
+    "make_iso",
     "read_newc",
 ]
 
@@ -85,6 +91,9 @@ _EXT_VERSIONS: dict[str, str] = {
     "rpcbind": "1.2.6",
 }
 
+ISO_NAMES: dict[str, str] = {"x86_64": "CorePure64-15.0.iso", "x86": "Core-15.0.iso"}
+"""The release ISO of each build, in ``15.x/<build>/release/``: its own kernel and core in /boot."""
+
 _SQUASHFS_OPTS: tuple[str, ...] = (
     "-b", "4k", "-comp", "gzip", "-no-xattrs", "-noappend", "-quiet", "-no-progress",
     "-all-time", "0", "-mkfs-time", "0", "-root-uid", "1001", "-root-gid", "50",
@@ -122,6 +131,10 @@ class MirrorTree:
     def tcz_dir(self, build: str) -> str:
         """Relative directory of the extensions for ``build`` ("x86_64" or "x86")."""
         return f"{self.release}/{build}/tcz"
+
+    def iso(self, build: str) -> str:
+        """Relative path of the release ISO for ``build`` (see :data:`ISO_NAMES`)."""
+        return f"{self.release}/{build}/release/{ISO_NAMES[build]}"
 
 
 @dataclass
@@ -510,6 +523,35 @@ def _info(name: str, size: int) -> bytes:
     ).encode()
 
 
+def make_iso(boot: dict[str, bytes], volume_id: str) -> bytes:
+    """An ISO laid out like Tiny Core's own (Rock Ridge and Joliet, ``/boot/<name>`` for each of
+    ``boot``, an ``isolinux.cfg`` naming them), not bootable: nothing here runs isolinux.
+
+    Every time stamp is 2024-01-01 UTC, so the bytes are the same on every call.
+    """
+    from tcbuild.iso import fixed_clock  # pycdlib stamps the current local time otherwise
+
+    kernel = next(name for name in boot if name.startswith("vmlinuz"))
+    initrd = ",".join(f"/boot/{name}" for name in boot if name != kernel)
+    files = {**boot, "isolinux/isolinux.cfg": (
+        f"display boot.msg\ndefault microcore\nlabel microcore\n\tkernel /boot/{kernel}\n"
+        f"\tinitrd {initrd}\n\tappend loglevel=3\n").encode()}
+    iso = pycdlib.PyCdlib()
+    with fixed_clock(1704067200):
+        iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=volume_id)
+        iso.add_directory("/BOOT", rr_name="boot", joliet_path="/boot")
+        iso.add_directory("/BOOT/ISOLINUX", rr_name="isolinux", joliet_path="/boot/isolinux")
+        for rel, data in files.items():
+            stem, _, ext = PurePosixPath(rel).name.upper().replace("-", "_").partition(".")
+            name = f"/BOOT/{'ISOLINUX/' if '/' in rel else ''}{stem}.{ext.replace('.', '_')};1"
+            iso.add_fp(io.BytesIO(data), len(data), name, rr_name=PurePosixPath(rel).name,
+                       joliet_path=f"/boot/{rel}")
+        out = io.BytesIO()
+        iso.write_fp(out)
+        iso.close()
+    return out.getvalue()
+
+
 def _write(root: Path, rel: str, data: bytes, md5s: dict[str, str] | None = None) -> None:
     """Write ``data`` to ``root/rel``; with ``md5s``, also write ``rel.md5.txt``."""
     path = root / rel
@@ -556,6 +598,12 @@ def build_mirror(root: Path, *, busybox: Path = Path("/bin/busybox")) -> MirrorT
         _write(root, f"{d32}/modules.gz", modules["x86/modules.gz"], md5s)
         _write(root, f"{d32}/modules64.gz", modules["x86/modules64.gz"], md5s)
         _write(root, f"{d32}/core.gz", rootfs["x86"] + modules["x86/modules.gz"], md5s)
+        iso64 = make_iso({"vmlinuz64": root.joinpath(d64, "vmlinuz64").read_bytes(),
+                          "corepure64.gz": core64}, "CorePure64")
+        _write(root, f"{RELEASE}/x86_64/release/{ISO_NAMES['x86_64']}", iso64, md5s)
+        iso32 = make_iso({"vmlinuz": root.joinpath(d32, "vmlinuz").read_bytes(),
+                          "core.gz": rootfs["x86"] + modules["x86/modules.gz"]}, "Core")
+        _write(root, f"{RELEASE}/x86/release/{ISO_NAMES['x86']}", iso32, md5s)
 
         tcz_work = work / "tcz"
         built: dict[str, tuple[bytes, list[str]]] = {}
