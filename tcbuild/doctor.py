@@ -6,8 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .iso import ISOLINUX
-from .tftp import BOOTLOADER
+from . import syslinux
 
 
 @dataclass(frozen=True)
@@ -29,9 +28,10 @@ TOOLS = (
     ("xorriso", "xorriso", "cross-checks of ISO images (the tests)"),
 )
 FILES = (
-    *((name, package, "publish, ISO output" if name in ISOLINUX else "publish", paths)
-      for name, (paths, package) in BOOTLOADER.items()),
-    ("isolinux.bin", ISOLINUX["isolinux.bin"][1], "ISO output", ISOLINUX["isolinux.bin"][0]),
+    *((name, package, " and ".join(use for use, names in (("publish", syslinux.PXE),
+                                                          ("ISO output", syslinux.ISO))
+                                     if name in names), paths)
+      for name, (paths, package) in syslinux.FILES.items()),
     ("pxe-e1000.rom", "ipxe-qemu", "boot-test's network boot ROM",
      ("/usr/lib/ipxe/qemu/efi-e1000.rom", "/usr/lib/ipxe/qemu/pxe-e1000.rom")),
 )

@@ -32,21 +32,16 @@ from pycdlib import pycdlib as pycdlib_core
 from pycdlib.dr import DirectoryRecord
 from pycdlib.pycdlibexception import PyCdlibException
 
+from . import syslinux
 from .atomic import write_file
 from .build import BuildOptions, BuildResult, build, source_date_epoch
-from .errors import ArchiveError, InputError, TcbuildError
+from .errors import ArchiveError, InputError
 from .manifest import read_manifest
 from .pxelinux import for_recipe, render
 from .recipe import Recipe
-from .tftp import BOOTLOADER
 
 BOOT_DIR = "boot"
 ISOLINUX_DIR = "boot/isolinux"
-ISOLINUX = {
-    "isolinux.bin": (("/usr/lib/ISOLINUX/isolinux.bin", "/usr/lib/syslinux/isolinux.bin"),
-                     "isolinux"),
-    "ldlinux.c32": BOOTLOADER["ldlinux.c32"],  # the same syslinux build as isolinux.bin
-}
 APPLICATION = "TCBUILD"
 # Rock Ridge modes: those of a read-only medium, whatever the modes of the files on disk.
 FILE_MODE, DIR_MODE = 0o100444, 0o040555
@@ -100,15 +95,7 @@ class IsoResult:
 
 def find_isolinux(directory: Path | None = None) -> dict[str, Path]:
     """isolinux.bin and ldlinux.c32 from `directory`, or Debian's usual places."""
-    found = {}
-    for name, (defaults, package) in ISOLINUX.items():
-        candidates = [directory / name] if directory else [Path(p) for p in defaults]
-        path = next((c for c in candidates if c.is_file()), None)
-        if path is None:
-            where = directory or ", ".join(defaults)
-            raise TcbuildError(f"{name} not found in {where} (apt-get install {package})")
-        found[name] = path
-    return found
+    return syslinux.find(syslinux.ISO, directory)
 
 
 def volume_id(recipe: Recipe) -> str:

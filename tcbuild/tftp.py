@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import syslinux
 from .build import BuildOptions, build
 from .errors import InputError, TcbuildError
 from .inventory import Inventory
@@ -35,11 +36,6 @@ from .secrets import find_secrets
 RELEASES = "tcbuild/releases"
 LOCK = "tcbuild/.lock"
 RELEASE_JSON = "release.json"
-BOOTLOADER = {
-    "pxelinux.0": (("/usr/lib/PXELINUX/pxelinux.0", "/usr/lib/syslinux/pxelinux.0"), "pxelinux"),
-    "ldlinux.c32": (("/usr/lib/syslinux/modules/bios/ldlinux.c32",
-                     "/usr/lib/syslinux/ldlinux.c32"), "syslinux-common"),
-}
 
 
 @dataclass(frozen=True)
@@ -91,15 +87,7 @@ class Plan:
 
 def find_bootloader(directory: Path | None = None) -> dict[str, Path]:
     """pxelinux.0 and ldlinux.c32 from `directory`, or Debian's usual places."""
-    found = {}
-    for name, (defaults, package) in BOOTLOADER.items():
-        candidates = [directory / name] if directory else [Path(p) for p in defaults]
-        path = next((c for c in candidates if c.is_file()), None)
-        if path is None:
-            where = directory or ", ".join(defaults)
-            raise TcbuildError(f"{name} not found in {where} (apt-get install {package})")
-        found[name] = path
-    return found
+    return syslinux.find(syslinux.PXE, directory)
 
 
 def releases(tftp: Path) -> list[Release]:
@@ -397,9 +385,9 @@ def verify(tftp: Path) -> list[str]:
     problems: list[str] = []
     if not tftp.is_dir():
         return [f"{tftp}: the TFTP root does not exist"]
-    for name, (_, package) in BOOTLOADER.items():
+    for name in syslinux.PXE:
         if not (tftp / name).is_file():
-            problems.append(f"{tftp / name}: missing (from Debian's {package})")
+            problems.append(f"{tftp / name}: missing (from Debian's {syslinux.package(name)})")
     known = {r.id: r for r in releases(tftp)}
     try:
         found = configs(tftp, strict=True)

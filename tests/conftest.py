@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +88,16 @@ def site(tmp_path: Path, mirror: MirrorServer) -> Path:
     (tmp_path / "tftp").mkdir()
     (tmp_path / "tftp/README.site").write_text("the operator's own file\n")
     return tmp_path
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs: a disk that fills up (mounting needs root)."""
+    require_root("mounting a small tmpfs")
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

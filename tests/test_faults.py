@@ -6,7 +6,6 @@ visible; the previous state stays intact.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import shutil
 import signal
@@ -14,10 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tcbuild import tftp as pub
 from tcbuild.cache import Cache
@@ -32,22 +28,6 @@ X64 = "15.x/x86_64"
 def tcbuild(site: Path, *args: str | Path, **kw: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "tcbuild", *map(str, args)], cwd=site,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs: a disk that fills up (needs root)."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the disk-full tests need root (CI runs as root)")
-        pytest.skip("mounting a small tmpfs needs root")
-    disk = tmp_path / "tiny"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_kill_9_during_downloads_never_leaves_an_unverified_file(

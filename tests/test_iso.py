@@ -17,7 +17,6 @@ import shutil
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from tcbuild.iso import build_iso, find_isolinux, image_epoch, mbr_id, plan_iso
 from tcbuild.pxelinux import for_recipe, parse
 
 from .bootkit import FAILURE_MARKERS
-from .conftest import IN_CI, require_tool
+from .conftest import require_tool
 from .mirrortree import ISO_NAMES, MirrorServer, MirrorTree
 
 X64 = "15.x/x86_64"
@@ -216,22 +215,6 @@ def test_the_same_inputs_give_the_same_bytes_and_a_change_changes_them(
 
 
 # -- atomic writes and bad inputs -----------------------------------------------------------------
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 512 KiB tmpfs: too small for an ISO (needs root)."""
-    if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("the disk-full test needs root (CI runs as root)")
-        pytest.skip("mounting a small tmpfs needs root")
-    disk = tmp_path / "tiny"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], check=True)
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
 
 def test_a_full_disk_leaves_the_old_iso_and_no_partial_file(
     tmp_path: Path, mirror: MirrorServer, tiny_disk: Path
