@@ -108,19 +108,25 @@ def compose(recipe: Recipe, inputs: Inputs, build_id: str) -> image.Tree:
             tcz.check_tcz(ext.path, _label(ext))
         image.add_onboot(tree, [(ext.name, ext.path.read_bytes(), deps.get(ext.name, ()))
                                 for ext in inputs.extensions])
-    context = {
-        **_inventory_vars(recipe),
-        **recipe.vars,
-        "release": recipe.release,
-        "flavor": str(recipe.flavor),
-        "kernel_version": inputs.kernel_version,
-        "recipe_name": recipe.name,
-        "build_id": build_id[:12],
-    }
+    context = template_context(recipe, inputs.kernel_version, build_id)
     for overlay in recipe.overlays:
         image.add_overlay(tree, read_overlay(overlay.source, context, tree.mtime))
     image.apply_attributes(tree, recipe.files, recipe.path)
     return tree
+
+
+def template_context(recipe: Recipe, kernel_version: str, build_id: str
+                     ) -> dict[str, str | int | float | bool]:
+    """What overlay templates see: the inventory's values, the recipe's [vars], the build's."""
+    return {
+        **_inventory_vars(recipe),
+        **recipe.vars,
+        "release": recipe.release,
+        "flavor": str(recipe.flavor),
+        "kernel_version": kernel_version,
+        "recipe_name": recipe.name,
+        "build_id": build_id[:12],
+    }
 
 
 def _label(ext: Input) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild.build import _inventory_vars
+from tcbuild.build import template_context
 from tcbuild.errors import RecipeError
 from tcbuild.inventory import Inventory, load_inventory
 from tcbuild.overlay import read_overlay
@@ -50,13 +50,11 @@ def inventory() -> Inventory:
 def render_image_files(out: Path) -> dict[str, Path]:
     """The image's overlay files as tcbuild renders them, written under `out` by image path.
 
-    The context is `build.compose`'s: the inventory's values, the recipe's [vars], and a
-    stand-in kernel version and build id (no template here uses them).
+    The context is the build's, with a stand-in kernel version and build id (no template
+    here uses them).
     """
     recipe = load_recipe(RECIPE)
-    context = {**_inventory_vars(recipe), **recipe.vars, "release": recipe.release,
-               "flavor": str(recipe.flavor), "kernel_version": "6.6.8-tinycore64",
-               "recipe_name": recipe.name, "build_id": "0" * 12}
+    context = template_context(recipe, "6.6.8-tinycore64", "0" * 12)
     files = {}
     for overlay in recipe.overlays:
         for item in read_overlay(overlay.source, context, 0):
