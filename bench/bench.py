@@ -1,45 +1,75 @@
 """Build time, CPU, peak memory and size: Tiny Core's own remaster against tcbuild, one run.
 
 `make bench` (as root: the remaster extracts device nodes and owners). It makes a realistic input
-once under build/bench/ (a core of about 45 MB uncompressed with the machine's own ELF binaries and
-libraries, symlinks, hard links and device nodes; three large extensions; the example overlay),
-serves it from the loopback test mirror and measures, on that same input:
-  1. the documented remaster: zcat | cpio -idm, copy in the overlay and the unpacked extensions,
-     find | cpio -o -H newc | gzip -2, advdef -z4;
+once under build/bench/: a core of about 45 MB uncompressed and several thousand entries (the
+machine's own ELF binaries and libraries, busybox and its applet symlinks, Perl and zoneinfo
+trees, hard links, device nodes, a fifo, files of tc:staff), three extensions of real files, and
+the example overlay, served from the loopback test mirror. On that same input it measures
+  1. Tiny Core's documented remaster: zcat | cpio -idm, copy in the overlay and the unpacked
+     extensions, find | cpio -o -H newc | gzip -2, advdef -z4;
   2. the same with gzip -9 instead of gzip -2 + advdef;
   3. tcbuild build (default: smallest output)   4. tcbuild build --fast
-  5. tcbuild build --output append              6. an unchanged rebuild (no network request).
-It prints the table with ratios against 1 and 2 and writes it to build/bench/results.md.
+  5. tcbuild build --output append              6. an unchanged rebuild (no network request)
+and a cold `tcbuild fetch` over the loopback mirror against curl downloading the same files one
+after another. Like the downloads, the cache's derived data (the base's and the extensions'
+indexes, the extensions' compressed parts of an appended segment) is made once before the
+timings by a first build of each kind; row 5b times that first append build (no derived data).
+tcbuild's modules are byte-compiled first, as an installed package's are. Each pipeline runs
+as a child process: wall time, CPU time (user + system of the whole process tree) and peak RSS
+(the largest process of the tree) come from wait4(2). Medians over --reps repetitions,
+interleaved so that load from other work hits every pipeline alike.
+Every output passes `gzip -t` and lists the same names (GNU `cpio -t` for the remasters, every
+segment for tcbuild's); tcbuild's outputs are byte-identical across repetitions.
+It prints a markdown table with ratios against 1 and 2 and writes it to build/bench/results.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
+import json
 import os
 import platform
 import shutil
+import stat
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tcbuild import FetchOptions, fetch, load_recipe  # noqa: E402
+from tcbuild.newc import NewcWriter, iter_initramfs  # noqa: E402
+from tcbuild.tcz import read_tcz  # noqa: E402
 from tests.mirrortree import MirrorServer, build_mirror  # noqa: E402
 
 WORK = ROOT / "build/bench"
+RECIPE = ROOT / "recipes/gameserver.toml"
 X64 = "15.x/x86_64"
 DIST = f"{X64}/release/distribution_files"
-CORE_BYTES = 45_000_000
-MAX_FILE = 4_000_000  # a Tiny Core core has no huge files (libLLVM would dwarf everything)
 VERSION = "6.6.8-tinycore64"
-BIG_EXTENSIONS = {"dhcp": "/usr/share/zoneinfo", "nfs-utils": "/usr/lib/x86_64-linux-gnu/gconv",
-                  "openssl": "/usr/lib/x86_64-linux-gnu/perl-base"}
+LIBS = Path("/usr/lib/x86_64-linux-gnu")
+MB = 1_000_000
+INPUT_VERSION = "2"  # bump when the generated input changes: an older one is made again
+# The recipe's extensions that get real contents: (host tree, where in the extension, budget).
+EXTENSIONS = {
+    "dhcp": (LIBS / "gconv", "usr/local/lib/gconv", 5 * MB),
+    "nfs-utils": (LIBS / "perl-base", "usr/local/lib/perl-base", 4 * MB),
+    "libtirpc": (Path("/usr/share/i18n/locales"), "usr/local/share/i18n/locales", 3 * MB),
+}
 
 
-def run(command: list[str] | str, **kw: object) -> None:
-    subprocess.run(command, check=True, shell=isinstance(command, str), **kw)  # type: ignore[call-overload]
+# --- the input ---------------------------------------------------------------------------------
+
+def run(command: list[str] | str, **kw: object) -> subprocess.CompletedProcess[bytes]:
+    shell = isinstance(command, str)
+    return subprocess.run(command, check=True, shell=shell,  # type: ignore[call-overload,no-any-return]
+                          executable="/bin/bash" if shell else None, **kw)
 
 
 def put(mirror: Path, rel: str, data: bytes) -> None:
@@ -47,140 +77,424 @@ def put(mirror: Path, rel: str, data: bytes) -> None:
     (mirror / f"{rel}.md5.txt").write_text(f"{hashlib.md5(data).hexdigest()}  {Path(rel).name}\n")
 
 
+def is_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+def copy_some(source: Path, target: Path, budget: int, keep: Callable[[Path], bool] = bool
+              ) -> int:
+    """Copy files (and symlinks) of `source` in name order until `budget` bytes; the bytes."""
+    size = 0
+    for path in sorted(source.rglob("*")):
+        if size >= budget:
+            break
+        dest = target / path.relative_to(source)
+        if path.is_symlink() or path.is_dir():
+            continue
+        if path.is_file() and keep(path):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+            size += path.stat().st_size
+    for path in sorted(source.rglob("*")):  # symlinks whose target came along
+        dest = target / path.relative_to(source)
+        if path.is_symlink() and dest.parent.is_dir() and not dest.is_symlink() \
+                and (dest.parent / path.readlink()).exists():
+            dest.symlink_to(path.readlink())
+    return size
+
+
 def make_core(src: Path) -> None:
-    """A Tiny Core-like root of real binaries, as root: devices, owners, links, hard links."""
-    for d in ("bin", "sbin", "etc", "dev", "lib", "usr/bin", "usr/lib", "home/tc", "var", "root"):
+    """A Tiny Core-like root of about 45 MB of the machine's files, as root: devices, owners."""
+    for d in ("bin", "sbin", "etc", "dev", "lib", "usr/bin", "usr/sbin", "usr/lib", "usr/share",
+              "home/tc", "var/log", "root", "mnt", "proc", "sys", "run"):
         (src / d).mkdir(parents=True, exist_ok=True)
     (src / "tmp").mkdir(mode=0o1777)
     (src / "opt").mkdir()
     (src / "tmp").chmod(0o1777)
     (src / "opt").chmod(0o2775)
     os.chown(src / "opt", 0, 50)
-    os.chown(src / "home/tc", 1001, 50)
     (src / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
                                     "tc:x:1001:50::/home/tc:/bin/sh\n")
     (src / "etc/group").write_text("root:x:0:\nstaff:x:50:tc\n")
+    for name in (".profile", ".ashrc"):
+        (src / "home/tc" / name).write_text("export PATH=/usr/local/bin:$PATH\n")
+        os.chown(src / "home/tc" / name, 1001, 50)
+    os.chown(src / "home/tc", 1001, 50)
     for name, kind, major, minor in (("console", 0o020622, 5, 1), ("null", 0o020666, 1, 3),
-                                     ("ttyS0", 0o020660, 4, 64), ("sda", 0o060660, 8, 0)):
+                                     ("zero", 0o020666, 1, 5), ("ttyS0", 0o020660, 4, 64),
+                                     ("sda", 0o060660, 8, 0)):
         os.mknod(src / "dev" / name, kind, os.makedev(major, minor))
-    shutil.copytree("/usr/share/perl", src / "usr/share/perl", symlinks=True)  # many small files
-    size = sum(p.stat().st_size for p in (src / "usr/share/perl").rglob("*") if p.is_file())
-    for origin in sorted(Path("/usr/lib/x86_64-linux-gnu").iterdir()):
-        if size > CORE_BYTES * 0.8:
-            break
-        if origin.is_symlink():
-            (src / "usr/lib" / origin.name).symlink_to(origin.readlink())
-        elif origin.is_file() and ".so" in origin.name and origin.stat().st_size < MAX_FILE:
+    os.mkfifo(src / "dev/initctl", 0o600)
+    shutil.copy2("/bin/busybox", src / "bin/busybox")
+    applets = run(["/bin/busybox", "--list"], capture_output=True).stdout.decode().split()
+    for applet in applets:
+        if applet != "busybox":
+            (src / "bin" / applet).symlink_to("busybox")
+    copy_some(Path("/usr/share/perl/5.36.0"), src / "usr/share/perl5", 18 * MB)
+    copy_some(Path("/usr/share/zoneinfo"), src / "usr/share/zoneinfo", 2 * MB)
+    copy_some(Path("/etc"), src / "etc", 1 * MB,
+              lambda p: p.name not in ("passwd", "group", "shadow", "gshadow")
+              and p.suffix != ".pem" and os.access(p, os.R_OK))
+    size, kept = 0, set()
+    for origin in sorted(LIBS.iterdir()):  # libraries and the symlinks naming them
+        if size < 12 * MB and origin.is_file() and not origin.is_symlink() \
+                and ".so" in origin.name and origin.stat().st_size < 1_500_000:
             shutil.copy2(origin, src / "usr/lib" / origin.name)
             size += origin.stat().st_size
-    for origin in sorted(Path("/usr/bin").iterdir()):
-        if size > CORE_BYTES:
-            break
-        if origin.is_file() and not origin.is_symlink() and origin.stat().st_size < MAX_FILE:
-            shutil.copy2(origin, src / "usr/bin" / origin.name)
-            size += origin.stat().st_size
-    for i, origin in enumerate(sorted((src / "usr/bin").iterdir())[:4]):
-        os.link(origin, src / "bin" / f"hardlink-{i}")
-    modules = src / f"lib/modules/{VERSION}/kernel/fs"
-    modules.mkdir(parents=True)
-    (modules / "squashfs.ko").write_bytes(os.urandom(200_000))
+            kept.add(origin.name)
+    for origin in sorted(LIBS.iterdir()):
+        if origin.is_symlink() and origin.readlink().name in kept:
+            (src / "usr/lib" / origin.name).symlink_to(origin.readlink().name)
+    copy_some(Path("/usr/bin"), src / "usr/bin", 7 * MB,
+              lambda p: is_elf(p) and p.stat().st_size < 1_000_000)
+    linked = sorted(p for p in (src / "usr/bin").iterdir() if not p.is_symlink())[:4]
+    for origin in linked:  # three pairs and a triple of hard links
+        os.link(origin, src / "usr/sbin" / f"{origin.name}-link")
+    os.link(linked[0], src / "sbin" / f"{linked[0].name}-link")
+    modules = src / f"lib/modules/{VERSION}/kernel"
+    size, names = 0, []
+    for origin in sorted(LIBS.iterdir(), reverse=True):  # compressed modules, as Tiny Core's
+        if size < 3 * MB and origin.is_file() and not origin.is_symlink() \
+                and ".so" in origin.name and origin.name not in kept \
+                and origin.stat().st_size < 100_000:
+            stem = origin.name.partition(".so")[0].removeprefix("lib")
+            name = f"drivers/{stem[0]}/{stem}.ko.gz"
+            (modules / name).parent.mkdir(parents=True, exist_ok=True)
+            (modules / name).write_bytes(gzip.compress(origin.read_bytes(), 9, mtime=0))
+            size += (modules / name).stat().st_size
+            names.append(f"kernel/{name}:\n")
+    (modules.parent / "modules.dep").write_text("".join(names))
+
+
+def make_extension(name: str, source: Path, where: str, budget: int) -> Path:
+    """A .tcz of real files, packed as Tiny Core packs extensions."""
+    tree = WORK / f"ext-{name}"
+    copy_some(source, tree / where, budget)
+    if name == "nfs-utils":  # an install script: setup.lst runs it at boot
+        script = tree / "usr/local/tce.installed/nfs-utils"
+        script.parent.mkdir(parents=True)
+        script.write_text("#!/bin/sh\nmkdir -p /var/lib/nfs\n")
+        script.chmod(0o755)
+    target = WORK / f"{name}.tcz"
+    run(["mksquashfs", str(tree), str(target), "-b", "4k", "-comp", "gzip", "-no-xattrs",
+         "-noappend", "-quiet", "-no-progress", "-all-root", "-mkfs-time", "0"])
+    return target
 
 
 def prepare() -> Path:
     """The mirror with the big core and extensions (made once)."""
     mirror = WORK / "mirror"
-    if (mirror / f"{DIST}/corepure64.gz").exists() and (WORK / "ready").exists():
+    ready = WORK / "ready"
+    if ready.exists() and ready.read_text() == INPUT_VERSION:
         return mirror
     shutil.rmtree(WORK, ignore_errors=True)
     build_mirror(mirror)
     src = WORK / "core-src"
     make_core(src)
-    rootfs = subprocess.run(f"cd {src} && find . ! -path './lib/modules*' | sort | "
-                            "cpio -o -H newc --quiet", shell=True, check=True,
-                            capture_output=True).stdout
-    modules = subprocess.run(f"cd {src} && find ./lib/modules | sort | cpio -o -H newc --quiet",
-                             shell=True, check=True, capture_output=True).stdout
-    parts = [gzip.compress(rootfs, 9, mtime=0), gzip.compress(modules, 9, mtime=0)]
+    parts = []
+    for selection in ("! -path './lib/modules*'", "-path './lib/modules*'"):
+        archive = run(f"cd {src} && find . {selection} | LC_ALL=C sort | "
+                      "cpio -o -H newc --quiet", capture_output=True).stdout
+        parts.append(gzip.compress(archive, 9, mtime=0))
     put(mirror, f"{DIST}/rootfs64.gz", parts[0])
     put(mirror, f"{DIST}/modules64.gz", parts[1])
     put(mirror, f"{DIST}/corepure64.gz", parts[0] + parts[1])
-    for name, origin in BIG_EXTENSIONS.items():
-        tree = WORK / f"ext-{name}/usr/local/share"
-        tree.mkdir(parents=True)
-        shutil.copytree(origin, tree / name, symlinks=True)
-        target = WORK / f"{name}.tcz"
-        run(["mksquashfs", str(WORK / f"ext-{name}"), str(target), "-b", "4k", "-comp", "gzip",
-             "-no-xattrs", "-noappend", "-quiet", "-no-progress", "-all-root"])
-        put(mirror, f"{X64}/tcz/{name}.tcz", target.read_bytes())
-    (WORK / "ready").touch()
+    for name, (source, where, budget) in EXTENSIONS.items():
+        put(mirror, f"{X64}/tcz/{name}.tcz",
+            make_extension(name, source, where, budget).read_bytes())
+    ready.write_text(INPUT_VERSION)
     return mirror
 
 
-def timed(command: str) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds and peak RSS (KiB) of a shell command and its children."""
-    out = WORK / "time.txt"
-    run(["/usr/bin/time", "-o", str(out), "-f", "%e %U %S %M", "sh", "-c", command],
-        stdout=subprocess.DEVNULL)
-    wall, user, system, rss = out.read_text().split()
-    return float(wall), float(user) + float(system), int(rss)
+def overlay_tree(image: Path, core: list[Path], extensions: list[Path]) -> Path:
+    """What tcbuild adds beyond the base and the unpacked extensions (the rendered overlay,
+    tce.installed markers, setup.lst), as a directory the remaster copies in like an overlay."""
+    known = {e.path for part in core for e in iter_initramfs(part, data=False)}
+    known |= {e.path for tcz in extensions for e in read_tcz(tcz)}
+    manifest = json.loads((image.parent / "build.json").read_text())
+    overlay = {e["path"] for e in manifest["entries"] if e["origin"].startswith("overlay:")}
+    tree = WORK / "overlay-tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir()
+    with (WORK / "overlay.cpio").open("wb") as f, NewcWriter(f) as writer:
+        for entry in iter_initramfs(image):
+            if (entry.path not in known or entry.path in overlay) and entry.nlink < 2:
+                writer.add(entry)
+    run(f"cd {tree} && cpio -idm --quiet < {WORK / 'overlay.cpio'}")
+    return tree
 
 
-def remaster(mirror: Path, extensions: list[Path], compress: str, out: Path) -> str:
-    d = WORK / "remaster"
-    lines = [f"rm -rf {d} && mkdir {d} && cd {d}"]
-    lines += [f"zcat {mirror / DIST / part} | cpio -idm --quiet" for part in
+# --- measuring ---------------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    wall: float
+    cpu: float
+    rss_kib: int
+
+
+@dataclass
+class Pipeline:
+    key: str
+    label: str
+    command: str
+    output: Path | None
+    setup: Callable[[], None] | None = None  # before each run, outside the timing
+    samples: list[Sample] = field(default_factory=list)
+    digests: set[str] = field(default_factory=set)
+    requests: list[int] = field(default_factory=list)
+
+    def median(self, attr: str) -> float:
+        return statistics.median(getattr(s, attr) for s in self.samples)
+
+    @property
+    def size(self) -> int:
+        return self.output.stat().st_size if self.output else 0
+
+
+def measure(command: str) -> Sample:
+    """Run a shell command; wall, CPU (user + system, children included) and peak RSS."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, shell=True, executable="/bin/bash",
+                            stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {command}")
+    return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+
+
+def remaster(extensions: list[Path], overlay: Path, compress: str, out: Path) -> str:
+    """Tiny Core's documented remaster, as root."""
+    d = WORK / "remaster"  # removed with the previous output before each run, untimed
+    lines = [f"mkdir {d} && cd {d}"]
+    lines += [f"zcat {WORK / 'mirror' / DIST / part} | cpio -idm --quiet" for part in
               ("rootfs64.gz", "modules64.gz")]  # cpio stops at a trailer: one part at a time
     lines += [f"unsquashfs -q -n -f -d {d} {tcz} >/dev/null" for tcz in extensions]
-    lines += [f"cp -a {ROOT / 'overlays/gameserver'}/. {d}/",
+    lines += [f"cp -a {overlay}/. {d}/",
               f"find . | cpio -o -H newc --quiet | {compress} > {out}"]
     return " && ".join(lines)
 
 
+def clean_remaster() -> None:
+    shutil.rmtree(WORK / "remaster", ignore_errors=True)
+
+
+def names_gnu(path: Path) -> set[str]:
+    listing = run(f"zcat {path} | cpio -it --quiet", capture_output=True).stdout
+    return {n.removeprefix("./") or "." for n in listing.decode("utf-8", "surrogateescape")
+            .splitlines()}
+
+
+def names_all_segments(path: Path) -> set[str]:
+    return {e.path for e in iter_initramfs(path, data=False)}
+
+
+def describe_input(core: list[Path], extensions: list[Path], overlay: Path) -> str:
+    """What the pipelines get: the core's entries by type, the extensions, the overlay."""
+    kinds = {stat.S_IFREG: "file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symlink",
+             stat.S_IFCHR: "character device", stat.S_IFBLK: "block device", stat.S_IFIFO: "fifo"}
+    counts: dict[str, int] = {}
+    size = links = 0
+    for part in core:
+        for e in iter_initramfs(part):
+            kind = kinds[stat.S_IFMT(e.mode)]
+            counts[kind] = counts.get(kind, 0) + 1
+            size += e.size
+            links += stat.S_ISREG(e.mode) and e.nlink > 1
+    elf = sum(1 for part in core for e in iter_initramfs(part)
+              if e.data and e.data.startswith(b"\x7fELF"))
+    exts = [list(read_tcz(tcz)) for tcz in extensions]
+    big = [(tcz, es) for tcz, es in zip(extensions, exts, strict=True)
+           if sum(e.size for e in es) > MB]
+    overlay_files = sum(1 for p in overlay.rglob("*") if not p.is_dir())
+    return (f"Input: a core (rootfs64.gz + modules64.gz) of {sum(counts.values()):,} entries, "
+            f"{size / MB:.1f} MB uncompressed ("
+            + ", ".join(f"{n:,} {k if n == 1 else k.replace('ory', 'orie') + 's'}"
+                        for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+            + f"; {elf:,} ELF binaries and libraries, {links} hard-linked names); "
+            f"{len(big)} extensions of real files ("
+            + ", ".join(f"{len(es):,} entries / {sum(e.size for e in es) / MB:.1f} MB"
+                        for _, es in big)
+            + f") among the recipe's {len(extensions)}; the example overlay rendered "
+            f"({overlay_files} files and symlinks tcbuild adds besides base and extensions).")
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return (f"{model}, {os.cpu_count()} cores, {platform.machine()}, Linux "
+            f"{platform.release()}, Python {platform.python_version()}")
+
+
+def fetch_comparison(server: MirrorServer, tcbuild: str, reps: int, startup: float) -> str:
+    """Cold `tcbuild fetch` over the loopback mirror against curl of the same files in a row."""
+    cold = WORK / "cold-cache"
+    walls, curl_walls, files = [], [], []
+    for _ in range(reps):
+        shutil.rmtree(cold, ignore_errors=True)
+        server.reset()
+        walls.append(measure(f"{tcbuild} fetch {RECIPE} --mirror {server.url} --cache {cold} "
+                             "-q").wall)
+        files = [rel for rel in dict.fromkeys(server.requests)
+                 if (WORK / "mirror" / rel).is_file()]
+        target = WORK / "curl"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+        args = " ".join(f"-o {target}/{i} {server.url}{rel}" for i, rel in enumerate(files))
+        curl_walls.append(measure(f"curl -sS --fail {args}").wall)
+    size = sum((WORK / "mirror" / rel).stat().st_size for rel in files)
+    wall, curl_wall = statistics.median(walls), statistics.median(curl_walls)
+    return (f"Cold fetch (empty cache, loopback mirror, median of {reps}): `tcbuild fetch` "
+            f"{wall:.2f} s for {len(files)} files, {size / MB:.1f} MB = "
+            f"{size / MB / wall:.0f} MB/s ({startup:.2f} s of it starting Python and importing "
+            f"tcbuild); curl downloading the same files one after another {curl_wall:.2f} s = "
+            f"{size / MB / curl_wall:.0f} MB/s (tcbuild/curl {wall / curl_wall:.2f}).")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (median reported)")
+    parser.add_argument("--no-advdef", action="store_true",
+                        help="skip pipeline 1 (it alone takes minutes)")
+    parser.add_argument("--tcbuild-only", action="store_true",
+                        help="only pipelines 3-6 (for iterating)")
+    args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("make bench runs as root: the reference remaster extracts devices and owners")
-    mirror = prepare()
+    for tool in ("advdef", "cpio", "unsquashfs", "mksquashfs", "curl"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing (make tools installs what the tests and bench use)")
+    prepare()
     tcbuild = str(Path(sys.executable).parent / "tcbuild")
-    with MirrorServer(mirror) as server:
-        common = (f"{tcbuild} build {ROOT / 'recipes/gameserver.toml'} --mirror {server.url} "
-                  f"--cache {WORK / 'cache'} -q")
-        run(f"{common} --out {WORK / 'warm'}")  # download once, outside the timings
-        recipe = load_recipe(ROOT / "recipes/gameserver.toml").with_mirrors((server.url,))
+    load_before = os.getloadavg()
+    with MirrorServer(WORK / "mirror") as server:
+        common = (f"{tcbuild} build {RECIPE} --mirror {server.url} --cache {WORK / 'cache'} -q")
+        run([sys.executable, "-m", "compileall", "-q", str(ROOT / "tcbuild")])
+        run(f"{common} --force --out {WORK / 'warm'}")  # downloads once, outside the timings
+        run(f"{common} --force --output append --out {WORK / 'warm-append'}")
+        recipe = load_recipe(RECIPE).with_mirrors((server.url,))
         inputs = fetch(recipe, FetchOptions(cache_dir=WORK / "cache", progress=False))
-        cached = [ext.path for ext in inputs.extensions]  # what the remaster unpacks
-        rows = []
-        if shutil.which("advdef"):
-            out = WORK / "remaster-advdef.gz"
-            rows.append(("1 remaster: gzip -2 + advdef -z4",
-                         *timed(remaster(mirror, cached, "gzip -2", out) + f" && advdef -z4 {out}"),
-                         out.stat().st_size))
-        else:
-            rows.append(("1 remaster: gzip -2 + advdef -z4 (advdef missing: apt-get install "
-                         "advancecomp)", 0.0, 0.0, 0, 0))
-        out = WORK / "remaster-gzip9.gz"
-        rows.append(("2 remaster: gzip -9", *timed(remaster(mirror, cached, "gzip -9", out)),
-                     out.stat().st_size))
-        for label, flags, name in (("3 tcbuild build", "--force", "small"),
-                                   ("4 tcbuild build --fast", "--force --fast", "fast"),
-                                   ("5 tcbuild build --output append", "--force --output append",
-                                    "append")):
-            rows.append((label, *timed(f"{common} {flags} --out {WORK / name}"),
-                         (WORK / name / "core.hts.gz").stat().st_size))
-        server.reset()
-        rows.append(("6 unchanged rebuild", *timed(f"{common} --out {WORK / 'small'}"),
-                     (WORK / "small/core.hts.gz").stat().st_size))
-        assert server.requests == [], server.requests
-    base1, base2 = rows[0], rows[1]
-    table = ["| pipeline | wall s | CPU s | peak RSS MB | output bytes | wall vs 1 | wall vs 2 "
-             "| size vs 1 | size vs 2 |", "|---|---|---|---|---|---|---|---|---|"]
-    for label, wall, cpu, rss, size in rows:
-        def ratio(a: float, b: float) -> str:
-            return f"{a / b:.3f}" if b else "-"
-        table.append(f"| {label} | {wall:.2f} | {cpu:.2f} | {rss / 1024:.0f} | {size:,} | "
-                     f"{ratio(wall, base1[1])} | {ratio(wall, base2[1])} | "
-                     f"{ratio(size, base1[4])} | {ratio(size, base2[4])} |")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    text = "\n".join([f"Machine: {machine}", "", *table]) + "\n"
+        extensions = [ext.path for ext in inputs.extensions]  # what the remaster unpacks
+        core = [part.path for part in inputs.core]
+        overlay = overlay_tree(WORK / "warm/core.hts.gz", core, extensions)
+        input_line = describe_input(core, extensions, overlay)
+        startup = statistics.median(
+            measure(f"{sys.executable} -c 'import tcbuild.cli'").wall for _ in range(5))
+        pipelines = []
+        if not args.tcbuild_only:
+            if not args.no_advdef:
+                out = WORK / "remaster-advdef.gz"
+                pipelines.append(Pipeline(
+                    "1", "1 remaster: gzip -2 + advdef -z4",
+                    remaster(extensions, overlay, "gzip -2", out) + f" && advdef -q -z4 {out}",
+                    out, clean_remaster))
+            out = WORK / "remaster-gzip9.gz"
+            pipelines.append(Pipeline("2", "2 remaster: gzip -9",
+                                      remaster(extensions, overlay, "gzip -9", out), out,
+                                      clean_remaster))
+        for key, label, flags, name in (
+                ("3", "3 tcbuild build", "--force", "small"),
+                ("4", "4 tcbuild build --fast", "--force --fast", "fast"),
+                ("5", "5 tcbuild build --output append", "--force --output append", "append"),
+                ("5b", "5b the same, first time (no derived data in the cache)",
+                 "--force --output append", "append-cold"),
+                ("6", "6 unchanged rebuild", "", "small")):
+            pipelines.append(Pipeline(
+                key, label, f"{common} {flags} --out {WORK / name}", WORK / name / "core.hts.gz",
+                (lambda: shutil.rmtree(WORK / "cache/derived")) if key == "5b" else None))
+        for rep in range(args.reps):
+            for p in pipelines:
+                if p.setup:
+                    p.setup()
+                server.reset()
+                p.samples.append(measure(p.command))
+                p.requests.append(len(server.requests))
+                if p.output:
+                    p.digests.add(hashlib.sha256(p.output.read_bytes()).hexdigest())
+                print(f"rep {rep + 1}: {p.label}: {p.samples[-1].wall:.2f} s", file=sys.stderr)
+        fetch_line = fetch_comparison(server, tcbuild, args.reps, startup)
+    load_after = os.getloadavg()
+    checks = validate(pipelines)
+    report(pipelines, checks, [input_line, "", fetch_line], load_before, load_after, args.reps)
+
+
+def validate(pipelines: list[Pipeline]) -> list[str]:
+    """gzip -t, the same names everywhere, byte-identical tcbuild outputs, no requests."""
+    lines = []
+    names: dict[str, set[str]] = {}
+    for p in pipelines:
+        assert p.output is not None
+        run(["gzip", "-t", str(p.output)])
+        names[p.key] = (names_gnu(p.output) if p.key in ("1", "2") else
+                        names_all_segments(p.output))
+        if p.key not in ("1", "2") and len(p.digests) != 1:
+            raise SystemExit(f"{p.label}: outputs differ between repetitions")
+        if p.key not in ("1", "2") and any(p.requests):
+            raise SystemExit(f"{p.label}: made network requests {p.requests}")
+    keyed = {p.key: p for p in pipelines}
+    if "5" in keyed and "5b" in keyed and keyed["5"].digests != keyed["5b"].digests:
+        raise SystemExit("append mode gives other bytes with its derived data cached")
+    reference = names[pipelines[0].key]
+    for key, found in names.items():
+        if found != reference:
+            raise SystemExit(f"pipeline {key} lists other names than pipeline "
+                             f"{pipelines[0].key}: only here {sorted(found - reference)[:5]}, "
+                             f"missing {sorted(reference - found)[:5]}")
+    lines.append(f"All {len(pipelines)} outputs pass `gzip -t` and list the same "
+                 f"{len(reference):,} names (GNU `cpio -t` for 1-2, every segment of tcbuild's); "
+                 "tcbuild's are byte-identical across repetitions (5 and 5b too: cached parts "
+                 "change nothing) and made no network request.")
+    return lines
+
+
+def report(pipelines: list[Pipeline], checks: list[str], notes: list[str],
+           load_before: tuple[float, ...], load_after: tuple[float, ...], reps: int) -> None:
+    by_key = {p.key: p for p in pipelines}
+
+    def ratio(p: Pipeline, base: str, what: str) -> str:
+        ref = by_key.get(base)
+        if ref is None:
+            return "-"
+        a, b = (p.median("wall"), ref.median("wall")) if what == "wall" else (p.size, ref.size)
+        return f"{a / b:.3f}"
+
+    table = ["| pipeline | wall s (median) | wall min-max | CPU s | peak RSS MB | output bytes "
+             "| wall vs 1 | wall vs 2 | size vs 1 | size vs 2 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in pipelines:
+        walls = [s.wall for s in p.samples]
+        table.append(
+            f"| {p.label} | {p.median('wall'):.2f} | {min(walls):.2f}-{max(walls):.2f} | "
+            f"{p.median('cpu'):.2f} | {max(s.rss_kib for s in p.samples) / 1024:.0f} | "
+            f"{p.size:,} | {ratio(p, '1', 'wall')} | {ratio(p, '2', 'wall')} | "
+            f"{ratio(p, '1', 'size')} | {ratio(p, '2', 'size')} |")
+    targets = []
+
+    def target(text: str, ok: bool | None) -> None:
+        targets.append(f"- {'n/a' if ok is None else 'holds' if ok else 'MISSED'}: {text}")
+
+    p1, p2, p3 = by_key.get("1"), by_key.get("2"), by_key.get("3")
+    if p3:
+        w3 = p3.median("wall")
+        target(f"(3) wall <= 0.10 of (1)'s and size <= (1)'s: "
+               f"{ratio(p3, '1', 'wall')} / {ratio(p3, '1', 'size')}",
+               None if p1 is None else w3 <= 0.10 * p1.median("wall") and p3.size <= p1.size)
+        target(f"(3) no slower than (2), size <= 0.96 of (2)'s: "
+               f"{ratio(p3, '2', 'wall')} / {ratio(p3, '2', 'size')}",
+               None if p2 is None else w3 <= p2.median("wall") and p3.size <= 0.96 * p2.size)
+        target(f"(3) peak RSS < 200 MB: {max(s.rss_kib for s in p3.samples) / 1024:.0f} MB",
+               max(s.rss_kib for s in p3.samples) < 200 * 1024)
+    for key, limit in (("4", 1.5), ("5", 0.5), ("6", 0.5)):
+        p = by_key[key]
+        target(f"({key}) under {limit} s: {p.median('wall'):.2f} s", p.median("wall") < limit)
+    text = "\n".join([
+        f"Machine: {machine()}. Medians of {reps} interleaved repetitions; load average "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after.", "", *table, "",
+        "Targets:", *targets, "", *checks, "", *notes]) + "\n"
     (WORK / "results.md").write_text(text)
     print(text)
 

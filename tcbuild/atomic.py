@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 
-def publish_files(out: Path, files: dict[str, bytes], retire: str | None = None) -> None:
-    """Write every file beside its target and fsync it, then rename them all into place, in
-    order. `retire` (a file that vouches for the others) is removed before the first rename."""
+def publish_files(out: Path, files: Mapping[str, bytes | Sequence[bytes | bytearray]],
+                  retire: str | None = None) -> None:
+    """Write every file (its bytes, or its parts in a row) beside its target and fsync it, then
+    rename them all into place, in order. `retire` (a file that vouches for the others) is
+    removed before the first rename."""
     out.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
     try:
@@ -19,7 +21,7 @@ def publish_files(out: Path, files: dict[str, bytes], retire: str | None = None)
             fd, temp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
             staged.append((Path(temp), out / name))
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                f.writelines([data] if isinstance(data, bytes) else data)
                 f.flush()
                 os.fchmod(f.fileno(), 0o644)
                 os.fsync(f.fileno())

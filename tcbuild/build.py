@@ -1,21 +1,32 @@
 """`tcbuild build`: fetch, compose the initramfs, write kernel + initrd + build.json atomically.
 
 The same recipe and inputs give byte-identical outputs; an unchanged recipe is not rebuilt.
+Repack compresses the whole image on both cores (`compress`). Append mode leaves the base core as
+it is and reads neither it nor the extensions again once the cache holds their index; each
+extension's part of the appended segment is compressed once and kept in the cache, named by
+everything its bytes depend on, so a rebuild compresses only what changed (the overlay).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
+import stat
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import deflate
+
 from . import __version__, image, tcz
 from .atomic import publish_files
-from .compress import Compression, gzip_segments
+from .cache import Cache, default_cache_dir
+from .compress import CHUNK, Compression, gzip_chunks
 from .errors import RecipeError
 from .fetch import FetchOptions, Input, Inputs, fetch
 from .inventory import load_inventory
@@ -23,6 +34,8 @@ from .manifest import MANIFEST, describe, read_manifest
 from .newc import Entry, iter_initramfs
 from .overlay import read_overlay
 from .recipe import ExtensionMode, OutputMode, Recipe
+
+log = logging.getLogger("tcbuild")
 
 
 @dataclass(frozen=True)
@@ -63,25 +76,32 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     out = options.out_dir or default_out_dir(recipe)
     build_id = _build_id(recipe, inputs)
     kernel_out, initrd_out = out / recipe.flavor.kernel, out / recipe.initrd_name
-    previous = read_manifest(out)
+    previous = None if options.force else read_manifest(out)
     if (not options.force and previous and previous.get("build_id") == build_id
             and previous.get("settings") == _settings(recipe) and _intact(out, previous)):
         return BuildResult(out, kernel_out, initrd_out, build_id, True, len(previous["entries"]),
                            initrd_out.stat().st_size, time.monotonic() - started)
-    tree = compose(recipe, inputs, build_id)
-    if recipe.output is OutputMode.APPEND:
-        data = b"".join(part.path.read_bytes() for part in inputs.core)
-        data += gzip_segments(image.append_segments(tree, options.jobs), recipe.compression,
-                              options.jobs)
+    cache = Cache(options.fetch.cache_dir or default_cache_dir())
+    append = recipe.output is OutputMode.APPEND
+    tree = compose(recipe, inputs, build_id, cache, indexed=append)
+    if append:
+        parts: list[bytes | bytearray] = [part.path.read_bytes() for part in inputs.core]
+        parts += _append_members(tree, inputs, recipe.compression, cache, options.jobs)
     else:
-        data = gzip_segments(image.repack(tree, options.jobs), recipe.compression, options.jobs)
-    manifest = _manifest(recipe, inputs, build_id, tree, data)
+        chunks = image.repack(tree, CHUNK)
+        parts = [*gzip_chunks([functools.partial(image.archive, chunk) for chunk in chunks],
+                              recipe.compression, options.jobs)]
+    initrd = hashlib.sha256()
+    for part in parts:
+        initrd.update(part)
+    size = sum(len(part) for part in parts)
+    manifest = _manifest(recipe, inputs, build_id, tree, initrd.hexdigest(), size)
     publish_files(out, {
         kernel_out.name: inputs.kernel.path.read_bytes(),
-        initrd_out.name: data,
-        MANIFEST: (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode(),
+        initrd_out.name: parts,
+        MANIFEST: _manifest_text(manifest),
     }, retire=MANIFEST)  # outputs and their manifest never disagree
-    return BuildResult(out, kernel_out, initrd_out, build_id, False, len(tree.items), len(data),
+    return BuildResult(out, kernel_out, initrd_out, build_id, False, len(tree.items), size,
                        time.monotonic() - started)
 
 
@@ -90,9 +110,14 @@ def source_date_epoch() -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def compose(recipe: Recipe, inputs: Inputs, build_id: str) -> image.Tree:
-    """The image tree: base, removals, extensions, overlays, attributes."""
-    tree = image.read_base(iter_initramfs(part.path, label=part.name) for part in inputs.core)
+def compose(recipe: Recipe, inputs: Inputs, build_id: str, cache: Cache | None = None, *,
+            indexed: bool = False) -> image.Tree:
+    """The image tree: base, removals, extensions, overlays, attributes.
+
+    With a cache, the base's and the extensions' indexes are kept in it; `indexed` composes
+    from them where they are there (entries without data, for append mode).
+    """
+    tree = _base(inputs, cache, indexed)
     epoch = source_date_epoch()
     tree.mtime = epoch if epoch is not None else max(
         (item.entry.mtime for item in tree.items.values()), default=0)
@@ -101,7 +126,7 @@ def compose(recipe: Recipe, inputs: Inputs, build_id: str) -> image.Tree:
     deps = inputs.resolution.graph
     if recipe.mode is ExtensionMode.UNPACKED:
         scripts = [ext.name.removesuffix(".tcz") for ext in inputs.extensions
-                   if image.add_extension(tree, ext.name, tcz.read_tcz(ext.path, _label(ext)))]
+                   if image.add_extension(tree, ext.name, _extension(ext, cache, indexed))]
         image.add_setup_list(tree, scripts)
     else:
         for ext in inputs.extensions:
@@ -127,6 +152,118 @@ def template_context(recipe: Recipe, kernel_version: str, build_id: str
         "recipe_name": recipe.name,
         "build_id": build_id[:12],
     }
+
+
+def _derived_key(kind: str, *facts: str) -> str:
+    """The cache name of data derived from inputs: everything it depends on, hashed."""
+    text = json.dumps([kind, image.INDEX_FORMAT, __version__, *facts])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _store(cache: Cache, key: str, parts: Iterable[bytes | bytearray]) -> None:
+    """Keep derived data; a cache that cannot take it only makes the next build slower."""
+    try:
+        cache.store_derived(key, parts)
+    except OSError as e:
+        log.debug("cache: cannot keep derived data: %s", e)
+
+
+def _index(cache: Cache | None, key: str, indexed: bool) -> tuple[bytes | None, bool]:
+    """A cached index (when `indexed`), and whether one should be stored (none, or damaged)."""
+    if cache is None:
+        return None, False
+    if indexed:
+        data = cache.derived(key)
+        return data, data is None
+    return None, not cache.has_derived(key)
+
+
+def _base(inputs: Inputs, cache: Cache | None, indexed: bool) -> image.Tree:
+    """The base core, from its index when `indexed` and cached, else read (and indexed)."""
+    key = _derived_key("base", *(part.sha256 for part in inputs.core))
+    data, store = _index(cache, key, indexed)
+    if data is not None:
+        try:
+            return image.read_base_index(data)
+        except (ValueError, KeyError, TypeError):
+            store = True  # not an index this tcbuild reads: make it again
+    tree = image.read_base(iter_initramfs(part.path, label=part.name) for part in inputs.core)
+    for path, item in tree.items.items():  # build.json's facts, hashed once
+        tree.items[path] = replace(item, facts=describe(image.shared(tree, item)))
+    if cache is not None and store:
+        _store(cache, key, [image.base_index(tree)])
+    return tree
+
+
+def _extension(ext: Input, cache: Cache | None, indexed: bool
+               ) -> list[tuple[Entry, Mapping[str, Any]]]:
+    """An extension's entries with their facts: from its index (without data) when `indexed`
+    and cached, else read in full (and indexed)."""
+    key = _derived_key("tcz", ext.sha256)
+    data, store = _index(cache, key, indexed)
+    if data is not None:
+        try:
+            return list(image.read_entry_index(data))
+        except (ValueError, KeyError, TypeError):
+            store = True  # not an index this tcbuild reads: make it again
+    entries: list[tuple[Entry, Mapping[str, Any]]] = [
+        (entry, describe(entry)) for entry in tcz.read_tcz(ext.path, _label(ext))]
+    if cache is not None and store:
+        _store(cache, key, [image.entry_index(entries)])
+    return entries
+
+
+def _member_key(items: list[image.Item], compression: Compression) -> str:
+    """Everything the compressed bytes of a run of entries depend on."""
+    rows = []
+    for item in items:
+        e = item.entry
+        linked = stat.S_ISREG(e.mode) and e.nlink > 1
+        rows.append([e.name, e.mode, e.uid, e.gid, e.nlink, e.mtime, e.size, *e.rdev,
+                     e.ino if linked else 0, image.content_digest(item)])
+    text = json.dumps(rows, separators=(",", ":"))
+    return _derived_key("member", compression.value, str(compression.level),
+                        deflate.__version__, hashlib.sha256(text.encode()).hexdigest())
+
+
+def _append_members(tree: image.Tree, inputs: Inputs, compression: Compression, cache: Cache,
+                    jobs: int) -> list[bytes | bytearray]:
+    """The appended gzip members: each extension's part from the cache if compressed before,
+    the rest (overlays, generated files, the directories on the way) compressed now."""
+    extensions = {ext.name: ext for ext in inputs.extensions}
+    members: list[bytes | bytearray | None] = []
+    todo: list[tuple[int, str | None, list[Entry]]] = []
+    loaded: dict[str, dict[str, bytes | None]] = {}
+    for name, paths in image.append_groups(tree):
+        items = [tree.items[p] for p in paths]
+        start = 0
+        for chunk in image.split([item.entry for item in items], CHUNK):
+            chunk_items, start = items[start : start + len(chunk)], start + len(chunk)
+            key = None
+            if name is not None:
+                key = _member_key(chunk_items, compression)
+                cached = cache.derived(key)
+                if cached is not None:
+                    members.append(cached)
+                    continue
+            if any(e.data is None and stat.S_ISREG(e.mode) for e in chunk):
+                assert name is not None  # only an extension's files come without their data
+                if name not in loaded:
+                    ext = extensions[name]
+                    loaded[name] = {e.path: e.data for e in tcz.read_tcz(ext.path, _label(ext))}
+                data = loaded[name]
+                chunk = [replace(e, data=data[path]) if e.data is None and stat.S_ISREG(e.mode)
+                         else e for e, path in zip(chunk, paths[start - len(chunk) : start],
+                                                   strict=True)]
+            todo.append((len(members), key, chunk))
+            members.append(None)
+    built = gzip_chunks([functools.partial(image.archive, chunk) for _, _, chunk in todo],
+                        compression, jobs)
+    for (i, key, _), member in zip(todo, built, strict=True):
+        members[i] = member
+        if key is not None:
+            _store(cache, key, [member])
+    return [m for m in members if m is not None]
 
 
 def _label(ext: Input) -> str:
@@ -193,7 +330,7 @@ def _settings(recipe: Recipe) -> dict[str, Any]:
 
 
 def _manifest(recipe: Recipe, inputs: Inputs, build_id: str, tree: image.Tree,
-              data: bytes) -> dict[str, Any]:
+              initrd_sha256: str, initrd_size: int) -> dict[str, Any]:
     kernel = inputs.kernel
     return {
         "tcbuild": __version__,
@@ -206,21 +343,22 @@ def _manifest(recipe: Recipe, inputs: Inputs, build_id: str, tree: image.Tree,
         "outputs": {
             "kernel": {"name": recipe.flavor.kernel, "sha256": kernel.sha256,
                        "size": kernel.size},
-            "initrd": {"name": recipe.initrd_name, "sha256": hashlib.sha256(data).hexdigest(),
-                       "size": len(data)},
+            "initrd": {"name": recipe.initrd_name, "sha256": initrd_sha256,
+                       "size": initrd_size},
         },
         "shadowed": tree.shadowed,
-        "entries": [describe(_shared(tree, item), item.origin)
+        "entries": [{**item.facts, "origin": item.origin} if item.facts is not None
+                    else describe(image.shared(tree, item), item.origin)
                     for _, item in image.provenance(tree)],
     }
 
 
-def _shared(tree: image.Tree, item: image.Item) -> Entry:
-    """A hard-linked base entry described with its group's data (on whichever name it is)."""
-    if item.link_group is None or item.origin != image.BASE:
-        return item.entry
-    data = tree.link_data.get(item.link_group, b"")
-    return replace(item.entry, data=data, size=len(data))
+def _manifest_text(manifest: dict[str, Any]) -> bytes:
+    """`build.json`: indented, one entry per line (quick to write, easy to diff)."""
+    head = json.dumps({**manifest, "entries": []}, indent=1, sort_keys=True)
+    lines = ",\n  ".join(map(json.JSONEncoder(sort_keys=True).encode, manifest["entries"]))
+    text = head.replace('\n "entries": []', f'\n "entries": [\n  {lines}\n ]', 1)
+    return (text + "\n").encode()
 
 
 def _intact(out: Path, manifest: dict[str, Any]) -> bool:

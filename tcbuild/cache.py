@@ -4,6 +4,8 @@ Layout under the cache root:
     objects/ab/ab12...   file contents, named by sha256, read-only
     refs/<mirror path>.json   what a mirror path held: {"sha256", "size", "source"} or {"absent"}
     notes/<sha256>.json  facts derived from an object (e.g. a core's kernel version)
+    derived/ab/ab12...   data derived from objects (a core's index, compressed image parts),
+                         named by the sha256 of everything that decides it; safe to delete
     tmp/                 downloads in progress; renamed into objects/ only after verification
 Every file appears by `os.replace`, so a reader sees a complete file or none.
 """
@@ -16,12 +18,14 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import FetchError
+
+Buffer = bytes | bytearray | memoryview
 
 
 def default_cache_dir() -> Path:
@@ -53,7 +57,7 @@ class Cache:
     def __init__(self, root: Path) -> None:
         self.root = root
         try:
-            for sub in ("objects", "refs", "notes", "tmp"):
+            for sub in ("objects", "refs", "notes", "derived", "tmp"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise FetchError(f"{root}: cannot use as cache: {e.strerror or e}") from e
@@ -137,6 +141,41 @@ class Cache:
 
     def add_note(self, sha256: str, **facts: Any) -> None:
         self._write_json(self.root / "notes" / f"{sha256}.json", {**self.note(sha256), **facts})
+
+    def derived(self, key: str) -> bytes | None:
+        """Derived data stored under `key` (a sha256), or None; a damaged copy counts as none."""
+        try:
+            stored = self._derived_path(key).read_bytes()
+        except OSError:
+            return None
+        digest, data = stored[:32], stored[32:]
+        return data if hashlib.sha256(data).digest() == digest else None
+
+    def has_derived(self, key: str) -> bool:
+        """Whether something is stored under `key` (not checked: see `derived`)."""
+        return self._derived_path(key).is_file()
+
+    def store_derived(self, key: str, parts: Iterable[Buffer]) -> None:
+        """Keep derived data under `key` (a sha256 of what decides it), with its own checksum."""
+        target = self._derived_path(key)
+        target.parent.mkdir(exist_ok=True)
+        parts = list(parts)
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        fd, temp = self._locked_temp("derived-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(digest.digest())
+                f.writelines(parts)
+            temp.replace(target)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def _derived_path(self, key: str) -> Path:
+        if len(key) != 64 or key.strip("0123456789abcdef"):
+            raise ValueError(f"derived data key must be a sha256 hex digest, not {key!r}")
+        return self.root / "derived" / key[:2] / key
 
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import newc, tcz
 from .cache import Absent, Cache, CachedObject, default_cache_dir
@@ -31,6 +29,9 @@ from .mirror import Mirrors, NotFound, Policy, iso_path, parse_md5_txt, release_
 from .recipe import Recipe, extension_filename
 
 MODULES_DIR = re.compile(r"^lib/modules/([^/]+)(/|$)")
+if TYPE_CHECKING:  # imported when a progress bar is shown: a build from the cache starts faster
+    from tqdm import tqdm
+
 T = TypeVar("T")
 log = logging.getLogger("tcbuild")
 
@@ -148,10 +149,12 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         self._iso_lock = threading.Lock()
         self._from_iso: dict[str, Input] | None = None
         show = options.progress if options.progress is not None else sys.stderr.isatty()
-        self.bar: tqdm[Any] | None = (
-            tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc="fetch", leave=False)
-            if show and not options.offline else None
-        )
+        self.bar: tqdm[Any] | None = None
+        if show and not options.offline:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc="fetch",
+                            leave=False)
 
     def __exit__(self, *exc: object) -> None:
         self.pool.shutdown(cancel_futures=True)

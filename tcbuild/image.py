@@ -1,8 +1,11 @@
 """The initramfs: the base core's entries, kept exactly, plus extensions and overlays.
 
 `compose` merges everything into a `Tree` (path -> entry and where it came from) without touching
-the disk; `repack` and `append_segment` turn a tree into cpio segments. The rules are the kernel's
-and Tiny Core's:
+the disk; `repack` and `append_groups` cut a tree into runs of entries, each becoming a cpio
+segment in a gzip member of its own. An index (`base_index`, `entry_index`) keeps what a build
+needs to know of a base core or an extension without its data: append mode composes from those
+and reads an extension's data only for a part of the image it has not compressed before.
+The rules are the kernel's and Tiny Core's:
 - an existing directory keeps its mode and owner: the kernel would re-apply whatever an entry
   says, even to a directory that already exists (`/tmp` 1777, `/opt` 2775 root:staff);
 - an extension file never replaces an existing one (tce-load copies with `cp -ais`, answering no);
@@ -13,13 +16,17 @@ and Tiny Core's:
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
+import json
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError
+from .manifest import describe
 from .newc import Entry, NewcWriter
 from .overlay import OverlayFile
 from .recipe import FileAttributes
@@ -34,11 +41,16 @@ TC_UID, STAFF_GID = 1001, 50
 
 @dataclass(frozen=True)
 class Item:
-    """One path of the image: its entry, where it came from, its hard-link group (base only)."""
+    """One path of the image: its entry, where it came from, its hard-link group (base only).
+
+    `facts` is the entry as `build.json` describes it (`manifest.describe`, without origin),
+    known ahead when the entry comes from an index and its data (None) is not loaded.
+    """
 
     entry: Entry
     origin: str
     link_group: tuple[int, int, int] | None = None
+    facts: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -52,6 +64,7 @@ class Tree:
     users: dict[str, int] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)
     shadowed: list[str] = field(default_factory=list)
+    extension_paths: dict[str, list[str]] = field(default_factory=dict)  # what each one added
 
     def is_dir(self, path: str) -> bool:
         item = self.items.get(path)
@@ -108,6 +121,78 @@ def _ids(tree: Tree, path: str) -> dict[str, int]:
     return ids
 
 
+def shared(tree: Tree, item: Item) -> Entry:
+    """A hard-linked base entry with its group's data (on whichever name it is)."""
+    if item.link_group is None or item.origin != BASE:
+        return item.entry
+    data = tree.link_data.get(item.link_group, b"")
+    return replace(item.entry, data=data, size=len(data))
+
+
+INDEX_FORMAT = "tcbuild-index-1"
+
+
+def _row(entry: Entry, facts: Mapping[str, Any]) -> list[Any]:
+    target = None
+    if stat.S_ISLNK(entry.mode):
+        target = (entry.data or b"").decode("utf-8", "surrogateescape")
+    return [entry.name, entry.mode, entry.uid, entry.gid, entry.nlink, entry.mtime, entry.size,
+            entry.ino, *entry.rdev, entry.segment, target, facts]
+
+
+def _unrow(row: list[Any]) -> tuple[Entry, dict[str, Any]]:
+    name, mode, uid, gid, nlink, mtime, size, ino, major, minor, segment, target, facts = row
+    data = None if target is None else target.encode("utf-8", "surrogateescape")
+    return Entry(name, mode, uid, gid, nlink, mtime, size, ino, (major, minor), data,
+                 segment), facts
+
+
+def base_index(tree: Tree) -> bytes:
+    """What append mode needs of a base core read in full: every entry without its data."""
+    rows = [[item.link_group[0] if item.link_group else 0,
+             *_row(item.entry, item.facts or describe(shared(tree, item)))]
+            for item in tree.items.values()]
+    return json.dumps({"format": INDEX_FORMAT, "entries": rows, "users": tree.users,
+                       "groups": tree.groups, "links": sorted(tree.base_links)}).encode()
+
+
+def _load_index(data: bytes) -> dict[str, Any]:
+    index = json.loads(data)
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        raise ValueError("not a tcbuild index of this format")
+    return index
+
+
+def read_base_index(data: bytes) -> Tree:
+    """A base tree from `base_index`: entries without data (symlink targets kept), with facts.
+
+    ValueError, KeyError or TypeError: not such an index.
+    """
+    index = _load_index(data)
+    tree = Tree(users=index["users"], groups=index["groups"], base_links=set(index["links"]))
+    for part, *row in index["entries"]:
+        entry, facts = _unrow(row)
+        group = None
+        if stat.S_ISREG(entry.mode) and entry.nlink > 1:
+            group = (part, entry.segment, entry.ino)
+        tree.items[entry.name] = Item(entry, BASE, group, facts)
+    return tree
+
+
+def entry_index(entries: Iterable[tuple[Entry, Mapping[str, Any]]]) -> bytes:
+    """Entries (an extension's) with their facts (`describe`), without their data."""
+    return json.dumps({"format": INDEX_FORMAT,
+                       "entries": [_row(e, facts) for e, facts in entries]}).encode()
+
+
+def read_entry_index(data: bytes) -> list[tuple[Entry, dict[str, Any]]]:
+    """The entries of `entry_index`, data None (symlink targets kept), with their facts.
+
+    ValueError, KeyError or TypeError: not such an index.
+    """
+    return [_unrow(row) for row in _load_index(data)["entries"]]
+
+
 def remove(tree: Tree, patterns: tuple[str, ...], recipe: Path) -> None:
     """Drop base entries matching a path or glob (a directory takes its contents along)."""
     for i, pattern in enumerate(patterns):
@@ -120,13 +205,19 @@ def remove(tree: Tree, patterns: tuple[str, ...], recipe: Path) -> None:
             del tree.items[path]
 
 
-def add_extension(tree: Tree, name: str, entries: Iterable[Entry]) -> bool:
-    """Merge an unpacked extension; True when it carries a non-empty install script."""
+def add_extension(tree: Tree, name: str,
+                  entries: Iterable[Entry | tuple[Entry, Mapping[str, Any]]]) -> bool:
+    """Merge an unpacked extension; True when it carries a non-empty install script.
+
+    Entries come with their `facts` when they come from an index (their data not loaded).
+    """
     origin = f"extension:{name}"
     stem = name.removesuffix(".tcz")
     script = f"{TCE_INSTALLED}/{stem}"
     has_script = False
-    for entry in entries:
+    added = tree.extension_paths.setdefault(name, [])
+    for given in entries:
+        entry, facts = given if isinstance(given, tuple) else (given, None)
         path = entry.path
         existing = tree.items.get(path)
         if existing is not None:
@@ -135,7 +226,8 @@ def add_extension(tree: Tree, name: str, entries: Iterable[Entry]) -> bool:
             continue
         if not tree.is_dir(_parent(path)):
             raise InputError(f"{name}: {path}: its directory is not a directory in the image")
-        tree.items[path] = Item(_named(entry, path), origin)
+        tree.items[path] = Item(_named(entry, path), origin, None, facts)
+        added.append(path)
         has_script = has_script or (path == script and entry.size > 0)
     _ensure_dir(tree, TCE_INSTALLED, 0o775, TC_UID, STAFF_GID, GENERATED)
     if script not in tree.items:  # what tce-load leaves when there is no script: a marker
@@ -160,6 +252,7 @@ def add_onboot(tree: Tree, extensions: list[tuple[str, bytes, tuple[str, ...]]])
     _ensure_dir(tree, f"{BUILTIN}/optional", 0o755, 0, 0, GENERATED)
     for name, data, deps in extensions:
         _add_file(tree, f"{BUILTIN}/optional/{name}", data, f"extension:{name}")
+        tree.extension_paths[name] = [f"{BUILTIN}/optional/{name}"]
         if deps:
             _add_file(tree, f"{BUILTIN}/optional/{name}.dep",
                       "".join(f"{d}\n" for d in deps).encode(), GENERATED)
@@ -257,10 +350,10 @@ def check(tree: Tree) -> None:
             raise InputError(f"/{path}: /{_parent(path)} is not a directory in the image")
 
 
-def repack(tree: Tree, segments: int = 2) -> list[bytes]:
-    """The whole image as cpio segments of similar size, each a complete archive.
+def repack(tree: Tree, chunk: int) -> list[list[Entry]]:
+    """The whole image as runs of entries of about `chunk` bytes, each to be one archive.
 
-    Entries are sorted (parents first); hard-linked ones go last, all in the last segment,
+    Entries are sorted (parents first); hard-linked ones go last, all in the last run,
     because the kernel forgets link groups at each `TRAILER!!!`.
     """
     check(tree)
@@ -268,47 +361,86 @@ def repack(tree: Tree, segments: int = 2) -> list[bytes]:
     ordered = sorted((p for p in tree.items if p not in linked), key=_key)
     entries = [tree.items[p].entry for p in ordered]
     entries += [linked[p] for p in sorted(linked, key=_key)]
-    return _split(entries, segments, set(linked))
+    return _split(entries, chunk, set(linked))
 
 
-def append_segments(tree: Tree, segments: int = 2) -> list[bytes]:
-    """What the base lacks, with the base's own entry for every directory on the way."""
+def append_groups(tree: Tree) -> list[tuple[str | None, list[str]]]:
+    """What the base lacks, as the paths of one group per extension (what it added, with
+    the directories it needs that the base lacks) and a last group (None) of the rest, with
+    the base's own entry for every directory on the way. Each group's parents come first in
+    it or in a group before it, so the groups can become archives of their own.
+    """
     check(tree)
     added = {p for p, item in tree.items.items() if item.origin != BASE}
-    for path in list(added):
+    for path in sorted(added, key=_key):
         if path in tree.base_links:
             raise InputError(f"/{path} is a hard link in the base; replacing it in append "
                              "mode would change every name of it (use output = \"repack\")")
+    groups: list[tuple[str | None, list[str]]] = []
+    done: set[str] = set()
+    for name, paths in tree.extension_paths.items():
+        origin = f"extension:{name}"
+        group = set()
+        for path in paths:
+            item = tree.items.get(path)
+            if item is None or item.origin != origin or path in done:  # an overlay replaced it
+                continue
+            group.add(path)
+            parent = _parent(path)
+            while parent != "." and parent in added and parent not in done:
+                group.add(parent)
+                parent = _parent(parent)
+        if group:
+            groups.append((name, sorted(group, key=_key)))
+            done |= group
+    rest = added - done
+    for path in added:  # the directories on the way, the base's own entries included
         parent = _parent(path)
-        while parent != "." and parent not in added:
-            added.add(parent)
+        while parent != "." and parent not in rest:
+            if parent not in done:
+                rest.add(parent)
             parent = _parent(parent)
-    return _split([tree.items[p].entry for p in sorted(added, key=_key)], segments, set())
+    if rest:
+        groups.append((None, sorted(rest, key=_key)))
+    return groups
 
 
-def _split(entries: list[Entry], segments: int, linked: set[str]) -> list[bytes]:
-    """Consecutive runs of similar size, each a complete archive (one per core to compress).
+def split(entries: list[Entry], chunk: int) -> list[list[Entry]]:
+    """Consecutive runs of about `chunk` bytes (see `_split`)."""
+    return _split(entries, chunk, set())
+
+
+def _split(entries: list[Entry], chunk: int, linked: set[str]) -> list[list[Entry]]:
+    """Consecutive runs of at most `chunk` bytes of data, or one entry when it is bigger.
 
     Order is kept, so parents still come first; `linked` names stay together at the end.
     """
-    total = sum(e.size for e in entries) or 1
     chunks: list[list[Entry]] = [[]]
     size = 0
     for entry in entries:
-        if (size >= total * len(chunks) / segments and len(chunks) < segments
-                and entry.name not in linked):
+        if chunks[-1] and size + entry.size > chunk and entry.name not in linked:
             chunks.append([])
+            size = 0
         chunks[-1].append(entry)
         size += entry.size
-    return [_archive(chunk) for chunk in chunks if chunk]
+    return [c for c in chunks if c]
 
 
-def _archive(entries: list[Entry]) -> bytes:
+def archive(entries: Iterable[Entry]) -> bytes:
+    """One complete newc archive (a segment ending in `TRAILER!!!`)."""
     out = io.BytesIO()
     with NewcWriter(out) as writer:
         for entry in entries:
             writer.add(entry)
     return out.getvalue()
+
+
+def content_digest(item: Item) -> str:
+    """The sha256 of what the entry carries (a file's data, a symlink's target, else none)."""
+    facts = item.facts
+    if facts is not None and "sha256" in facts and item.entry.data is None:
+        return str(facts["sha256"])
+    return hashlib.sha256(item.entry.data or b"").hexdigest()
 
 
 def provenance(tree: Tree) -> Iterator[tuple[str, Item]]:

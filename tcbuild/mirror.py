@@ -8,12 +8,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
 from .errors import ChecksumError, FetchError
+
+if TYPE_CHECKING:  # imported when first needed: a build from the cache starts faster
+    import requests
 
 Reset = Callable[[int | None], None]  # a (re)started body, with its announced length
 Write = Callable[[bytes], None]
@@ -93,6 +94,8 @@ class Mirrors:
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
+            import requests
+
             session = requests.Session()
             session.headers["User-Agent"] = USER_AGENT
             self._local.session = session
@@ -196,6 +199,8 @@ class Mirrors:
     def _once(
         self, mirror: str, url: str, reset: Reset, write: Write
     ) -> Download:
+        import requests
+
         timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         try:
             with self._open(url, timeout) as response:

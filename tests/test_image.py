@@ -308,3 +308,27 @@ def test_append_refuses_to_replace_a_base_hard_link(tmp_path: Path, mirror: Mirr
     recipe.write_text(recipe.read_text().replace('output = "append"', 'output = "repack"'))
     files = {e.path: e for e in iter_initramfs(run_build(tmp_path, recipe).initrd)}
     assert files["usr/bin/pair-a"].data == b"replaced\n" and files["usr/bin/pair-b"].size > 0
+
+
+def test_append_keeps_compressed_extensions_in_the_cache_and_the_same_bytes(
+    tmp_path: Path, mirror: MirrorServer
+) -> None:
+    recipe = recipe_file(tmp_path, mirror.url, '[image]\noutput = "append"\n')
+    run_build(tmp_path, recipe)
+    derived = tmp_path / "c/derived"
+    kept = {p for p in derived.rglob("*") if p.is_file()}
+    assert kept  # the base's and extensions' indexes, the extensions' compressed parts
+    (tmp_path / "overlay/opt/bootlocal.sh").write_text("#!/bin/sh\necho changed\n")
+    warm = run_build(tmp_path, recipe)
+    assert {p for p in derived.rglob("*") if p.is_file()} == kept  # only the rest compressed
+    cold = build(load_recipe(recipe), BuildOptions(
+        out_dir=tmp_path / "cold", fetch=FetchOptions(cache_dir=tmp_path / "c2", progress=False)))
+    assert warm.initrd.read_bytes() == cold.initrd.read_bytes()
+    assert (warm.out_dir / "build.json").read_bytes() == (cold.out_dir / "build.json").read_bytes()
+    for path in kept:  # a damaged copy is never used, and is replaced
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 1
+        path.write_bytes(data)
+    again = run_build(tmp_path, recipe, out="again", force=True)
+    assert again.initrd.read_bytes() == warm.initrd.read_bytes()
+    assert all(hashlib.sha256(p.read_bytes()[32:]).digest() == p.read_bytes()[:32] for p in kept)
