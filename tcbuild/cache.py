@@ -5,7 +5,8 @@ Layout under the cache root:
     refs/<mirror path>.json   what a mirror path held: {"sha256", "size", "source"} or {"absent"}
     notes/<sha256>.json  facts derived from an object (e.g. a core's kernel version)
     derived/ab/ab12...   data derived from objects (a core's index, compressed image parts),
-                         named by the sha256 of everything that decides it; safe to delete
+                         named by the sha256 of everything that decides it; safe to delete,
+                         and deleted when no build has used it for `DERIVED_DAYS` days
     tmp/                 downloads in progress; renamed into objects/ only after verification
 Every file appears by `os.replace`, so a reader sees a complete file or none.
 """
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import IO, Any
 from .errors import FetchError
 
 Buffer = bytes | bytearray | memoryview
+DERIVED_DAYS = 30  # derived data unused this long is swept
 
 
 def default_cache_dir() -> Path:
@@ -64,7 +67,8 @@ class Cache:
         self._sweep()
 
     def _sweep(self) -> None:
-        """Delete temp files left by killed runs: those no live writer holds a lock on."""
+        """Delete temp files left by killed runs (those no live writer holds a lock on), and
+        derived data no build has used for `DERIVED_DAYS` days."""
         for path in (self.root / "tmp").iterdir():
             try:
                 with path.open("rb") as f:
@@ -72,6 +76,11 @@ class Cache:
                     path.unlink()
             except OSError:
                 continue  # in use by another run, or gone already
+        stale = time.time() - DERIVED_DAYS * 86400
+        for path in (self.root / "derived").glob("*/*"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < stale:
+                    path.unlink()
 
     def _ref_path(self, key: str) -> Path:
         if key.startswith("/") or ".." in key.split("/"):
@@ -144,12 +153,17 @@ class Cache:
 
     def derived(self, key: str) -> bytes | None:
         """Derived data stored under `key` (a sha256), or None; a damaged copy counts as none."""
+        path = self._derived_path(key)
         try:
-            stored = self._derived_path(key).read_bytes()
+            stored = path.read_bytes()
         except OSError:
             return None
         digest, data = stored[:32], stored[32:]
-        return data if hashlib.sha256(data).digest() == digest else None
+        if hashlib.sha256(data).digest() != digest:
+            return None
+        with contextlib.suppress(OSError):  # used now: kept another DERIVED_DAYS
+            os.utime(path)
+        return data
 
     def has_derived(self, key: str) -> bool:
         """Whether something is stored under `key` (not checked: see `derived`)."""

@@ -145,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     publish_cmd.add_argument("--out", type=Path, metavar="DIR",
                              help="where the image is built (default: build/<recipe name>)")
     publish_cmd.add_argument("--dry-run", action="store_true", help="show what would change")
+    publish_cmd.add_argument("--force", action="store_true",
+                             help="a new release even if the tree already serves this build")
     publish_cmd.add_argument("--wait", type=float, default=30.0, metavar="S",
                              help="how long to wait for another publish (default 30 s)")
     publish_cmd.set_defaults(command=_publish)
@@ -329,7 +331,7 @@ def _publish(args: argparse.Namespace) -> int:
         recipe, args.tftp, build_options=BuildOptions(out_dir=args.out, fetch=fetch_options),
         inventory=inventory,
         keep=args.keep, bootloader_dir=args.bootloader_dir, dry_run=args.dry_run,
-        wait=args.wait)
+        wait=args.wait, force=args.force)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     if args.dry_run:

@@ -160,8 +160,12 @@ def _config_for(release_id: str, meta: dict[str, Any], append: str | None,
 
 def plan(recipe: Recipe, kernel: Path, initrd: Path, build_id: str, tftp: Path,
          inventory: Inventory | None = None, keep: int = 5,
-         bootloader: dict[str, Path] | None = None, now: float | None = None) -> Plan:
-    """The release to write, the configs that will name it, the releases to prune. No writes."""
+         bootloader: dict[str, Path] | None = None, now: float | None = None,
+         force: bool = False) -> Plan:
+    """The release to write, the configs that will name it, the releases to prune. No writes.
+
+    When the tree already serves this build with these configs, nothing (unless `force`).
+    """
     stamp = datetime.fromtimestamp(now if now is not None else time.time(), UTC)
     release_id = base = f"{stamp:%Y%m%dT%H%M%SZ}-{build_id[:12]}"
     n = 1
@@ -178,7 +182,7 @@ def plan(recipe: Recipe, kernel: Path, initrd: Path, build_id: str, tftp: Path,
     }
     served = _configs_served(recipe, inventory)
     bootloader = bootloader or find_bootloader()
-    same = _serving(tftp, meta, served, recipe, bootloader)
+    same = None if force else _serving(tftp, meta, served, recipe, bootloader)
     if same is not None:
         return Plan(tftp, same.id, {}, same.meta, {}, {}, (), unchanged=True)
     rendered = {name: _config_for(release_id, meta, append, recipe)
@@ -276,7 +280,7 @@ def locked(tftp: Path, wait: float = 30.0) -> Iterator[None]:
 def publish(recipe: Recipe, tftp: Path, build_options: BuildOptions | None = None,
             inventory: Inventory | None = None, keep: int = 5,
             bootloader_dir: Path | None = None, dry_run: bool = False,
-            wait: float = 30.0) -> tuple[Plan, list[str]]:
+            wait: float = 30.0, force: bool = False) -> tuple[Plan, list[str]]:
     """Build the recipe and publish it (or only plan it); the plan and any warnings."""
     if not tftp.is_dir():
         raise InputError(f"{tftp}: the TFTP root does not exist")
@@ -285,7 +289,7 @@ def publish(recipe: Recipe, tftp: Path, build_options: BuildOptions | None = Non
     warnings = check_secrets(recipe, result.initrd)
     with locked(tftp, wait):
         planned = plan(recipe, result.kernel, result.initrd, result.build_id, tftp, inventory,
-                       keep, bootloader)
+                       keep, bootloader, force=force)
         if not dry_run:
             execute(planned)
     return planned, warnings

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from tcbuild.cache import Absent, Cache, CachedObject
+from tcbuild.cache import DERIVED_DAYS, Absent, Cache, CachedObject
 
 
 def test_store_and_lookup(tmp_path: Path) -> None:
@@ -83,3 +85,21 @@ def test_notes(tmp_path: Path) -> None:
     cache.add_note("ab" * 32, kernel_version="6.6.8-tinycore64")
     cache.add_note("ab" * 32, other=1)
     assert Cache(tmp_path).note("ab" * 32) == {"kernel_version": "6.6.8-tinycore64", "other": 1}
+
+
+def test_derived_data_is_checked_and_swept_when_unused(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    used, unused, fresh = (hashlib.sha256(n.encode()).hexdigest() for n in ("a", "b", "c"))
+    for key in (used, unused, fresh):
+        cache.store_derived(key, [b"index ", key.encode()])
+    month = DERIVED_DAYS * 86400
+    old = time.time() - month - 60
+    for key in (used, unused):
+        os.utime(cache._derived_path(key), (old, old))
+    assert cache.derived(used) == b"index " + used.encode()  # a use keeps it another month
+    Cache(tmp_path)  # the next run sweeps
+    assert cache.derived(unused) is None and not cache.has_derived(unused)
+    assert cache.derived(used) is not None and cache.derived(fresh) is not None
+    path = cache._derived_path(fresh)
+    path.write_bytes(path.read_bytes()[:-1] + b"!")  # damaged: a miss, made again by the caller
+    assert cache.derived(fresh) is None

@@ -190,6 +190,8 @@ def test_dry_run_lock_and_missing_bootloader_change_nothing(site: Path, mirror: 
     assert again.returncode == 0, again.stderr
     assert again.stdout.endswith("is already published and current; nothing to do\n")
     assert tree(tftp) == before
+    forced = tcbuild(*args, "--force", "--dry-run", cwd=site)
+    assert forced.stdout.startswith("new release tcbuild/releases/"), forced.stdout
     (site / "overlays/gameserver/etc").mkdir()
     (site / "overlays/gameserver/etc/motd").write_text("next\n")
     dry = tcbuild(*args, "--dry-run", cwd=site)
