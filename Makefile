@@ -12,8 +12,8 @@ TCBUILD_FLAGS := $(if $(MIRROR),--mirror $(MIRROR))
 
 # Debian packages the tests use (installed by `make test` when run as root).
 APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-x86 ipxe-qemu \
-	pxelinux syslinux-common isolinux xorriso advancecomp isc-dhcp-server isc-dhcp-client rsyslog \
-	iproute2 util-linux bsdutils
+	pxelinux syslinux-common isolinux xorriso advancecomp isc-dhcp-server isc-dhcp-client \
+	tftpd-hpa rsyslog iproute2 util-linux bsdutils
 
 .PHONY: demo image fetch deps test bench tools venv mirror extras clean
 

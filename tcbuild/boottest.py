@@ -120,10 +120,12 @@ def firmware_log(log: Path) -> Path:
     return log.with_name(log.name + ".firmware")
 
 
-def pxe_command(tftp: Path, log: Path, mac: str = DEFAULT_MAC, memory_mb: int = 256
-                ) -> list[str]:
+def pxe_command(tftp: Path, log: Path, mac: str = DEFAULT_MAC, memory_mb: int = 256,
+                netdev: str | None = None) -> list[str]:
     """QEMU PXE-booting `tftp` over its user-mode network, headless.
 
+    `netdev`, if given, replaces that network: a `-netdev` value with `id=n0` (e.g. a tap
+    device reaching real DHCP and TFTP servers; `tftp` is then not used).
     The node's serial console (COM1: pxelinux's SERIAL, the kernel's ttyS0) goes to `log`.
     The firmware's screen (SeaBIOS, iPXE, pxelinux before it reads a config) is redirected
     to COM2 and `firmware_log(log)`: on one port the two would interleave character by
@@ -132,7 +134,7 @@ def pxe_command(tftp: Path, log: Path, mac: str = DEFAULT_MAC, memory_mb: int = 
     com = "isa-serial,chardev={0},iobase={1},irq={2}"
     return [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-display", "none", "-vga", "none",
             "-nodefaults", "-monitor", "none", "-no-reboot", "-boot", "n",
-            "-netdev", f"user,id=n0,tftp={tftp.resolve()},bootfile=pxelinux.0",
+            "-netdev", netdev or f"user,id=n0,tftp={tftp.resolve()},bootfile=pxelinux.0",
             "-device", f"e1000,netdev=n0,mac={mac}",
             "-chardev", f"file,id=com1,path={_qemu_path(log)}",
             "-device", com.format("com1", "0x3f8", 4),

@@ -1,8 +1,10 @@
-"""Shared fixtures: a stand-in Tiny Core mirror served over real HTTP on loopback."""
+"""Shared fixtures: stand-in Tiny Core mirrors over real HTTP on loopback, the PXE example
+node (tests/test_pxe.py, tests/test_bootserver_e2e.py) and the namespace `lab` (root)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -10,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tcbuild import tftp as pub
+from tcbuild.errors import InputError
+
 from .bootkit import DEFAULT_KERNEL_CACHE, KernelKit, build_boot_mirror, debian_kernel
 from .mirrortree import MirrorServer, MirrorTree, build_mirror
+from .netns import Lab, host_interfaces, host_state, run
 
 IN_CI = os.environ.get("CI") == "true"
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,3 +107,50 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield disk
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.fixture(scope="module")
+def pxe_mirror(boot_mirror_tree: MirrorTree) -> Iterator[str]:
+    """The boot mirror over HTTP on loopback, and the real bootloader files installed."""
+    try:
+        pub.find_bootloader()
+    except InputError as e:
+        if IN_CI:
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+    with MirrorServer(boot_mirror_tree.root) as mirror:
+        yield mirror.url
+
+
+@pytest.fixture
+def node(tmp_path: Path, pxe_mirror: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the example (recipe, overlay, inventory) built from the boot mirror."""
+    for name in ("recipes", "overlays", "examples"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    recipe = tmp_path / "recipes/gameserver.toml"
+    text = recipe.read_text()
+    text = re.sub(r"^mirrors = .*$", f'mirrors = ["{pxe_mirror}"]', text, count=1, flags=re.M)
+    recipe.write_text(text)
+    (tmp_path / "tftp").mkdir()
+    shared = tmp_path_factory.getbasetemp() / "pxe-cache"  # downloads once for the module
+    (tmp_path / "cache").symlink_to(shared)
+    shared.mkdir(exist_ok=True)
+    return tmp_path
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """Namespaces for one test; afterwards none is left, and the host is as it was."""
+    require_root("network namespaces, veth pairs and mounts")
+    require_tool("ip", "iproute2")
+    require_tool("unshare", "util-linux")
+    require_tool("nsenter", "util-linux")
+    before, interfaces = host_state(), host_interfaces()
+    workdir = tmp_path / "lab"
+    workdir.mkdir()
+    with Lab(workdir) as lab:
+        yield lab
+        names = lab.namespaces[:]
+    assert host_state() == before
+    assert not (host_interfaces() - interfaces) & lab.interfaces
+    assert not set(names) & set(run("ip", "netns", "list").stdout.split())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -163,3 +164,28 @@ class Lab:
         self.namespaces.clear()
         if problems:
             raise AssertionError("lab cleanup failed: " + "; ".join(problems))
+
+
+def host_state() -> dict[str, object]:
+    """What the live tests must leave as it is: hostname, resolver, syslog socket, /etc/dhcp."""
+
+    def identity(path: str) -> tuple[int, int, int] | None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mode, st.st_mtime_ns
+
+    resolv = Path("/etc/resolv.conf")
+    return {
+        "hostname": socket.gethostname(),
+        "resolv.conf": (identity(str(resolv)), resolv.read_bytes() if resolv.exists() else None),
+        "/etc/resolv.conf*": sorted(p.name for p in Path("/etc").glob("resolv.conf*")),
+        "/dev/log": identity("/dev/log"),
+        "/etc/dhcp": sorted(p.name for p in Path("/etc/dhcp").glob("*")),
+    }
+
+
+def host_interfaces() -> set[str]:
+    """The interfaces of the host's own network namespace (read from sysfs, not changed)."""
+    return {p.name for p in Path("/sys/class/net").iterdir()}

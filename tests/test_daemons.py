@@ -17,7 +17,6 @@ import shutil
 import socket
 import stat
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -31,7 +30,7 @@ from tcbuild.overlay import read_overlay
 from tcbuild.recipe import load_recipe
 from tcbuild.server import PXE_BOOTLOADER, dhcpd_conf, rsyslog_conf
 
-from .conftest import require_root, require_tool
+from .conftest import require_tool
 from .netns import Daemon, Lab, run, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,49 +148,6 @@ def test_the_daemons_catch_a_value_validation_never_saw(tmp_path: Path,
 
 
 # -- live: network namespaces (root) ---------------------------------------------------------
-
-
-def host_state() -> dict[str, object]:
-    """What the live tests must leave as it is: hostname, resolver, syslog socket, /etc/dhcp."""
-
-    def identity(path: str) -> tuple[int, int, int] | None:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mode, st.st_mtime_ns
-
-    resolv = Path("/etc/resolv.conf")
-    return {
-        "hostname": socket.gethostname(),
-        "resolv.conf": (identity(str(resolv)), resolv.read_bytes() if resolv.exists() else None),
-        "/etc/resolv.conf*": sorted(p.name for p in Path("/etc").glob("resolv.conf*")),
-        "/dev/log": identity("/dev/log"),
-        "/etc/dhcp": sorted(p.name for p in Path("/etc/dhcp").glob("*")),
-    }
-
-
-def host_interfaces() -> set[str]:
-    """The interfaces of the host's own network namespace (read from sysfs, not changed)."""
-    return {p.name for p in Path("/sys/class/net").iterdir()}
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    """Namespaces for one test; afterwards none is left, and the host is as it was."""
-    require_root("network namespaces, veth pairs and mounts")
-    require_tool("ip", "iproute2")
-    require_tool("unshare", "util-linux")
-    require_tool("nsenter", "util-linux")
-    before, interfaces = host_state(), host_interfaces()
-    workdir = tmp_path / "lab"
-    workdir.mkdir()
-    with Lab(workdir) as lab:
-        yield lab
-        names = lab.namespaces[:]
-    assert host_state() == before
-    assert not (host_interfaces() - interfaces) & lab.interfaces
-    assert not set(names) & set(run("ip", "netns", "list").stdout.split())
 
 
 @pytest.mark.parametrize("index", [0, -1], ids=["first-host", "last-host"])

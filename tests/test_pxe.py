@@ -12,55 +12,18 @@ from __future__ import annotations
 import json
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tcbuild import tftp as pub
-from tcbuild.errors import InputError
-
-from .conftest import IN_CI, ROOT
-from .mirrortree import MirrorServer, MirrorTree
 
 MARKER = "bootlocal: game-server node, build "
 CANARY = "52:54:00:12:34:57"  # server2 in examples/cluster.toml, group canary (loglevel=7)
 OTHER = "52:54:00:aa:bb:01"  # not in the inventory: boots `default`
 BUILD_ID = re.compile(re.escape(MARKER) + r"([0-9a-f]+)")
-
-
-@pytest.fixture(scope="module")
-def pxe_mirror(boot_mirror_tree: MirrorTree) -> Iterator[str]:
-    """The boot mirror over HTTP on loopback, and the real bootloader files installed."""
-    try:
-        pub.find_bootloader()
-    except InputError as e:
-        if IN_CI:
-            pytest.fail(str(e))
-        pytest.skip(str(e))
-    with MirrorServer(boot_mirror_tree.root) as mirror:
-        yield mirror.url
-
-
-@pytest.fixture
-def node(tmp_path: Path, pxe_mirror: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the example (recipe, overlay, inventory) built from the boot mirror."""
-    for name in ("recipes", "overlays", "examples"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    recipe = tmp_path / "recipes/gameserver.toml"
-    text = recipe.read_text()
-    text = re.sub(r"^mirrors = .*$", f'mirrors = ["{pxe_mirror}"]', text, count=1, flags=re.M)
-    recipe.write_text(text)
-    (tmp_path / "tftp").mkdir()
-    shared = tmp_path_factory.getbasetemp() / "pxe-cache"  # downloads once for the module
-    (tmp_path / "cache").symlink_to(shared)
-    shared.mkdir(exist_ok=True)
-    return tmp_path
 
 
 def tcbuild(node: Path, *args: str) -> subprocess.CompletedProcess[str]:
