@@ -10,10 +10,11 @@ RECIPE ?= recipes/gameserver.toml
 MIRROR ?=
 TCBUILD_FLAGS := $(if $(MIRROR),--mirror $(MIRROR))
 
-# Debian packages the tests use (installed by `make test` when run as root).
+# Debian packages the tests and the benchmark use (installed by `make test`, `make demo` and
+# `make bench` when run as root).
 APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-x86 ipxe-qemu \
 	pxelinux syslinux-common isolinux xorriso advancecomp isc-dhcp-server isc-dhcp-client \
-	tftpd-hpa rsyslog iproute2 util-linux bsdutils
+	tftpd-hpa rsyslog iproute2 util-linux bsdutils curl
 
 .PHONY: demo image fetch deps test bench tools venv mirror extras clean
 
