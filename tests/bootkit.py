@@ -226,35 +226,28 @@ def _download(package: str, cache: Path) -> Path:
     return target
 
 
+def _deb_tar(deb: Path, *tar_args: str) -> bytes:
+    """`dpkg-deb --fsys-tarfile DEB | tar -f - TAR_ARGS`, without a shell; tar's output."""
+    dpkg = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert dpkg.stdout is not None and dpkg.stderr is not None
+    tar = subprocess.run(["tar", "-f", "-", *tar_args], stdin=dpkg.stdout, capture_output=True,
+                         check=False)
+    dpkg.stdout.close()
+    errors = dpkg.stderr.read().decode(errors="replace") + tar.stderr.decode(errors="replace")
+    if dpkg.wait() != 0 or tar.returncode != 0:
+        raise RuntimeError(f"cannot read {deb} (tar {' '.join(tar_args)}): {errors.strip()}")
+    return tar.stdout
+
+
 def _deb_members(deb: Path) -> list[str]:
     """Names in the package's data archive, without the leading ``./``."""
-    proc = subprocess.run(
-        f"dpkg-deb --fsys-tarfile {_quote(deb)} | tar -t",
-        shell=True,
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"cannot list {deb}: {proc.stderr.decode(errors='replace')}")
-    return [line.removeprefix("./") for line in proc.stdout.decode().splitlines()]
+    return [line.removeprefix("./") for line in _deb_tar(deb, "-t").decode().splitlines()]
 
 
 def _deb_extract(deb: Path, dest: Path, members: Sequence[str]) -> None:
     """Extract exactly ``members`` (paths without ``./``) of the package into ``dest``."""
-    names = " ".join(_quote(f"./{m}") for m in members)
-    proc = subprocess.run(
-        f"dpkg-deb --fsys-tarfile {_quote(deb)} | tar -x -C {_quote(dest)} {names}",
-        shell=True,
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"cannot extract {members} from {deb}: {proc.stderr.decode()}")
-
-
-def _quote(value: object) -> str:
-    """Single-quote ``value`` for /bin/sh."""
-    return "'" + str(value).replace("'", "'\\''") + "'"
+    _deb_tar(deb, "-x", "-C", str(dest), *(f"./{m}" for m in members))
 
 
 def _module_name(path: str) -> str:
