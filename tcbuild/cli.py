@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.set_defaults(debug=False)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
+    tftp_root = argparse.ArgumentParser(add_help=False)
+    tftp_root.add_argument("--tftp", type=Path, required=True, metavar="DIR",
+                           help="the TFTP root")
+    json_output = argparse.ArgumentParser(add_help=False)
+    json_output.add_argument("--json", action="store_true", help="print the result as JSON")
     mirror_options = argparse.ArgumentParser(add_help=False)
     group = mirror_options.add_argument_group("mirror and cache")
     group.add_argument("--mirror", action="append", metavar="URL",
@@ -127,15 +132,14 @@ def _parser() -> argparse.ArgumentParser:
                          help="where isolinux.bin and ldlinux.c32 are (default: Debian's)")
     iso_cmd.set_defaults(command=_iso)
 
-    inspect = commands.add_parser("inspect", help="list an image's entries with provenance")
+    inspect = commands.add_parser("inspect", parents=[json_output],
+                                  help="list an image's entries with provenance")
     inspect.add_argument("image", type=Path, help="a build directory or an initramfs file")
-    inspect.add_argument("--json", action="store_true", help="print the result as JSON")
     inspect.set_defaults(command=_inspect)
 
-    publish_cmd = commands.add_parser("publish", parents=[mirror_options],
+    publish_cmd = commands.add_parser("publish", parents=[mirror_options, tftp_root],
                                       help="build and publish into a TFTP root, atomically")
     publish_cmd.add_argument("recipe", type=Path)
-    publish_cmd.add_argument("--tftp", type=Path, required=True, metavar="DIR")
     publish_cmd.add_argument("--inventory", type=Path, metavar="FILE",
                              help="hosts whose group boots another recipe or boot line")
     publish_cmd.add_argument("--keep", type=int, default=5, metavar="N",
@@ -151,23 +155,21 @@ def _parser() -> argparse.ArgumentParser:
                              help="how long to wait for another publish (default 30 s)")
     publish_cmd.set_defaults(command=_publish)
 
-    releases_cmd = commands.add_parser("releases", help="list the releases of a TFTP root")
-    releases_cmd.add_argument("--tftp", type=Path, required=True, metavar="DIR")
-    releases_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    releases_cmd = commands.add_parser("releases", parents=[tftp_root, json_output],
+                                       help="list the releases of a TFTP root")
     releases_cmd.set_defaults(command=_releases)
 
-    rollback_cmd = commands.add_parser("rollback", help="boot the previous (or a given) release")
+    rollback_cmd = commands.add_parser("rollback", parents=[tftp_root],
+                                       help="boot the previous (or a given) release")
     rollback_cmd.add_argument("release", nargs="?", help="release id (default: the previous)")
-    rollback_cmd.add_argument("--tftp", type=Path, required=True, metavar="DIR")
     rollback_cmd.set_defaults(command=_rollback)
 
-    verify_cmd = commands.add_parser("verify", help="check a published TFTP root")
-    verify_cmd.add_argument("--tftp", type=Path, required=True, metavar="DIR")
-    verify_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify_cmd = commands.add_parser("verify", parents=[tftp_root, json_output],
+                                     help="check a published TFTP root")
     verify_cmd.set_defaults(command=_verify)
 
-    boot_cmd = commands.add_parser("boot-test", help="PXE-boot a TFTP root under QEMU")
-    boot_cmd.add_argument("--tftp", type=Path, required=True, metavar="DIR")
+    boot_cmd = commands.add_parser("boot-test", parents=[tftp_root, json_output],
+                                   help="PXE-boot a TFTP root under QEMU")
     boot_cmd.add_argument("--mac", default=boottest.DEFAULT_MAC,
                           help=f"the booting NIC's MAC (default {boottest.DEFAULT_MAC})")
     boot_cmd.add_argument("--expect", default="login:", metavar="TEXT",
@@ -175,11 +177,10 @@ def _parser() -> argparse.ArgumentParser:
     boot_cmd.add_argument("--timeout", type=float, default=120.0, metavar="S")
     boot_cmd.add_argument("--log", type=Path, default=Path("build/boot-test.log"), metavar="FILE",
                           help="where the console goes (default: build/boot-test.log)")
-    boot_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
     boot_cmd.set_defaults(command=_boot_test)
 
-    doctor_cmd = commands.add_parser("doctor", help="which external tools and files are here")
-    doctor_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    doctor_cmd = commands.add_parser("doctor", parents=[json_output],
+                                     help="which external tools and files are here")
     doctor_cmd.set_defaults(command=_doctor)
 
     server = commands.add_parser("server-config",
@@ -191,10 +192,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="compare with the files in --out, show a diff, write nothing")
     server.set_defaults(command=_server_config)
 
-    diff_cmd = commands.add_parser("diff", help="what changed between two builds or images")
+    diff_cmd = commands.add_parser("diff", parents=[json_output],
+                                   help="what changed between two builds or images")
     diff_cmd.add_argument("old", type=Path)
     diff_cmd.add_argument("new", type=Path)
-    diff_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
     diff_cmd.set_defaults(command=_diff)
     return parser
 
