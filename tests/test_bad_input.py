@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import require_tool
 from .mirrortree import MirrorServer, MirrorTree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,8 +248,8 @@ def test_the_catalogue_is_large_enough() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, site: Site) -> None:
-    if case.name.startswith("extension ") and shutil.which("mksquashfs") is None:
-        pytest.skip("mksquashfs is not installed")
+    if case.name.startswith("extension "):
+        require_tool("mksquashfs", "squashfs-tools")
     with MirrorServer(site.mirror) as server:
         case.setup(site)
         out, tftp = site.root / "out", site.root / "tftp"

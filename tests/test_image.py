@@ -18,7 +18,7 @@ from tcbuild.fetch import FetchOptions
 from tcbuild.manifest import diff, load_listing, read_manifest
 from tcbuild.newc import iter_initramfs, read_entries
 
-from .conftest import require_tool
+from .conftest import require_root, require_tool
 from .mirrortree import MirrorServer, MirrorTree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,8 +130,7 @@ def test_extraction_by_gnu_cpio_keeps_devices_and_hard_links(
     tmp_path: Path, mirror: MirrorServer
 ) -> None:
     require_tool("cpio", "cpio")
-    if os.geteuid() != 0:
-        pytest.skip("extracting device nodes and owners needs root")
+    require_root("extracting device nodes and owners")
     result = run_build(tmp_path, recipe_file(tmp_path, mirror.url))
     root = tmp_path / "x"
     root.mkdir()

@@ -17,7 +17,7 @@ import pytest
 from tcbuild import ArchiveError
 from tcbuild.newc import Entry, NewcWriter, read_entries
 
-from .conftest import require_tool
+from .conftest import require_root, require_tool
 
 # The listings are parsed; a UTF-8 C locale and UTC keep them stable (names, dates).
 TOOL_ENV = {**os.environ, "LC_ALL": "C.UTF-8", "TZ": "UTC"}
@@ -85,11 +85,6 @@ def run(argv: list[str], *, stdin: bytes = b"", cwd: Path | None = None) -> str:
                           check=False)
     assert done.returncode == 0, f"{argv}: {done.stderr.decode(errors='replace')}"
     return done.stdout.decode()
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (chown and mknod while extracting)")
 
 
 # --- writing and reading back ----------------------------------------------------------------
@@ -216,7 +211,7 @@ def test_bsdtar_lists_every_entry_and_the_hard_links() -> None:
 
 def extract_with_gnu_cpio(archive: bytes, into: Path) -> None:
     require_tool("cpio", "cpio")
-    require_root()
+    require_root("chown and mknod while extracting")
     into.mkdir()
     run(["cpio", "-idm", "--no-absolute-filenames", "--quiet"], stdin=archive, cwd=into)
 
@@ -261,7 +256,7 @@ def test_a_hard_link_group_may_carry_its_data_on_any_name(tmp_path: Path, carrie
 def test_rewrites_gnu_cpio_output_byte_for_byte(tmp_path: Path) -> None:
     """`cpio -o -H newc --reproducible` (ino from 0, dev 0) read and rewritten unchanged."""
     require_tool("cpio", "cpio")
-    require_root()
+    require_root("chown and mknod while extracting")
     tree = tmp_path / "tree"
     (tree / "d").mkdir(parents=True)
     (tree / "a").write_bytes(b"hello\n")
