@@ -80,9 +80,6 @@ REQUIRED_APPLETS: tuple[str, ...] = (
 )
 """Busybox applets the boot rootfs must link (the init uses most of them)."""
 
-FAILURE_MARKERS: tuple[str, ...] = ("Kernel panic", "not syncing", "tc-init: FAILED")
-"""Serial-log strings that end a boot as failed."""
-
 _BZIMAGE_MAGIC_OFFSET = 0x202
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tcbuild import tftp as pub
-from tcbuild.errors import InputError
+from tcbuild.errors import TcbuildError
 
 from .bootkit import DEFAULT_KERNEL_CACHE, KernelKit, build_boot_mirror, debian_kernel
 from .mirrortree import MirrorServer, MirrorTree, build_mirror
@@ -114,7 +114,7 @@ def pxe_mirror(boot_mirror_tree: MirrorTree) -> Iterator[str]:
     """The boot mirror over HTTP on loopback, and the real bootloader files installed."""
     try:
         pub.find_bootloader()
-    except InputError as e:
+    except TcbuildError as e:
         if IN_CI:
             pytest.fail(str(e))
         pytest.skip(str(e))
