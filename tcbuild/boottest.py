@@ -7,11 +7,9 @@ does (firmware, pxelinux or kernel), not at the timeout. QEMU is always stopped 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -140,7 +138,7 @@ def pxe_command(tftp: Path, log: Path, mac: str = DEFAULT_MAC, memory_mb: int = 
             "-device", com.format("com1", "0x3f8", 4),
             "-chardev", f"file,id=com2,path={_qemu_path(firmware_log(log))}",
             "-device", com.format("com2", "0x2f8", 3),
-            "-fw_cfg", f"name=etc/sercon-port,file={_qemu_path(_sercon_file())}"]
+            "-fw_cfg", f"name=etc/sercon-port,file={_qemu_path(_sercon_file(log))}"]
 
 
 def _qemu_path(path: Path) -> str:
@@ -150,13 +148,11 @@ def _qemu_path(path: Path) -> str:
     return str(path)
 
 
-def _sercon_file() -> Path:
-    """A file holding 0x2f8 (COM2), little-endian: SeaBIOS's serial console port."""
-    path = Path(tempfile.gettempdir()) / "tcbuild-sercon-com2"
-    if not path.exists() or path.read_bytes() != b"\xf8\x02":
-        tmp = path.with_name(f"{path.name}.{os.getpid()}")
-        tmp.write_bytes(b"\xf8\x02")
-        tmp.replace(path)
+def _sercon_file(log: Path) -> Path:
+    """Beside `log`, a file holding 0x2f8 (COM2), little-endian: SeaBIOS's serial console port."""
+    path = log.with_name(log.name + ".sercon")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\xf8\x02")
     return path
 
 
