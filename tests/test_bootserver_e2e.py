@@ -19,7 +19,7 @@ from tcbuild.server import dhcpd_conf, tftpd_hpa
 
 from .conftest import require_tool
 from .netns import Daemon, Lab, wait_for
-from .test_pxe import BUILD_ID, CANARY, MARKER, kernel_line, publish
+from .nodekit import BUILD_ID, CANARY, MARKER, kernel_line, publish
 
 TFTP_PORT = 69
 
