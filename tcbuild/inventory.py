@@ -24,6 +24,9 @@ TAG = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 # Paths land in rsyslog rules (where % opens a property and \ an escape), /etc/exports, the
 # shell-sourced tftpd-hpa defaults ($ and ` expand there) and the image's scripts: plain only.
 PATH_CHARS = re.compile(r"^/[A-Za-z0-9._+@/-]*$")
+# The URL lands in quoted DHCP strings and in dnsmasq's comma-separated options: plain only.
+HTTP_URL = re.compile(r"^http://[A-Za-z0-9.-]+(:[0-9]{1,5})?/([A-Za-z0-9._~+@-]+/)*$")
+BOOT_SERVERS_MAX = 2  # Kea's hot-standby pair
 HOST_NAME_MAX = 64  # Linux: the node sets its hostname to the FQDN from DHCP
 
 
@@ -47,6 +50,8 @@ class Cluster:
     log_dir: str
     syslog_port: int
     game_log_tag: str
+    boot_servers: tuple[IPv4Address, ...]  # 1 or 2 (a high-availability pair); [boot_server]
+    http_url: str | None  # where the published tree is served over HTTP, ending in "/"
 
     def template_vars(self) -> dict[str, str | int]:
         """What the image's templates see of the cluster (names a recipe may not redefine)."""
@@ -112,7 +117,8 @@ def load_inventory(path: str | os.PathLike[str]) -> Inventory:
 CLUSTER_KEYS = {
     "domain", "boot_server", "internal_subnet", "internal_router", "external_network",
     "external_gateway", "log_host", "nfs_server", "nfs_export", "nfs_mountpoint", "nfs_clients",
-    "nfs_export_options", "tftp_root", "log_dir", "syslog_port", "game_log_tag",
+    "nfs_export_options", "tftp_root", "log_dir", "syslog_port", "game_log_tag", "boot_servers",
+    "http_url",
 }
 HOST_KEYS = {"name", "mac", "ip", "second_ip", "group"}
 GROUP_KEYS = {"recipe", "append"}
@@ -231,13 +237,45 @@ class _Reader:
         tag = self.text(table, "game_log_tag", w, "master")
         if tag is not None and not TAG.match(tag):
             self.problem("cluster.game_log_tag", f"'{tag}' is not a syslog tag")
+        boot_servers = self.boot_servers(table, boot, subnet)
+        http_url = self.text(table, "http_url", w, "") or None
+        if http_url is not None and not HTTP_URL.match(http_url):
+            self.problem("cluster.http_url", f"'{http_url}' is not an http:// URL ending in '/' "
+                         "(like 'http://10.1.1.1/'; letters, digits and ._~+@- in the path)")
         if (domain is None or boot is None or subnet is None or router is None
                 or external is None or gateway is None or log_host is None or nfs_server is None
                 or export is None or mountpoint is None or clients is None or options is None
-                or tftp_root is None or log_dir is None or tag is None):
+                or tftp_root is None or log_dir is None or tag is None or boot_servers is None):
             return None
         return Cluster(domain, boot, subnet, router, external, gateway, log_host, nfs_server,
-                       export, mountpoint, clients, options, tftp_root, log_dir, port, tag)
+                       export, mountpoint, clients, options, tftp_root, log_dir, port, tag,
+                       boot_servers, http_url)
+
+    def boot_servers(self, table: Mapping[str, Any], boot: IPv4Address | None,
+                     subnet: IPv4Network | None) -> tuple[IPv4Address, ...] | None:
+        """`boot_servers`: one or two DHCP/TFTP servers in the internal subnet; [boot_server]."""
+        key = "cluster.boot_servers"
+        value = table.get("boot_servers")
+        if value is None:
+            return (boot,) if boot else None
+        if (not isinstance(value, list) or not 0 < len(value) <= BOOT_SERVERS_MAX
+                or not all(isinstance(v, str) for v in value)):
+            self.problem(key, f"expected a list of 1 or {BOOT_SERVERS_MAX} IPv4 addresses like "
+                         f'["10.1.1.1", "10.1.1.2"], got {value!r}')
+            return None
+        servers = []
+        for i, text in enumerate(value):
+            try:
+                address = IPv4Address(text)
+            except ValueError:
+                self.problem(f"{key}[{i}]", f"'{text}' is not an IPv4 address")
+                continue
+            if address in servers:
+                self.problem(f"{key}[{i}]", f"{address} is listed twice")
+                continue
+            self.inside(f"{key}[{i}]", address, subnet, "internal subnet")
+            servers.append(address)
+        return tuple(servers) if len(servers) == len(value) else None
 
     def groups(self, table: Any) -> dict[str, Group]:
         if not isinstance(table, dict):
@@ -293,7 +331,8 @@ class _Reader:
                 self.inside(f"{where}ip", ip, cluster.internal_subnet, "internal subnet")
                 self.inside(f"{where}second_ip", second, cluster.external_network,
                             "external network")
-                own = {cluster.internal_router, cluster.boot_server, cluster.external_gateway}
+                own = {cluster.internal_router, cluster.boot_server, cluster.external_gateway,
+                       *cluster.boot_servers}
                 for key, value in (("ip", ip), ("second_ip", second)):
                     if value in own:
                         self.problem(f"{where}{key}", f"{value} is the cluster's own address")

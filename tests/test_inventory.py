@@ -148,3 +148,48 @@ second_ip = "172.16.1.6"
     assert len(found) == len(expected), found
     for line, fragment in zip(found, expected, strict=True):
         assert line.startswith(fragment), (fragment, line)
+
+
+def test_boot_servers_and_http_url(tmp_path: Path) -> None:
+    """Defaults: one boot server (boot_server), no HTTP boot; a pair and a URL when given."""
+    cluster = load_inventory(write(tmp_path, CLUSTER)).cluster
+    assert cluster.boot_servers == (IPv4Address("10.1.1.1"),) and cluster.http_url is None
+    cluster = load_inventory(write(tmp_path, CLUSTER + 'boot_servers = ["10.1.1.1", "10.1.1.2"]\n'
+                                   'http_url = "http://10.1.1.1:8080/boot/"\n')).cluster
+    assert cluster.boot_servers == (IPv4Address("10.1.1.1"), IPv4Address("10.1.1.2"))
+    assert cluster.http_url == "http://10.1.1.1:8080/boot/"
+
+
+@pytest.mark.parametrize(("lines", "problem"), [
+    ('boot_servers = []', "cluster.boot_servers: expected a list of 1 or 2 IPv4 addresses"),
+    ('boot_servers = ["10.1.1.1", "10.1.1.2", "10.1.1.3"]',
+     "cluster.boot_servers: expected a list of 1 or 2"),
+    ('boot_servers = "10.1.1.2"', "cluster.boot_servers: expected a list of 1 or 2"),
+    ('boot_servers = ["10.1.1.2", "10.1.1.2"]',
+     "cluster.boot_servers[1]: 10.1.1.2 is listed twice"),
+    ('boot_servers = ["10.1.1.1", "10.1.2.2"]',
+     "cluster.boot_servers[1]: 10.1.2.2 is outside the internal subnet 10.1.1.0/24"),
+    ('boot_servers = ["10.1.1.1", "ten"]', "cluster.boot_servers[1]: 'ten' is not an IPv4 address"),
+    ('http_url = "https://10.1.1.1/"', "cluster.http_url: 'https://10.1.1.1/' is not an http:// "
+     "URL ending in '/'"),
+    ('http_url = "http://10.1.1.1/boot"', "cluster.http_url: 'http://10.1.1.1/boot' is not"),
+    ('http_url = "http://10.1.1.1/a,b/"', "cluster.http_url: 'http://10.1.1.1/a,b/' is not"),
+    ('http_url = "http://10.1.1.1/\\"x/"', "cluster.http_url: 'http://10.1.1.1/\"x/' is not"),
+])
+def test_bad_boot_servers_and_http_url(tmp_path: Path, lines: str, problem: str) -> None:
+    with pytest.raises(RecipeError) as info:
+        load_inventory(write(tmp_path, CLUSTER + lines + "\n"))
+    assert len(info.value.problems) == 1 and "\n" not in info.value.problems[0]
+    assert info.value.problems[0].startswith(f"{tmp_path / 'cluster.toml'}: {problem}")
+
+
+def test_a_host_may_not_take_a_boot_servers_address(tmp_path: Path) -> None:
+    path = write(tmp_path, CLUSTER + 'boot_servers = ["10.1.1.1", "10.1.1.2"]\n' + """
+[[host]]
+name = "server1"
+mac = "52:54:00:12:34:56"
+ip = "10.1.1.2"
+second_ip = "172.16.1.5"
+""")
+    with pytest.raises(RecipeError, match=r"host\[0\]\.ip: 10\.1\.1\.2 is the cluster's own"):
+        load_inventory(path)
