@@ -28,8 +28,9 @@ from tcbuild.errors import RecipeError
 from tcbuild.inventory import Inventory, load_inventory
 from tcbuild.overlay import read_overlay
 from tcbuild.recipe import load_recipe
-from tcbuild.server import PXE_BOOTLOADER, dhcpd_conf, rsyslog_conf
+from tcbuild.server import PXE_BOOTLOADER, dhcpd_conf, ganesha_conf, rsyslog_conf
 
+from .clusterlab import nfs_null, start_ganesha
 from .conftest import require_tool
 from .netns import Daemon, Lab, run, wait_for
 
@@ -321,3 +322,25 @@ def test_live_syslog(tmp_path: Path, lab: Lab, inventory: Inventory) -> None:
     for name, messages in expected.items():
         text = (logs / name).read_text()
         assert [m for m in everything if m in text] == [m for m in everything if m in messages]
+
+
+def test_live_ganesha(tmp_path: Path, lab: Lab, inventory: Inventory) -> None:
+    """NFS-Ganesha runs the generated ganesha.conf and answers NFSv4 on the boot server."""
+    require_tool("ganesha.nfsd", "nfs-ganesha nfs-ganesha-vfs")
+    c = inventory.cluster
+    conf = tmp_path / "ganesha.conf"
+    conf.write_text(ganesha_conf(inventory))
+    share = tmp_path / "share"
+    share.mkdir()
+    run_dirs = sorted(p.name for p in Path("/run").iterdir())
+
+    server, node = lab.namespace("nfs"), lab.namespace("node")
+    lab.link(server, "int0", node, "eth1")
+    prefix = c.internal_subnet.prefixlen
+    lab.ip(server, "addr", "add", f"{c.nfs_server}/{prefix}", "dev", "int0")
+    lab.ip(node, "addr", "add", f"{inventory.hosts[0].ip}/{prefix}", "dev", "eth1")
+    ganesha = start_ganesha(lab, server, conf, share, c.nfs_export)
+    assert nfs_null(lab, node, str(c.nfs_server)) == (1, 0, 0)  # a reply, accepted, success
+    assert "Configuration file successfully parsed" in (lab.workdir / "ganesha.out").read_text()
+    assert ganesha.process.poll() is None
+    assert sorted(p.name for p in Path("/run").iterdir()) == run_dirs  # its run files stayed in
