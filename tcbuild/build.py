@@ -21,9 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import deflate
-
-from . import __version__, image, tcz
+from . import image, tcz
 from .atomic import publish_files
 from .cache import Cache, default_cache_dir
 from .compress import CHUNK, Compression, gzip_chunks
@@ -34,6 +32,7 @@ from .manifest import MANIFEST, describe, read_manifest
 from .newc import Entry, iter_initramfs
 from .overlay import read_overlay
 from .recipe import ExtensionMode, OutputMode, Recipe
+from .version import __version__
 
 log = logging.getLogger("tcbuild")
 
@@ -221,6 +220,8 @@ def _member_key(items: list[image.Item], compression: Compression) -> str:
         linked = stat.S_ISREG(e.mode) and e.nlink > 1
         rows.append([e.name, e.mode, e.uid, e.gid, e.nlink, e.mtime, e.size, *e.rdev,
                      e.ino if linked else 0, image.content_digest(item)])
+    import deflate  # loaded where used: `import tcbuild` stays light
+
     text = json.dumps(rows, separators=(",", ":"))
     return _derived_key("member", compression.value, str(compression.level),
                         deflate.__version__, hashlib.sha256(text.encode()).hexdigest())

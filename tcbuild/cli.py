@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, boottest, doctor, tftp
+from . import boottest, doctor, pipeline, tftp
 from .atomic import publish_files
 from .build import BuildOptions, build
 from .compress import Compression
@@ -20,12 +20,12 @@ from .deps import render_tree
 from .errors import InputError, TcbuildError
 from .fetch import FetchOptions, Inputs, fetch, resolve
 from .inventory import load_inventory
-from .iso import build_iso
 from .lockfile import lock_path, lock_text, read_lock
 from .manifest import MANIFEST, diff, format_diff, format_entry, load_listing
 from .pxelinux import CONFIG_DIR
 from .recipe import OutputMode, Recipe, load_recipe, normalize_mirror
 from .server import server_files
+from .version import __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,7 +284,8 @@ def _build(args: argparse.Namespace) -> int:
 
 def _iso(args: argparse.Namespace) -> int:
     recipe, fetch_options = _recipe_and_options(args)
-    result = build_iso(recipe, args.out, BuildOptions(fetch=fetch_options), args.bootloader_dir)
+    result = pipeline.build_iso(recipe, args.out, BuildOptions(fetch=fetch_options),
+                                args.bootloader_dir)
     built = result.build
     if args.json:
         print(json.dumps({
@@ -328,13 +329,11 @@ def _diff(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     recipe, fetch_options = _recipe_and_options(args)
     inventory = load_inventory(args.inventory) if args.inventory else None
-    plan, warnings = tftp.publish(
+    plan = pipeline.publish(
         recipe, args.tftp, build_options=BuildOptions(out_dir=args.out, fetch=fetch_options),
         inventory=inventory,
         keep=args.keep, bootloader_dir=args.bootloader_dir, dry_run=args.dry_run,
         wait=args.wait, force=args.force)
-    for line in warnings:
-        print(f"warning: {line}", file=sys.stderr)
     if args.dry_run:
         for line in plan.describe():
             print(line)

@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 
-import deflate
-
 CHUNK = 4 << 20  # uncompressed bytes per gzip member (entries are never split)
 
 
@@ -34,6 +32,8 @@ class Compression(StrEnum):
 
 def gzip_member(data: bytes | bytearray | memoryview, compression: Compression) -> bytearray:
     """One gzip member without a timestamp or name (the same bytes on every run)."""
+    import deflate  # loaded on the first compression: `import tcbuild` stays light
+
     return deflate.gzip_compress(data, compression.level)
 
 

@@ -306,7 +306,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
                 found[name] = Input(name, hit.path, hit.sha256, hit.size, "cache")
         missing = [name for name in names if name not in found]
         if missing:
-            from .iso import OfficialIso  # pycdlib is loaded only to read an ISO
+            from .isoread import OfficialIso  # pycdlib is loaded only to read an ISO
 
             label = str(image.path) if image.origin == "local" else image.name
             with OfficialIso(image.path, label) as iso:

@@ -1,4 +1,4 @@
-"""Bootable hybrid ISO images of a build, and official Tiny Core ISOs read as input.
+"""Bootable hybrid ISO images of a build: planned, then written with pycdlib.
 
 `plan_iso` decides everything an image holds (its files, the isolinux.cfg rendered from the
 recipe's boot section exactly as for pxelinux, the volume id, the time stamped into it) without
@@ -8,7 +8,8 @@ isohybrid MBR, so the same file boots as a CD and from a USB stick. The file app
 (temp file beside it, fsync) and the same plan gives the same bytes: pycdlib's clock is fixed to
 the plan's time in UTC and the MBR id is derived from the content.
 
-`OfficialIso` reads the kernel and core out of an official ISO's `/boot` for `fetch`.
+Reading an official ISO (an input of `fetch`) is `isoread`'s job; building then writing one is
+`pipeline.build_iso`'s.
 """
 
 from __future__ import annotations
@@ -23,25 +24,20 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from time import gmtime, struct_time
-from types import TracebackType
-from typing import IO, Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import pycdlib
 from pycdlib import dates, headervd, inplaceeditor, udf
 from pycdlib import pycdlib as pycdlib_core
-from pycdlib.dr import DirectoryRecord
-from pycdlib.pycdlibexception import PyCdlibException
 
 from . import syslinux
 from .atomic import write_file
-from .build import BuildOptions, BuildResult, build, source_date_epoch
-from .errors import ArchiveError, InputError
-from .manifest import read_manifest
+from .errors import InputError
 from .pxelinux import for_recipe, render
 from .recipe import Recipe
+from .syslinux import BOOT_DIR
 
-BOOT_DIR = "boot"
-ISOLINUX_DIR = "boot/isolinux"
+ISOLINUX_DIR = f"{BOOT_DIR}/isolinux"
 APPLICATION = "TCBUILD"
 # Rock Ridge modes: those of a read-only medium, whatever the modes of the files on disk.
 FILE_MODE, DIR_MODE = 0o100444, 0o040555
@@ -81,18 +77,6 @@ class IsoPlan:
         return tuple(sorted(found - {"."}))
 
 
-@dataclass(frozen=True)
-class IsoResult:
-    """A written ISO and the build it holds."""
-
-    path: Path
-    size: int
-    sha256: str
-    volume_id: str
-    build: BuildResult
-    seconds: float  # planning and writing the ISO (the build not included)
-
-
 def find_isolinux(directory: Path | None = None) -> dict[str, Path]:
     """isolinux.bin and ldlinux.c32 from `directory`, or Debian's usual places."""
     return syslinux.find(syslinux.ISO, directory)
@@ -125,12 +109,12 @@ def mbr_id(plan: IsoPlan) -> int:
     h = hashlib.sha256(f"{plan.volume_id}\0{plan.epoch}\0".encode())
     for f in plan.files:
         digest = (hashlib.sha256(f.source).hexdigest() if isinstance(f.source, bytes)
-                  else _sha256(f.source))
+                  else file_sha256(f.source))
         h.update(f"{f.path}\0{digest}\0".encode())
     return int.from_bytes(h.digest()[:4], "little")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -165,33 +149,6 @@ def write_iso(plan: IsoPlan, target: Path) -> None:
                          boot_info_table=True, media_name="noemul")
         iso.add_isohybrid(mbr_id=disk_id)
         write_file(target, iso.write_fp)
-
-
-def build_iso(recipe: Recipe, output: Path | None = None, options: BuildOptions | None = None,
-              isolinux_dir: Path | None = None) -> IsoResult:
-    """Build the recipe (a no-op when up to date), then write its ISO.
-
-    The default `output` is `<build directory>/<recipe name>.iso`. The image's time is
-    SOURCE_DATE_EPOCH when set, else the newest entry of the image (as the build's own).
-    """
-    isolinux = find_isolinux(isolinux_dir)  # before a build that would be for nothing
-    result = build(recipe, options)
-    started = time.monotonic()
-    target = output or result.out_dir / f"{recipe.name}.iso"
-    plan = plan_iso(recipe, result.kernel, result.initrd, epoch=image_epoch(result.out_dir),
-                    isolinux=isolinux)
-    write_iso(plan, target)
-    return IsoResult(target, target.stat().st_size, _sha256(target), plan.volume_id,
-                     result, time.monotonic() - started)
-
-
-def image_epoch(out_dir: Path) -> int:
-    """SOURCE_DATE_EPOCH, else the newest mtime among the build's entries (0 when unknown)."""
-    epoch = source_date_epoch()
-    if epoch is not None:
-        return epoch
-    manifest = read_manifest(out_dir) or {}
-    return max((int(e.get("mtime", 0)) for e in manifest.get("entries", ())), default=0)
 
 
 # -- reproducibility ---------------------------------------------------------------------------
@@ -263,96 +220,3 @@ def _iso9660_names(plan: IsoPlan) -> dict[str, str]:
                              f"{name}")
         seen[name.upper()] = path
     return names
-
-
-# -- official ISOs as input --------------------------------------------------------------------
-
-class OfficialIso(contextlib.AbstractContextManager["OfficialIso"]):
-    """An ISO opened to read files from its `/boot` (by Rock Ridge name, else ISO 9660 name).
-
-    Errors are `ArchiveError`s naming `label` (the ISO's name, not its cache path).
-    """
-
-    def __init__(self, path: Path, label: str) -> None:
-        self.label = label
-        self._file = path.open("rb")
-        self._iso = pycdlib.PyCdlib()
-        try:
-            self._boot = self._open(path)
-        except BaseException:
-            self.close()
-            raise
-
-    def _open(self, path: Path) -> dict[str, tuple[str, int]]:
-        try:
-            self._iso.open_fp(self._file)
-        except (PyCdlibException, OSError, ValueError, IndexError) as e:
-            raise ArchiveError(f"{self.label}: not an ISO 9660 image ({_reason(e)})") from e
-        whole = self._iso.pvd.space_size * self._iso.pvd.logical_block_size()
-        size = path.stat().st_size
-        if size < whole:  # pycdlib would quietly shorten the files past the end
-            raise ArchiveError(f"{self.label}: truncated: {size} of its {whole} bytes")
-        return self._listing()
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(PyCdlibException):
-            self._iso.close()
-        self._file.close()
-
-    def _name(self, record: DirectoryRecord) -> str:
-        if record.rock_ridge is not None:
-            rr: bytes = record.rock_ridge.name()
-            if rr:
-                return rr.decode("utf-8", "replace")
-        ident: bytes = record.file_identifier()
-        return ident.decode("ascii", "replace").split(";")[0].rstrip(".").lower()
-
-    def _children(self, iso_path: str) -> Iterator[tuple[str, DirectoryRecord]]:
-        try:
-            for record in self._iso.list_children(iso_path=iso_path):
-                if not (record.is_dot() or record.is_dotdot()):
-                    yield self._name(record), record
-        except PyCdlibException as e:
-            raise ArchiveError(f"{self.label}: unreadable directory {iso_path} "
-                               f"({_reason(e)})") from e
-
-    def _listing(self) -> dict[str, tuple[str, int]]:
-        """File name in /boot -> its ISO 9660 path and size."""
-        boot = next((rec for name, rec in self._children("/") if name == BOOT_DIR and rec.is_dir()),
-                    None)
-        if boot is None:
-            raise ArchiveError(f"{self.label}: no /{BOOT_DIR} directory (not a Tiny Core ISO)")
-        where = "/" + boot.file_identifier().decode("ascii", "replace")
-        return {name: (f"{where}/{rec.file_identifier().decode('ascii', 'replace')}",
-                       rec.get_data_length())
-                for name, rec in self._children(where) if rec.is_file()}
-
-    @property
-    def boot_files(self) -> tuple[str, ...]:
-        return tuple(sorted(self._boot))
-
-    def extract(self, name: str, out: IO[bytes]) -> None:
-        """Copy `/boot/<name>` into `out` (a seekable file), all of it or an error."""
-        if name not in self._boot:
-            have = ", ".join(self.boot_files) or "nothing"
-            raise ArchiveError(f"{self.label}: no /{BOOT_DIR}/{name} (its /{BOOT_DIR} has: "
-                               f"{have})")
-        path, size = self._boot[name]
-        start = out.tell()
-        try:
-            self._iso.get_file_from_iso_fp(cast(BinaryIO, out), iso_path=path)
-        except PyCdlibException as e:
-            raise ArchiveError(f"{self.label}: cannot read /{BOOT_DIR}/{name} "
-                               f"({_reason(e)})") from e
-        if out.tell() - start != size:  # pycdlib stops quietly at the end of a cut-off file
-            raise ArchiveError(f"{self.label}: truncated: /{BOOT_DIR}/{name} has "
-                               f"{out.tell() - start} of its {size} bytes")
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

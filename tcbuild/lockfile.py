@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from .errors import InputError
 from .fetch import Inputs
 from .recipe import Recipe
+from .version import __version__
 
 
 def lock_path(recipe: Recipe) -> Path:

@@ -15,11 +15,13 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from .errors import InputError
 from .newc import Entry
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATE_SUFFIX = ".j2"
 
@@ -33,6 +35,8 @@ class OverlayFile:
 
 
 def _environment() -> jinja2.Environment:
+    import jinja2  # loaded for the first template: `import tcbuild` stays light
+
     return jinja2.Environment(
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -44,6 +48,8 @@ def _environment() -> jinja2.Environment:
 
 def render(source: Path, text: str, context: Mapping[str, object]) -> str:
     """Render one template; an undefined variable names the file, line and variable."""
+    import jinja2
+
     try:
         return _environment().from_string(text).render(context)
     except jinja2.TemplateSyntaxError as e:

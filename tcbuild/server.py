@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import __version__
 from .inventory import Inventory
+from .version import __version__
 
 PXE_BOOTLOADER = "pxelinux.0"
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from .errors import TcbuildError
 
+BOOT_DIR = "boot"
+"""Where an ISO keeps the kernel and initrd (official ISOs and ours alike)."""
+
 FILES: dict[str, tuple[tuple[str, ...], str]] = {
     # name: (Debian's install paths, the package that ships it)
     "pxelinux.0": (("/usr/lib/PXELINUX/pxelinux.0", "/usr/lib/syslinux/pxelinux.0"), "pxelinux"),

@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from PySquashfsImage import SquashFsImage
-
 from .errors import ArchiveError, TcbuildError
 from .newc import Entry
 
@@ -23,6 +21,8 @@ MKSQUASHFS = ["mksquashfs", "-b", "4k", "-comp", "gzip", "-no-xattrs", "-noappen
 
 def _open(path: Path, label: str) -> Any:
     """The squashfs image, checked to be what Tiny Core loads: gzip, 4 KiB blocks."""
+    from PySquashfsImage import SquashFsImage  # loaded where used: `import tcbuild` stays light
+
     try:
         image = SquashFsImage.from_file(str(path))
     except Exception as e:  # the library raises bare errors on a bad superblock

@@ -1,4 +1,4 @@
-"""A TFTP root: versioned releases, an atomic switch, rollback, verification (publishing).
+"""A TFTP root: versioned releases, an atomic switch, rollback, verification.
 
 Layout (nothing else in the TFTP root is touched):
     pxelinux.0, ldlinux.c32               the bootloader, copied from syslinux
@@ -25,13 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from . import syslinux
-from .build import BuildOptions, build
 from .errors import InputError, TcbuildError
 from .inventory import Inventory
-from .newc import iter_initramfs
 from .pxelinux import CONFIG_DIR, Label, PxeConfig, for_recipe, mac_config_name, parse, render
 from .recipe import Recipe
-from .secrets import find_secrets
 
 RELEASES = "tcbuild/releases"
 LOCK = "tcbuild/.lock"
@@ -275,35 +272,6 @@ def locked(tftp: Path, wait: float = 30.0) -> Iterator[None]:
                                        f"{wait:.0f} s)") from None
                 time.sleep(0.1)
         yield
-
-
-def publish(recipe: Recipe, tftp: Path, build_options: BuildOptions | None = None,
-            inventory: Inventory | None = None, keep: int = 5,
-            bootloader_dir: Path | None = None, dry_run: bool = False,
-            wait: float = 30.0, force: bool = False) -> tuple[Plan, list[str]]:
-    """Build the recipe and publish it (or only plan it); the plan and any warnings."""
-    if not tftp.is_dir():
-        raise InputError(f"{tftp}: the TFTP root does not exist")
-    bootloader = find_bootloader(bootloader_dir)
-    result = build(recipe, build_options)
-    warnings = check_secrets(recipe, result.initrd)
-    with locked(tftp, wait):
-        planned = plan(recipe, result.kernel, result.initrd, result.build_id, tftp, inventory,
-                       keep, bootloader, force=force)
-        if not dry_run:
-            execute(planned)
-    return planned, warnings
-
-
-def check_secrets(recipe: Recipe, initrd: Path) -> list[str]:
-    """Refuse an image that holds secrets, unless the recipe allows them (then: warnings)."""
-    marked = [path for path, attributes in recipe.files.items() if attributes.secret]
-    found = [f"{initrd}: {line}" for line in find_secrets(iter_initramfs(initrd), marked)]
-    if found and not recipe.allow_secrets:
-        raise TcbuildError("\n".join(
-            f"{line}; TFTP would serve it to anyone (set [image] allow_secrets = true to "
-            "publish anyway)" for line in found))
-    return [f"{line}; published anyway (allow_secrets)" for line in found]
 
 
 def execute(plan: Plan) -> None:

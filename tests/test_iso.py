@@ -25,7 +25,8 @@ from tcbuild import ChecksumError, FetchOptions, build, fetch, load_recipe
 from tcbuild.boottest import watch
 from tcbuild.build import BuildOptions
 from tcbuild.errors import ArchiveError, RecipeError
-from tcbuild.iso import build_iso, find_isolinux, image_epoch, mbr_id, plan_iso
+from tcbuild.iso import find_isolinux, mbr_id, plan_iso
+from tcbuild.pipeline import build_iso, image_epoch
 from tcbuild.pxelinux import for_recipe, parse
 
 from .bootkit import FAILURE_MARKERS

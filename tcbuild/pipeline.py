@@ -1,0 +1,99 @@
+"""The orchestration: build -> checks -> publish, and build -> ISO.
+
+The floors below each do one job (fetch, build, the TFTP tree, the ISO writer); this module strings
+them together, so a reader following a recipe to a published file goes down once. Warnings (an
+image published with secrets it is allowed to hold) go to the `tcbuild` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import tftp
+from .build import BuildOptions, BuildResult, build, source_date_epoch
+from .errors import InputError, TcbuildError
+from .inventory import Inventory
+from .manifest import read_manifest
+from .newc import iter_initramfs
+from .recipe import Recipe
+from .secrets import find_secrets
+
+log = logging.getLogger("tcbuild")
+
+
+@dataclass(frozen=True)
+class IsoResult:
+    """A written ISO and the build it holds."""
+
+    path: Path
+    size: int
+    sha256: str
+    volume_id: str
+    build: BuildResult
+    seconds: float  # planning and writing the ISO (the build not included)
+
+
+def publish(recipe: Recipe, tftp_root: Path, build_options: BuildOptions | None = None,
+            inventory: Inventory | None = None, keep: int = 5,
+            bootloader_dir: Path | None = None, dry_run: bool = False,
+            wait: float = 30.0, force: bool = False) -> tftp.Plan:
+    """Build the recipe, check the image, and publish it into `tftp_root` (or only plan it).
+
+    Returns the plan (`Plan.unchanged` when the tree already serves this build).
+    """
+    if not tftp_root.is_dir():
+        raise InputError(f"{tftp_root}: the TFTP root does not exist")
+    bootloader = tftp.find_bootloader(bootloader_dir)
+    result = build(recipe, build_options)
+    check_secrets(recipe, result.initrd)
+    with tftp.locked(tftp_root, wait):
+        planned = tftp.plan(recipe, result.kernel, result.initrd, result.build_id, tftp_root,
+                            inventory, keep, bootloader, force=force)
+        if not dry_run:
+            tftp.execute(planned)
+    return planned
+
+
+def check_secrets(recipe: Recipe, initrd: Path) -> None:
+    """Refuse an image that holds secrets, unless the recipe allows them: then each is logged as
+    a warning."""
+    marked = [path for path, attributes in recipe.files.items() if attributes.secret]
+    found = [f"{initrd}: {line}" for line in find_secrets(iter_initramfs(initrd), marked)]
+    if found and not recipe.allow_secrets:
+        raise TcbuildError("\n".join(
+            f"{line}; TFTP would serve it to anyone (set [image] allow_secrets = true to "
+            "publish anyway)" for line in found))
+    for line in found:
+        log.warning("%s; published anyway (allow_secrets)", line)
+
+
+def build_iso(recipe: Recipe, output: Path | None = None, options: BuildOptions | None = None,
+              isolinux_dir: Path | None = None) -> IsoResult:
+    """Build the recipe (a no-op when up to date), then write its ISO.
+
+    The default `output` is `<build directory>/<recipe name>.iso`. The image's time is
+    SOURCE_DATE_EPOCH when set, else the newest entry of the image (as the build's own).
+    """
+    from . import iso  # pycdlib is loaded only to write an ISO
+
+    isolinux = iso.find_isolinux(isolinux_dir)  # before a build that would be for nothing
+    result = build(recipe, options)
+    started = time.monotonic()
+    target = output or result.out_dir / f"{recipe.name}.iso"
+    plan = iso.plan_iso(recipe, result.kernel, result.initrd,
+                        epoch=image_epoch(result.out_dir), isolinux=isolinux)
+    iso.write_iso(plan, target)
+    return IsoResult(target, target.stat().st_size, iso.file_sha256(target), plan.volume_id,
+                     result, time.monotonic() - started)
+
+
+def image_epoch(out_dir: Path) -> int:
+    """SOURCE_DATE_EPOCH, else the newest mtime among the build's entries (0 when unknown)."""
+    epoch = source_date_epoch()
+    if epoch is not None:
+        return epoch
+    manifest = read_manifest(out_dir) or {}
+    return max((int(e.get("mtime", 0)) for e in manifest.get("entries", ())), default=0)
