@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import RecipeError
-from .recipe import read_toml
+from .recipe import CONTROL, control_characters, read_toml
 
 MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.IGNORECASE)
 LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
@@ -128,9 +128,11 @@ class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.problems: list[str] = []
+        self.tainted: set[str] = set()  # keys whose control characters are reported already
 
     def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.path}: {key}: {message}")
+        if key not in self.tainted and not CONTROL.search(key):
+            self.problems.append(f"{self.path}: {key}: {message}")
 
     def unknown(self, table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
         for key in table:
@@ -139,6 +141,9 @@ class _Reader:
                              f"{', '.join(sorted(allowed))}")
 
     def read(self, data: dict[str, Any]) -> Inventory:
+        for key, message in control_characters(data):  # group appends become kernel lines
+            self.problems.append(f"{self.path}: {key}: {message}")
+            self.tainted.add(key)
         self.unknown(data, "", {"cluster", "group", "host"})
         cluster = self.cluster(data.get("cluster"))
         groups = self.groups(data.get("group", {}))

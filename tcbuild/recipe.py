@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 from .compress import Compression
 from .errors import InputError, RecipeError
+from .manifest import MANIFEST
 
 DEFAULT_MIRRORS = ("http://repo.tinycorelinux.net/",)
 EXTENSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -22,9 +24,24 @@ RELEASE = re.compile(r"^(\d+)\.x$")
 VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ISO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.iso$", re.IGNORECASE)
 ISO_MAJOR = re.compile(r"-(\d+)\.\d")
+RELEASE_JSON = "release.json"
+"""A published release's own file, beside its kernel and initrd."""
 DEFAULT_LABEL = "tinycore"
 """The boot label of the recipe's own kernel line (pxelinux and isolinux DEFAULT)."""
 LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+"""An output file name: pxelinux reads a blank as the end of a name and a comma as a second
+initrd; a leading dot hides a file (and marks tcbuild's temporary ones)."""
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Characters that end or bend a line: C0, DEL, C1 and Unicode's line separators. None may be in
+a value that reaches a boot config or a kernel line (a newline in `boot.append` would start a
+config line of its own), nor in a path or name (every error message is one line)."""
+TEMPLATE_TEXT = "\t\n"
+"""What `[vars]` may hold besides printable text: their values reach only the image's files,
+through the recipe's own templates, never a config or kernel line tcbuild writes."""
+_CHAR_NAMES = {"\0": "NUL", "\t": "a tab", "\n": "a newline", "\r": "a carriage return",
+               "\x1b": "an escape", "\x7f": "DEL"}
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -142,9 +159,54 @@ def extension_filename(name: str) -> str:
 
 def normalize_mirror(url: str) -> str:
     """A mirror base URL with exactly one trailing slash; only http(s) is accepted."""
-    if not re.match(r"^https?://[^/\s]+", url):
-        raise InputError(f"{url}: a mirror must be an http:// or https:// URL")
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url) or CONTROL.search(url):
+        shown = json.dumps(url) if CONTROL.search(url) else url
+        raise InputError(f"{shown}: a mirror must be an http:// or https:// URL")
     return url.rstrip("/") + "/"
+
+
+def key_path(where: str, key: str) -> str:
+    """`boot` + `append` -> `boot.append`; a key that is not bare is quoted (and escaped)."""
+    shown = key if BARE_KEY.fullmatch(key) else json.dumps(key)
+    return f"{where}.{shown}" if where else shown
+
+
+def control_characters(data: Mapping[str, Any], allowed: Mapping[str, str] | None = None
+                       ) -> Iterator[tuple[str, str]]:
+    """(key path, problem) for every key and string of parsed TOML holding a control character.
+
+    `allowed` maps a top-level table to the control characters its values may hold.
+    """
+    for key, value in data.items():
+        yield from _controls({key: value}, "", (allowed or {}).get(key, ""))
+
+
+def _controls(value: Any, where: str, extra: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = key_path(where, key)
+            found = CONTROL.search(key)
+            if found:
+                yield path, f"the key holds {_char(found[0])}; {_REFUSED}"
+            yield from _controls(item, path, extra)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _controls(item, f"{where}[{i}]", extra)
+    elif isinstance(value, str):
+        found = next((c for c in CONTROL.finditer(value) if c[0] not in extra), None)
+        if found:
+            rule = ("template values may hold tabs and newlines, no other control character"
+                    if extra else _REFUSED)
+            yield where, f"{_char(found[0])} at character {found.start() + 1}; {rule}"
+
+
+_REFUSED = ("control characters are refused (in a boot config or a kernel line they would "
+            "break the line)")
+
+
+def _char(c: str) -> str:
+    name = _CHAR_NAMES.get(c, "a control character")
+    return f"{name} (U+{ord(c):04X})"
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
@@ -199,21 +261,27 @@ class _RecipeReader:
         self.path = path
         self.base = path.parent
         self.problems: list[str] = []
+        self.tainted: set[str] = set()  # keys whose control characters are reported already
 
     def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.path}: {key}: {message}")
+        if key not in self.tainted and not CONTROL.search(key):
+            self.problems.append(f"{self.path}: {key}: {message}")
 
     def read(self, data: dict[str, Any]) -> Recipe:
+        for key, message in control_characters(data, allowed={"vars": TEMPLATE_TEXT}):
+            self.problems.append(f"{self.path}: {key}: {message}")
+            self.tainted.add(key)
         self.check_keys(data, "", set(self.SECTIONS))
         core = self.table(data, "tinycore", required=True)
         ext = self.table(data, "extensions")
         boot = self.table(data, "boot")
         image = self.table(data, "image")
         install = self.install(ext)
+        flavor = self.choice(core, "tinycore.flavor", Flavor, Flavor.COREPURE64)
         recipe = Recipe(
             path=self.path,
             release=self.release(core),
-            flavor=self.choice(core, "tinycore.flavor", Flavor, Flavor.COREPURE64),
+            flavor=flavor,
             mirrors=self.mirrors(core),
             install=install,
             local=self.local(ext, install),
@@ -221,7 +289,7 @@ class _RecipeReader:
             overlays=self.overlays(data.get("overlay", [])),
             vars=self.vars(data.get("vars", {})),
             append=self.string(boot, "boot.append", "base nodhcp") or "",
-            initrd_name=self.initrd_name(boot),
+            initrd_name=self.initrd_name(boot, flavor),
             output=self.choice(image, "image.output", OutputMode, OutputMode.REPACK),
             compression=self.choice(image, "image.compression", Compression, Compression.SMALL),
             remove=self.remove(image),
@@ -246,7 +314,8 @@ class _RecipeReader:
                 close = difflib.get_close_matches(key, sorted(allowed), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 expected = ", ".join(sorted(allowed))
-                self.problem(f"{where}{key}", f"unknown key{hint}; expected one of: {expected}")
+                self.problem(key_path(where.rstrip("."), key),
+                             f"unknown key{hint}; expected one of: {expected}")
 
     def table(self, data: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
         value = data.get(key)
@@ -395,7 +464,8 @@ class _RecipeReader:
             return MappingProxyType({})
         for name, item in value.items():
             if not VAR_NAME.match(name):
-                self.problem(f"vars.{name}", "not a valid variable name (letters, digits, _)")
+                self.problem(key_path("vars", name), "not a valid variable name (letters, "
+                             "digits, _)")
             elif not isinstance(item, str | int | float | bool):
                 self.problem(f"vars.{name}", f"expected a string, number or boolean, got "
                              f"{_type_name(item)}")
@@ -433,11 +503,11 @@ class _RecipeReader:
             return MappingProxyType({})
         labels = {}
         for name, line in value.items():
-            key = f"boot.labels.{name}"
+            key = key_path("boot.labels", name)
             if not LABEL_NAME.fullmatch(name) or name == DEFAULT_LABEL:
                 self.problem(key, "a label is 1-32 letters, digits, '_', '.', '-' and not "
                              f"'{DEFAULT_LABEL}' (the default label)")
-            elif not isinstance(line, str) or "\n" in line:
+            elif not isinstance(line, str):
                 self.problem(key, f"expected a kernel line (a string), got {_type_name(line)}")
             else:
                 labels[name] = line
@@ -468,7 +538,7 @@ class _RecipeReader:
     def files(self, table: dict[str, Any]) -> Mapping[str, FileAttributes]:
         result = {}
         for path, value in table.items():
-            key = f'files."{path}"'
+            key = key_path("files", path)
             normalized = path.strip("/")
             if not path.startswith("/") or not normalized or ".." in normalized.split("/"):
                 self.problem(key, "expected an absolute path inside the image, like "
@@ -506,8 +576,23 @@ class _RecipeReader:
         self.problem(key, f"{value!r} is not a user or group name or number")
         return None
 
-    def initrd_name(self, boot: dict[str, Any]) -> str:
+    def initrd_name(self, boot: dict[str, Any], flavor: Flavor) -> str:
+        """A plain file name, none of the other files beside it in a build or a release."""
         name = self.string(boot, "boot.initrd_name", "core.hts.gz")
-        if name is not None and (not name or "/" in name or name in {".", ".."}):
-            self.problem("boot.initrd_name", f"'{name}' is not a plain file name")
-        return name or "core.hts.gz"
+        if name is None:
+            return "core.hts.gz"
+        reserved = {
+            flavor.kernel: "the kernel's name",
+            MANIFEST: "the build's manifest",
+            RELEASE_JSON: "a release's manifest in the TFTP root",
+            f"{self.path.stem}.iso": "the name of the recipe's ISO",
+            f"{self.path.stem}.lock": "the name of the recipe's lock file",
+        }
+        clash = next((why for taken, why in reserved.items() if taken.lower() == name.lower()),
+                     None)
+        if not FILE_NAME.fullmatch(name):
+            self.problem("boot.initrd_name", f"'{name}' is not a plain file name (up to 128 "
+                         "letters, digits and . _ + -, starting with a letter or digit)")
+        elif clash:
+            self.problem("boot.initrd_name", f"'{name}' is {clash}")
+        return name

@@ -28,11 +28,10 @@ from . import syslinux
 from .errors import InputError, TcbuildError
 from .inventory import Inventory
 from .pxelinux import CONFIG_DIR, Label, PxeConfig, for_recipe, mac_config_name, parse, render
-from .recipe import Recipe
+from .recipe import RELEASE_JSON, Recipe
 
 RELEASES = "tcbuild/releases"
 LOCK = "tcbuild/.lock"
-RELEASE_JSON = "release.json"
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,58 @@ CASES = [
          BUILD, 2, rf"{RCP}: image\.remove: append mode cannot remove base entries .*"),
     Case("var set twice", lambda s: s.edit(s.recipe, "[vars]", '[vars]\nlog_host = "10.9.9.9"'),
          BUILD, 2, rf"{RCP}: vars\.log_host: also set by the inventory \S+ .*"),
+    # values that reach a boot config or a kernel line, and the names of the outputs
+    Case("newline in append", lambda s: s.edit(
+        s.recipe, 'append = "base norestore', 'append = "base\\nLABEL evil\\n KERNEL '
+        'http://evil/x norestore'),
+         PUBLISH, 2, rf"{RCP}: boot\.append: a newline \(U\+000A\) at character 5; control "
+         r"characters are refused \(in a boot config or a kernel line they would break the "
+         r"line\)"),
+    Case("carriage return in a label", lambda s: s.edit(
+        s.recipe, "# [boot.labels]\n# debug = \"base", "[boot.labels]\ndebug = \"\\rbase"),
+         PUBLISH, 2, rf"{RCP}: boot\.labels\.debug: a carriage return \(U\+000D\) at "
+         r"character 1; .*"),
+    Case("tab in initrd name", lambda s: s.edit(s.recipe, '"core.hts.gz"', '"core\\t.gz"'),
+         PUBLISH, 2, rf"{RCP}: boot\.initrd_name: a tab \(U\+0009\) at character 5; .*"),
+    Case("NUL in template value", lambda s: s.edit(s.recipe, '"eth1"', '"eth1\\u0000"'),
+         BUILD, 2, rf"{RCP}: vars\.internal_iface: NUL \(U\+0000\) at character 5; template "
+         r"values may hold tabs and newlines, no other control character"),
+    Case("escape in overlay path", lambda s: s.edit(s.recipe, '"../overlays/gameserver"',
+                                                    '"../overlays/game\\u001bserver"'),
+         BUILD, 2, rf"{RCP}: overlay\[0\]\.source: an escape \(U\+001B\) at character 17; .*"),
+    Case("newline in group append", lambda s: s.edit(
+        s.inventory, 'append = "base norestore', 'append = "base\\nLABEL evil\\n KERNEL '
+        'http://evil/x norestore'),
+         PUBLISH, 2, rf"{INV}: group\.canary\.append: a newline \(U\+000A\) at character 5; "
+         r"control characters are refused .*"),
+    Case("newline in host name", lambda s: s.edit(s.inventory, '"server2"', '"server2\\n"'),
+         SERVER, 2, rf"{INV}: host\[1\]\.name: a newline \(U\+000A\) at character 8; .*"),
+    Case("DEL in nfs export", lambda s: s.edit(s.inventory, '"/srv/gameserver"',
+                                               '"/srv/game\\u007fserver"'),
+         SERVER, 2, rf"{INV}: cluster\.nfs_export: DEL \(U\+007F\) at character 10; .*"),
+    Case("newline in --mirror", lambda s: None,
+         ("fetch", "{recipe}", "--mirror", "http://127.0.0.1:9/\nx", "--cache", "{cache}"), 2,
+         r"--mirror \"http://127\.0\.0\.1:9/\\nx\": a mirror must be an http:// or https:// "
+         r"URL"),
+    Case("initrd is the kernel", lambda s: s.edit(s.recipe, '"core.hts.gz"', '"vmlinuz64"'),
+         PUBLISH, 2, rf"{RCP}: boot\.initrd_name: 'vmlinuz64' is the kernel's name"),
+    Case("initrd is build.json", lambda s: s.edit(s.recipe, '"core.hts.gz"', '"build.json"'),
+         BUILD, 2, rf"{RCP}: boot\.initrd_name: 'build\.json' is the build's manifest"),
+    Case("initrd is release.json", lambda s: s.edit(s.recipe, '"core.hts.gz"',
+                                                    '"release.json"'),
+         PUBLISH, 2, rf"{RCP}: boot\.initrd_name: 'release\.json' is a release's manifest in "
+         r"the TFTP root"),
+    Case("initrd is the iso", lambda s: s.edit(s.recipe, '"core.hts.gz"', '"gameserver.iso"'),
+         ("iso", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}", "--bootloader-dir",
+          "{boot}"), 2,
+         rf"{RCP}: boot\.initrd_name: 'gameserver\.iso' is the name of the recipe's ISO"),
+    Case("initrd is the lock file", lambda s: s.edit(s.recipe, '"core.hts.gz"',
+                                                     '"gameserver.lock"'),
+         ("lock", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}"), 2,
+         rf"{RCP}: boot\.initrd_name: 'gameserver\.lock' is the name of the recipe's lock "
+         r"file"),
+    Case("initrd with a comma", lambda s: s.edit(s.recipe, '"core.hts.gz"', '"a.gz,b.gz"'),
+         PUBLISH, 2, rf"{RCP}: boot\.initrd_name: 'a\.gz,b\.gz' is not a plain file name .*"),
     Case("bad --mirror", lambda s: None,
          ("fetch", "{recipe}", "--mirror", "ftp://x/", "--cache", "{cache}"), 2,
          r"--mirror ftp://x/: a mirror must be an http:// or https:// URL"),

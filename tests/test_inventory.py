@@ -193,3 +193,29 @@ second_ip = "172.16.1.5"
 """)
     with pytest.raises(RecipeError, match=r"host\[0\]\.ip: 10\.1\.1\.2 is the cluster's own"):
         load_inventory(path)
+
+
+def test_control_characters_are_one_problem_per_key(tmp_path: Path) -> None:
+    """A group's append line becomes a pxelinux APPEND line: a newline would add lines."""
+    path = write(tmp_path, CLUSTER.replace('"/srv/gameserver"', '"/srv/game\\tserver"') + """
+[group.evil]
+append = "base\\nLABEL evil\\n KERNEL http://evil/x"
+
+[group."ca\\rnary"]
+append = "base"
+
+[[host]]
+name = "server1\\r"
+mac = "52:54:00:12:34:56"
+ip = "10.1.1.5"
+second_ip = "172.16.1.5"
+""")
+    with pytest.raises(RecipeError) as info:
+        load_inventory(path)
+    found = [line.split(": ", 1)[1] for line in info.value.problems]
+    assert [line.split(": ")[0] for line in found] == [
+        "cluster.nfs_export", "group.evil.append", 'group."ca\\rnary"', "host[0].name"], found
+    assert found[1] == ("group.evil.append: a newline (U+000A) at character 5; control "
+                        "characters are refused (in a boot config or a kernel line they would "
+                        "break the line)")
+    assert all("\r" not in line and "\n" not in line for line in info.value.problems)

