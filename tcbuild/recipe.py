@@ -276,11 +276,12 @@ class _RecipeReader:
         ext = self.table(data, "extensions")
         boot = self.table(data, "boot")
         image = self.table(data, "image")
-        install = self.install(ext)
+        release = self.release(core)  # problems in the order of the file's keys
         flavor = self.choice(core, "tinycore.flavor", Flavor, Flavor.COREPURE64)
+        install = self.install(ext)
         recipe = Recipe(
             path=self.path,
-            release=self.release(core),
+            release=release,
             flavor=flavor,
             mirrors=self.mirrors(core),
             install=install,
