@@ -24,7 +24,7 @@ from .lockfile import lock_path, lock_text, read_lock
 from .manifest import MANIFEST, diff, format_diff, format_entry, load_listing
 from .pxelinux import CONFIG_DIR
 from .recipe import OutputMode, Recipe, load_recipe, normalize_mirror
-from .server import server_files
+from .server import Dhcp, server_files
 from .version import __version__
 
 
@@ -184,12 +184,14 @@ def _parser() -> argparse.ArgumentParser:
     doctor_cmd.set_defaults(command=_doctor)
 
     server = commands.add_parser("server-config",
-                                 help="write the boot server's dhcpd, rsyslog, NFS, TFTP files")
+                                 help="write the boot server's DHCP, rsyslog, NFS, TFTP files")
     server.add_argument("inventory", type=Path)
     server.add_argument("--out", type=Path, metavar="DIR", default=Path("build/server"),
                         help="where to write them (default: build/server)")
     server.add_argument("--check", action="store_true",
                         help="compare with the files in --out, show a diff, write nothing")
+    server.add_argument("--dhcp", action="append", choices=[d.value for d in Dhcp],
+                        help="the DHCP server to write configs for (repeatable; default: all)")
     server.set_defaults(command=_server_config)
 
     diff_cmd = commands.add_parser("diff", parents=[json_output],
@@ -411,7 +413,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _server_config(args: argparse.Namespace) -> int:
-    files = server_files(load_inventory(args.inventory))
+    files = server_files(load_inventory(args.inventory), [Dhcp(d) for d in args.dhcp or Dhcp])
     if not args.check:
         publish_files(args.out, {name: text.encode() for name, text in files.items()})
         for name in files:

@@ -9,13 +9,8 @@ busybox `syslogd -R`. Nothing here touches the host's hostname, resolver, /dev/l
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shlex
-import shutil
-import socket
-import stat
 import sys
 from dataclasses import replace
 from ipaddress import IPv4Address
@@ -23,47 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild.build import template_context
+from tcbuild.bootfile import PXELINUX
 from tcbuild.errors import RecipeError
 from tcbuild.inventory import Inventory, load_inventory
-from tcbuild.overlay import read_overlay
-from tcbuild.recipe import load_recipe
-from tcbuild.server import PXE_BOOTLOADER, dhcpd_conf, ganesha_conf, rsyslog_conf
+from tcbuild.server import dhcpd_conf, ganesha_conf, rsyslog_conf
 
 from .clusterlab import nfs_null, start_ganesha
 from .conftest import require_tool
+from .dhcpnode import check_node, recipe_inventory, require_dhclient, two_nic_node
 from .netns import Daemon, Lab, run, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
-RECIPE = ROOT / "recipes/gameserver.toml"
-DHCLIENT_SCRIPT = "/sbin/dhclient-script"  # Debian's; it sources /etc/dhcp/dhclient-exit-hooks
 
 
 @pytest.fixture(scope="module")
 def inventory() -> Inventory:
-    """The inventory the image's recipe names: server and image share its values."""
-    path = load_recipe(RECIPE).inventory
-    assert path is not None
-    return load_inventory(path)
-
-
-def render_image_files(out: Path) -> dict[str, Path]:
-    """The image's overlay files as tcbuild renders them, written under `out` by image path.
-
-    The context is the build's, with a stand-in kernel version and build id (no template
-    here uses them).
-    """
-    recipe = load_recipe(RECIPE)
-    context = template_context(recipe, "6.6.8-tinycore64", "0" * 12)
-    files = {}
-    for overlay in recipe.overlays:
-        for item in read_overlay(overlay.source, context, 0):
-            if stat.S_ISREG(item.entry.mode) and item.entry.data is not None:
-                path = out / item.entry.name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(item.entry.data)
-                files["/" + item.entry.name] = path
-    return files
+    return recipe_inventory()
 
 
 def line_of(text: str, fragment: str) -> int:
@@ -155,76 +123,22 @@ def test_the_daemons_catch_a_value_validation_never_saw(tmp_path: Path,
 def test_live_dhcp(tmp_path: Path, lab: Lab, inventory: Inventory, index: int) -> None:
     """dhcpd -> dhclient + the image's exit hook: address, second IP, route, hostname, lease."""
     require_tool("dhcpd", "isc-dhcp-server")
-    require_tool("dhclient", "isc-dhcp-client")
-    require_tool("busybox", "busybox-static")
-    assert Path(DHCLIENT_SCRIPT).is_file(), f"{DHCLIENT_SCRIPT} missing (isc-dhcp-client)"
+    require_dhclient()
     c, host = inventory.cluster, inventory.hosts[index]
-    host_name = socket.gethostname()
     server_conf = tmp_path / "dhcpd.conf"
     server_conf.write_text(dhcpd_conf(inventory))
-    image = render_image_files(tmp_path / "image")
-    recipe_vars = load_recipe(RECIPE).vars
-    nrpe_cfg = str(recipe_vars["nrpe_cfg"])
 
-    boot, node, public = lab.namespace("boot"), lab.namespace("node"), lab.namespace("public")
-    lab.link(boot, "int0", node, "eth1", mac=host.mac)  # the node's internal NIC: PXE, DHCP
-    lab.link(public, "ext0", node, "eth0")  # its external NIC, on the public network
+    boot = lab.namespace("boot")
+    node = two_nic_node(lab, inventory, host, boot, "int0", tmp_path / "node")
     lab.ip(boot, "addr", "add", f"{c.boot_server}/{c.internal_subnet.prefixlen}", "dev", "int0")
-    lab.ip(public, "addr", "add", f"{c.external_gateway}/{c.external_network.prefixlen}",
-           "dev", "ext0")
-
     leases = tmp_path / "dhcpd.leases"
     leases.touch()
     dhcpd = lab.start(boot, "dhcpd", ["dhcpd", "-4", "-f", "-d", "-cf", server_conf,
                                       "-lf", leases, "-pf", tmp_path / "dhcpd.pid", "int0"])
     dhcpd.wait_for_output("Server starting service.")
 
-    # The node's view, in its own mount and UTS namespaces: /etc, /usr/sbin and /usr/local are
-    # copy-on-write. Debian's dhclient-script sources /etc/dhcp/dhclient-exit-hooks as the
-    # upstream one sources /etc/dhclient-exit-hooks, which bootlocal.sh links to the image's
-    # hook; Debian's own hook directories are emptied. ifconfig is busybox's, as on Tiny Core.
-    # The configuration of the image's nrpe extension is where the hook expects it.
-    hook = image["/usr/local/etc/dhclient-exit-hooks"]
-    q = shlex.quote
-    setup = f"""
-        hostname unnamed-node
-        mkdir -p /etc/dhcp
-        rm -rf /etc/dhcp/dhclient-enter-hooks.d /etc/dhcp/dhclient-exit-hooks.d
-        cp {q(str(hook))} /etc/dhcp/dhclient-exit-hooks
-        rm -f /etc/resolv.conf
-        : > /etc/resolv.conf
-        ln -sf {q(str(shutil.which("busybox")))} /usr/sbin/ifconfig
-        mkdir -p {q(str(Path(nrpe_cfg).parent))}
-        cp {q(str(ROOT / "recipes/extras/nrpe" / nrpe_cfg.lstrip("/")))} {q(nrpe_cfg)}
-    """
-    lease_file = tmp_path / "dhclient.leases"
-    dhclient = lab.start(
-        node, "dhclient",
-        ["dhclient", "-d", "-v", "-1", "-cf", image["/usr/local/etc/dhclient.conf"],
-         "-sf", DHCLIENT_SCRIPT, "-pf", tmp_path / "dhclient.pid", "-lf", lease_file, "eth1"],
-        uts=True, private=["/etc", "/usr/sbin", "/usr/local"], setup=setup)
-    dhclient.wait_for_output(f"bound to {host.ip} ")  # printed once the exit hook returned
-
+    check_node(lab, node, node.dhclient(lab), inventory, PXELINUX)
     assert f"DHCPACK on {host.ip} to {host.mac} via int0" in dhcpd.output()
-    addresses = {link["ifname"]: [(a["local"], a["prefixlen"]) for a in link["addr_info"]]
-                 for link in json.loads(lab.ip(node, "-j", "-4", "addr", "show"))}
-    assert addresses.get("eth1") == [(str(host.ip), c.internal_subnet.prefixlen)]
-    assert addresses.get("eth0") == [(str(host.second_ip), c.external_network.prefixlen)]
-    routes = json.loads(lab.ip(node, "-j", "-4", "route", "show", "default"))
-    assert [(r["gateway"], r["dev"]) for r in routes] == [(str(c.external_gateway), "eth0")]
-    [chosen] = json.loads(lab.ip(node, "-j", "-4", "route", "get", "198.51.100.7"))
-    assert (chosen["gateway"], chosen["dev"]) == (str(c.external_gateway), "eth0")
-
-    node_name = run("nsenter", "--target", str(dhclient.pid), "--uts", "hostname").stdout
-    assert node_name.strip() == host.fqdn(c.domain)
-    assert socket.gethostname() == host_name != node_name.strip()  # the host kept its own
-
-    lease = lease_file.read_text()
-    assert f"fixed-address {host.ip};" in lease
-    assert f"option second-ip {host.second_ip};" in lease
-    assert f'option host-name "{host.fqdn(c.domain)}";' in lease
-    assert f'filename "{PXE_BOOTLOADER}";' in lease
-    assert f"server_address={host.ip}\n" in dhclient.path(nrpe_cfg).read_text()
 
 
 def listening(daemon: Daemon, port: int) -> bool:

@@ -1,0 +1,194 @@
+"""Kea and dnsmasq: the generated configs proven by the daemons, live, and a Kea HA failover.
+
+Syntax: `kea-dhcp4 -t`, `dnsmasq --test` and `dhcpd -t` accept the configs of every inventory
+variant (the example, no domain, HTTP boot, a boot-server pair). Live (root; namespaces from
+tests/netns.py): Kea, then dnsmasq, serve the two-NIC node of tests/dhcpnode.py, which must come
+up exactly as under dhcpd. High availability: a Kea hot-standby pair on one bridge; the primary
+is killed with SIGKILL and the standby serves the next node and a rebooting one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tcbuild.bootfile import PXELINUX
+from tcbuild.inventory import Inventory
+from tcbuild.kea import kea_files
+from tcbuild.server import Dhcp, server_files
+
+from .conftest import require_tool
+from .dhcpnode import (
+    check_node,
+    recipe_inventory,
+    require_dhclient,
+    server_identifier,
+    two_nic_node,
+)
+from .netns import Daemon, Lab, run
+
+PAIR = ("10.1.1.1", "10.1.1.2")
+
+
+def variant(name: str) -> Inventory:
+    """The recipe's inventory, or one of the variants that take another branch of a config."""
+    inventory = recipe_inventory()
+    c = inventory.cluster
+    changes: dict[str, Any] = {
+        "example": {},
+        "no-domain": {"domain": ""},
+        "http": {"http_url": "http://10.1.1.1:8080/boot/"},
+        "pair": {"boot_servers": tuple(map(type(c.boot_server), PAIR)),
+                 "http_url": "http://10.1.1.1/"},
+    }[name]
+    return replace(inventory, cluster=replace(c, **changes))
+
+
+VARIANTS = ["example", "no-domain", "http", "pair"]
+
+
+def kea_json(text: str) -> dict[str, Any]:
+    """A generated Kea config as data (Kea reads `//` comments; json does not)."""
+    return json.loads("\n".join(line for line in text.splitlines()
+                                if not line.startswith("//")))
+
+
+# -- syntax: the daemons' own checks (no root needed) ---------------------------------------
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_the_daemons_accept_every_generated_dhcp_config(tmp_path: Path, name: str) -> None:
+    require_tool("kea-dhcp4", "kea-dhcp4-server")
+    require_tool("dnsmasq", "dnsmasq-base")
+    require_tool("dhcpd", "isc-dhcp-server")
+    files = server_files(variant(name), list(Dhcp))
+    for file, text in files.items():
+        (tmp_path / file).write_text(text)
+    kea = [f for f in files if f.startswith("kea-")]
+    assert kea == (["kea-dhcp4-primary.conf", "kea-dhcp4-standby.conf"] if name == "pair"
+                   else ["kea-dhcp4.conf"])
+    for file in kea:
+        result = run("kea-dhcp4", "-t", tmp_path / file, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+    for main in ("dnsmasq.conf", "dnsmasq-proxy.conf"):
+        for extra in ([], [f"--conf-file={tmp_path / 'dnsmasq-tftp.conf'}"]):
+            result = run("dnsmasq", "--test", f"--conf-file={tmp_path / main}", *extra,
+                         check=False)
+            assert result.returncode == 0 and "syntax check OK" in result.stderr, result.stderr
+    result = run("dhcpd", "-t", "-cf", tmp_path / "dhcpd.conf", check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_daemons_refuse_a_broken_value(tmp_path: Path) -> None:
+    """An Inventory built in code skips validation: a bad MAC stops Kea and dnsmasq too."""
+    require_tool("kea-dhcp4", "kea-dhcp4-server")
+    require_tool("dnsmasq", "dnsmasq-base")
+    inventory = recipe_inventory()
+    typo = replace(inventory.hosts[1], mac="52:54:00:12:34:5g")
+    files = server_files(replace(inventory, hosts=(inventory.hosts[0], typo)),
+                         [Dhcp.KEA, Dhcp.DNSMASQ])
+    for file, text in files.items():
+        (tmp_path / file).write_text(text)
+    kea = run("kea-dhcp4", "-t", tmp_path / "kea-dhcp4.conf", check=False)
+    assert kea.returncode == 1 and "52:54:00:12:34:5g" in kea.stdout + kea.stderr
+    dnsmasq = run("dnsmasq", "--test", f"--conf-file={tmp_path / 'dnsmasq.conf'}",
+                  check=False)
+    line = 1 + files["dnsmasq.conf"].splitlines().index(
+        "dhcp-host=52:54:00:12:34:5g,set:host-server2,10.1.1.6,server2")
+    assert dnsmasq.returncode == 1
+    assert f"bad hex constant at line {line} of {tmp_path / 'dnsmasq.conf'}" in dnsmasq.stderr
+
+
+def test_ha_pair_configs_name_each_other() -> None:
+    inventory = variant("pair")
+    configs = {name: kea_json(text) for name, text in kea_files(inventory).items()}
+    assert list(configs) == ["kea-dhcp4-primary.conf", "kea-dhcp4-standby.conf"]
+    for (name, config), me, address in zip(configs.items(), ["primary", "standby"], PAIR,
+                                           strict=True):
+        dhcp4 = config["Dhcp4"]
+        assert dhcp4["subnet4"][0]["next-server"] == address, name  # TFTP from whoever answers
+        libraries = [h["library"].rsplit("/", 1)[1] for h in dhcp4["hooks-libraries"]]
+        assert libraries == ["libdhcp_lease_cmds.so", "libdhcp_ha.so"]
+        [ha] = dhcp4["hooks-libraries"][1]["parameters"]["high-availability"]
+        assert ha["this-server-name"] == me and ha["mode"] == "hot-standby"
+        assert [(p["name"], p["url"], p["role"]) for p in ha["peers"]] == [
+            ("primary", "http://10.1.1.1:8001/", "primary"),
+            ("standby", "http://10.1.1.2:8001/", "standby")]
+    primary, standby = (json.dumps(c, sort_keys=True) for c in configs.values())
+    differences = {a for a, b in zip(primary.split(","), standby.split(","), strict=True)
+                   if a != b}
+    assert len(differences) == 2  # this-server-name and next-server, nothing else
+
+
+# -- live: network namespaces (root) ---------------------------------------------------------
+
+
+def start_kea(lab: Lab, namespace: str, name: str, text: str, workdir: Path) -> Daemon:
+    """kea-dhcp4 with a generated config; only its lease file and sockets move to `workdir`."""
+    require_tool("kea-dhcp4", "kea-dhcp4-server")
+    config = kea_json(text)
+    workdir.mkdir()
+    config["Dhcp4"]["lease-database"]["name"] = str(workdir / "leases4.csv")
+    config["Dhcp4"]["control-socket"]["socket-name"] = str(workdir / "kea4-ctrl-socket")
+    conf = workdir / "kea-dhcp4.conf"
+    conf.write_text(json.dumps(config))
+    return lab.start(namespace, name, [
+        "env", f"KEA_PIDFILE_DIR={workdir}", f"KEA_LOCKFILE_DIR={workdir}",
+        "kea-dhcp4", "-c", conf])
+
+
+def boot_network(lab: Lab, inventory: Inventory, servers: int) -> tuple[str, list[str]]:
+    """A bridge namespace (the internal network) and `servers` boot-server namespaces on it."""
+    c = inventory.cluster
+    switch = lab.namespace("switch")
+    lab.ip(switch, "link", "add", "br0", "type", "bridge")
+    lab.interfaces.add("br0")
+    lab.ip(switch, "link", "set", "br0", "up")
+    namespaces = []
+    for i, address in enumerate(c.boot_servers[:servers]):
+        boot = lab.namespace(f"boot{i}")
+        lab.link(switch, f"sw-boot{i}", boot, "int0")
+        lab.ip(switch, "link", "set", f"sw-boot{i}", "master", "br0")
+        lab.ip(boot, "addr", "add", f"{address}/{c.internal_subnet.prefixlen}", "dev", "int0")
+        namespaces.append(boot)
+    return switch, namespaces
+
+
+def plug(lab: Lab, switch: str, port: str) -> None:
+    lab.ip(switch, "link", "set", port, "master", "br0")
+
+
+@pytest.mark.parametrize("server", ["kea", "dnsmasq"])
+def test_live_dhcp(tmp_path: Path, lab: Lab, server: str) -> None:
+    """Kea / dnsmasq -> dhclient + the image's exit hook: as under dhcpd, for every node."""
+    require_dhclient()
+    inventory = recipe_inventory()
+    switch, [boot] = boot_network(lab, inventory, 1)
+    files = server_files(inventory, [Dhcp(server)])
+    if server == "kea":
+        daemon = start_kea(lab, boot, "kea", files["kea-dhcp4.conf"], tmp_path / "kea")
+        daemon.wait_for_output("DHCP4_STARTED")
+    else:
+        require_tool("dnsmasq", "dnsmasq-base")
+        conf = tmp_path / "dnsmasq.conf"
+        conf.write_text(files["dnsmasq.conf"])
+        daemon = lab.start(boot, "dnsmasq", [
+            "dnsmasq", "--keep-in-foreground", "--log-dhcp", "--log-facility=-",
+            f"--conf-file={conf}", f"--dhcp-leasefile={tmp_path / 'dnsmasq.leases'}",
+            f"--pid-file={tmp_path / 'dnsmasq.pid'}", "--user=root"])
+        daemon.wait_for_output("DHCP, static leases only on")
+    for i, host in enumerate(inventory.hosts):
+        node = two_nic_node(lab, inventory, host, switch, f"sw-node{i}", tmp_path / host.name)
+        plug(lab, switch, f"sw-node{i}")
+        check_node(lab, node, node.dhclient(lab), inventory, PXELINUX)
+        assert server_identifier(node) == str(inventory.cluster.boot_server)
+        if server == "kea":
+            assert re.search(rf"DHCP4_LEASE_ALLOC .*hwtype=1 {host.mac}.* lease {host.ip} ",
+                             daemon.output()), daemon.output()
+        else:
+            assert f"DHCPACK(int0) {host.ip} {host.mac} {host.name}\n" in daemon.output()
