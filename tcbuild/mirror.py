@@ -48,7 +48,7 @@ def parse_md5_txt(text: bytes, source: str) -> str:
 
 
 class NotFound(FetchError):
-    """Every mirror answered 404 (or 410) for a path."""
+    """Every mirror answered 404 (or 410) for a path: the only answer that means "absent"."""
 
 
 class _Transient(Exception):
@@ -102,7 +102,8 @@ class Mirrors:
         return session
 
     def get(self, path: str) -> tuple[str, bytes] | None:
-        """A small file from the first mirror that has it: (url, body); None on 404 everywhere."""
+        """A small file from the first mirror that has it: (url, body); None when every mirror
+        answered 404 (a mirror that failed otherwise may have it: that is a `FetchError`)."""
         chunks: list[bytes] = []
         try:
             download = self._first_mirror(path, lambda _: chunks.clear(), chunks.append, None)
@@ -149,6 +150,7 @@ class Mirrors:
                 download = self._with_retries(mirror, url, reset, write)
             except NotFound:
                 missing += 1
+                failures.append(f"{url}: not found")
                 continue
             except (_Transient, _Permanent) as e:
                 failures.append(f"{url}: {e}")
@@ -163,7 +165,7 @@ class Mirrors:
                 f"{name}: checksum mismatch: expected md5 {expected_md5}, got {mismatch[1]} "
                 f"(from {mismatch[0]})"
             )
-        if failures and not missing:  # mirrors are replicas: one 404 answers for all
+        if missing < len(self.urls):  # a mirror that failed may be the one that has it
             raise FetchError(f"{name}: could not download: " + "; ".join(failures))
         raise NotFound(f"{name}: not found on any mirror ({', '.join(self.urls)})")
 

@@ -19,6 +19,7 @@ from tcbuild import (
     load_recipe,
     resolve,
 )
+from tcbuild.cache import Absent, Cache
 from tcbuild.recipe import Recipe
 
 from .mirrortree import MirrorServer, MirrorTree
@@ -203,6 +204,10 @@ def test_fails_over_to_the_next_mirror(
         closed.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{closed.getsockname()[1]}/"  # nothing listens there
     with MirrorServer(mirror_tree.root) as second:
+        # The graph first, from mirrors that answer: with a dead one in the list, a missing
+        # `.dep` is not known to be absent (the dead mirror might have it).
+        resolve(make_recipe(tmp_path, [mirror.url, second.url], ["dhcp", "nfs-utils"]),
+                options(tmp_path))
         mirror.fail(f"{X64}/tcz/dhcp.tcz", "status", code=503)
         recipe = make_recipe(tmp_path, [dead, mirror.url, second.url], ["dhcp", "nfs-utils"])
         inputs = fetch(recipe, options(tmp_path))
@@ -267,7 +272,7 @@ def test_every_mirror_failing_names_each_failure(tmp_path: Path, mirror: MirrorS
         dead = f"http://127.0.0.1:{closed.getsockname()[1]}/"
     path = f"{X64}/release/distribution_files/vmlinuz64"
     mirror.fail(path, "status", code=500)
-    recipe = make_recipe(tmp_path, [mirror.url, dead], ["dhcp"], local=False)
+    recipe = make_recipe(tmp_path, [mirror.url, dead], [], local=False)
     with pytest.raises(FetchError) as info:
         fetch(recipe, options(tmp_path))
     assert str(info.value) == (
@@ -315,3 +320,43 @@ def test_refresh_notices_a_file_replaced_on_the_mirror(tmp_path: Path,
         assert fresh.kernel.origin == "cache"  # unchanged: checked, not downloaded
         assert server.requests.count(f"{X64}/release/distribution_files/vmlinuz64") == 0
         assert server.requests.count(f"{X64}/release/distribution_files/vmlinuz64.md5.txt") == 1
+
+
+@pytest.mark.parametrize("fault", [{"kind": "status", "code": 500}, {"kind": "truncate"},
+                                   {"kind": "drop"}, {"kind": "stall", "seconds": 3.0}],
+                         ids=["500", "truncated", "dropped", "timeout"])
+def test_a_dep_is_absent_only_when_every_mirror_says_404(
+    tmp_path: Path, mirror: MirrorServer, mirror_tree: MirrorTree, fault: dict[str, object]
+) -> None:
+    """One mirror's 404 while another fails is no answer: the fetch fails, nothing is cached,
+    and once the failing mirror answers the dependencies are found."""
+    dep = f"{X64}/tcz/nfs-utils.tcz.dep"
+    with MirrorServer(mirror_tree.root) as second:
+        mirror.fail(dep, "status", code=404)  # out of date: it lacks the .dep
+        second.fail(dep, **fault)  # type: ignore[arg-type]
+        recipe = make_recipe(tmp_path, [mirror.url, second.url], ["nfs-utils"], local=False)
+        with pytest.raises(FetchError) as info:
+            resolve(recipe, options(tmp_path))
+        assert str(info.value).startswith(
+            f"nfs-utils.tcz.dep: could not download: {mirror.url}{dep}: not found; "
+            f"{second.url}{dep}: ")
+        assert Cache(tmp_path / "cache").lookup(dep) is None  # not recorded as "no .dep"
+        second.clear_faults()
+        resolution = resolve(recipe, options(tmp_path))
+    assert resolution.graph["nfs-utils.tcz"] == (
+        "rpcbind.tcz", "libtirpc.tcz", "filesystems-6.6.8-tinycore64.tcz")
+    assert second.count("nfs-utils.tcz.dep") == FAST.attempts + 1
+
+
+def test_a_dep_every_mirror_lacks_is_cached_as_absent(
+    tmp_path: Path, mirror: MirrorServer, mirror_tree: MirrorTree
+) -> None:
+    dep = f"{X64}/tcz/dhcp.tcz.dep"
+    with MirrorServer(mirror_tree.root) as second:
+        recipe = make_recipe(tmp_path, [mirror.url, second.url], ["dhcp"], local=False)
+        assert resolve(recipe, options(tmp_path)).graph["dhcp.tcz"] == ()
+        assert (mirror.count(dep), second.count(dep)) == (1, 1)
+        assert isinstance(Cache(tmp_path / "cache").lookup(dep), Absent)
+        mirror.reset()
+        resolve(recipe, options(tmp_path))
+        assert mirror.requests == []
