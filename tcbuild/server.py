@@ -18,6 +18,7 @@ from .inventory import Inventory
 from .kea import kea_files
 
 PXE_BOOTLOADER = "pxelinux.0"
+FILE_FORMAT = "RSYSLOG_FileFormat"  # rsyslog's built-in: `<RFC 3339 time> <host> <tag>: <msg>`
 
 
 def dhcpd_conf(inventory: Inventory) -> str:
@@ -73,6 +74,7 @@ def rsyslog_conf(inventory: Inventory) -> str:
         f'         string="{c.log_dir}/%HOSTNAME:::secpath-replace%.log")',
         "",
         "# Nodes are matched by address: busybox syslogd forwards without a hostname.",
+        "# RSYSLOG_FileFormat: RFC 3339 times, with the year (`tcbuild fleet` reads the files).",
     ]
     for host in inventory.hosts:
         base = f"{c.log_dir}/{host.name}"
@@ -80,15 +82,15 @@ def rsyslog_conf(inventory: Inventory) -> str:
             f"if $fromhost-ip == '{host.ip}' then {{",
             f"    if $syslogfacility-text == 'local0' and $programname == '{c.game_log_tag}' "
             "and $syslogseverity <= 3 then {",
-            f'        action(type="omfile" file="{base}-err.log")',
+            f'        action(type="omfile" file="{base}-err.log" template="{FILE_FORMAT}")',
             "    }",
-            f'    action(type="omfile" file="{base}.log")',
+            f'    action(type="omfile" file="{base}.log" template="{FILE_FORMAT}")',
             "    stop",
             "}",
         ]
     lines += [
         "if $fromhost-ip != '127.0.0.1' then {",
-        '    action(type="omfile" dynaFile="TcbuildRemoteFile")',
+        f'    action(type="omfile" dynaFile="TcbuildRemoteFile" template="{FILE_FORMAT}")',
         "    stop",
         "}",
     ]
