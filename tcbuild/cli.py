@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import boottest, doctor, pipeline, tftp
+from . import boottest, doctor, fleet, pipeline, tftp
 from .atomic import publish_files
 from .build import BuildOptions, build
 from .compress import Compression
@@ -193,6 +193,17 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--dhcp", action="append", choices=[d.value for d in Dhcp],
                         help="the DHCP server to write configs for (repeatable; default: all)")
     server.set_defaults(command=_server_config)
+
+    fleet_cmd = commands.add_parser("fleet", parents=[json_output],
+                                    help="which build and release each node booted, from the "
+                                         "log host's files")
+    fleet_cmd.add_argument("--inventory", type=Path, required=True, metavar="FILE")
+    fleet_cmd.add_argument("--logs", type=Path, metavar="DIR",
+                           help="the per-node log files (default: the inventory's log_dir)")
+    fleet_cmd.add_argument("--tftp", type=Path, metavar="DIR",
+                           help="the TFTP root: compare with the release each node's config "
+                                "names")
+    fleet_cmd.set_defaults(command=_fleet)
 
     diff_cmd = commands.add_parser("diff", parents=[json_output],
                                    help="what changed between two builds or images")
@@ -436,6 +447,16 @@ def _server_config(args: argparse.Namespace) -> int:
     print(f"{differ} of {len(files)} files differ" if differ else "all files up to date",
           file=sys.stderr)
     return 1 if differ else 0
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    nodes = fleet.survey(args.inventory, args.logs, args.tftp)
+    if args.json:
+        print(json.dumps([n.as_json() for n in nodes], indent=1))
+    else:
+        for line in fleet.render(nodes):
+            print(line)
+    return 0
 
 
 def _inputs_json(inputs: Inputs) -> dict[str, object]:
