@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from .dhcpnode import (
     server_identifier,
     two_nic_node,
 )
-from .netns import Daemon, Lab, run
+from .netns import Daemon, Lab, run, wait_for
 
 PAIR = ("10.1.1.1", "10.1.1.2")
 
@@ -192,3 +194,67 @@ def test_live_dhcp(tmp_path: Path, lab: Lab, server: str) -> None:
                              daemon.output()), daemon.output()
         else:
             assert f"DHCPACK(int0) {host.ip} {host.mac} {host.name}\n" in daemon.output()
+
+
+FAILOVER_TIMEOUT = 60.0  # the standby's takeover plus the node's own DHCP retry schedule
+
+
+@pytest.mark.parametrize("unplug", [False, True], ids=["kill", "kill-and-unplug"])
+def test_kea_hot_standby_failover(tmp_path: Path, lab: Lab, unplug: bool) -> None:
+    """Two Kea servers on one bridge; kill -9 the primary; the standby serves the nodes.
+
+    Node 1 boots while both run: the primary answers, the standby learns the lease through the
+    HA hook's own listener (no kea-ctrl-agent runs). Then the primary is killed: its process
+    only (its host still refuses the heartbeat's connections at once), or with its cable pulled
+    too, as when the machine dies (the heartbeat then times out). Node 2 boots for the first
+    time and node 1 reboots: both are answered by the standby, with everything the inventory
+    gives them. The failover times are printed (pytest -s) for the README.
+    """
+    require_dhclient()
+    inventory = variant("pair")
+    switch, boots = boot_network(lab, inventory, 2)
+    files = kea_files(inventory)
+    primary, standby = (
+        start_kea(lab, boot, role, files[f"kea-dhcp4-{role}.conf"], tmp_path / role)
+        for boot, role in zip(boots, ["primary", "standby"], strict=True))
+    for kea, partner in ((primary, "standby"), (standby, "primary")):
+        wait_for(lambda kea=kea: re.search(r"HA_STATE_TRANSITION .* to HOT-STANDBY state",
+                                           kea.output()) is not None,
+                 f"{kea.name} in hot-standby with its partner", timeout=FAILOVER_TIMEOUT,
+                 watch=[primary, standby])
+        assert partner in kea.output()
+    assert "kea-ctrl-agent" not in run("ps", "-eo", "comm").stdout.split()
+
+    one, two = (two_nic_node(lab, inventory, host, switch, f"sw-node{i}", tmp_path / host.name)
+                for i, host in enumerate(inventory.hosts[:2]))
+    plug(lab, switch, "sw-node0")
+    first = one.dhclient(lab)
+    check_node(lab, one, first, inventory, PXELINUX)
+    assert server_identifier(one) == PAIR[0]
+    assert "DHCP4_LEASE_ALLOC" not in standby.output()  # hot standby: it only listens
+    wait_for(lambda: f"{one.host.ip}," in (tmp_path / "standby/leases4.csv").read_text(),
+             "the standby to hold node 1's lease", watch=[standby])
+
+    if unplug:
+        lab.ip(switch, "link", "set", "sw-boot0", "down")
+    primary.process.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    primary.process.wait()
+    plug(lab, switch, "sw-node1")
+    second = two.dhclient(lab)
+    wait_for(lambda: "to PARTNER-DOWN state" in standby.output(), "the standby to take over",
+             timeout=FAILOVER_TIMEOUT, watch=[standby])
+    takeover = time.monotonic() - killed
+    wait_for(lambda: f"bound to {two.host.ip} " in second.output(), "node 2's lease",
+             timeout=FAILOVER_TIMEOUT, watch=[standby, second])
+    served = time.monotonic() - killed
+    check_node(lab, two, second, inventory, PXELINUX)
+    assert server_identifier(two) == PAIR[1]
+
+    first.stop()  # node 1 reboots: it asks again for the address it had
+    rebooted = one.dhclient(lab)
+    check_node(lab, one, rebooted, inventory, PXELINUX)
+    assert server_identifier(one) == PAIR[1]
+    print(f"\nKea hot-standby failover ({'kill -9 + unplug' if unplug else 'kill -9'} of the "
+          f"primary): standby in partner-down after {takeover:.1f} s, a booting node's lease "
+          f"after {served:.1f} s")
