@@ -21,9 +21,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import image, tcz
+from . import checkrun, image, tcz
 from .atomic import publish_files
 from .cache import Cache, default_cache_dir
+from .check import Finding
 from .compress import CHUNK, Compression, gzip_chunks
 from .errors import RecipeError
 from .fetch import FetchOptions, Input, Inputs, fetch
@@ -31,7 +32,7 @@ from .inventory import load_inventory
 from .manifest import MANIFEST, describe, read_manifest
 from .newc import Entry, iter_initramfs
 from .overlay import read_overlay
-from .recipe import ExtensionMode, OutputMode, Recipe
+from .recipe import CheckPolicy, ExtensionMode, OutputMode, Recipe
 from .version import __version__
 
 log = logging.getLogger("tcbuild")
@@ -59,6 +60,7 @@ class BuildResult:
     entries: int
     size: int
     seconds: float
+    findings: tuple[Finding, ...] = ()  # what the check found (`[image] check`)
 
 
 def default_out_dir(recipe: Recipe) -> Path:
@@ -78,11 +80,21 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     previous = None if options.force else read_manifest(out)
     if (not options.force and previous and previous.get("build_id") == build_id
             and previous.get("settings") == _settings(recipe) and _intact(out, previous)):
-        return BuildResult(out, kernel_out, initrd_out, build_id, True, len(previous["entries"]),
-                           initrd_out.stat().st_size, time.monotonic() - started)
+        kept = [] if recipe.check is CheckPolicy.OFF else checkrun.restored(
+            previous, recipe.check_ignore)
+        if kept is not None:
+            _apply_policy(recipe, kept)
+            return BuildResult(out, kernel_out, initrd_out, build_id, True,
+                               len(previous["entries"]), initrd_out.stat().st_size,
+                               time.monotonic() - started, tuple(kept))
     cache = Cache(options.fetch.cache_dir or default_cache_dir())
     append = recipe.output is OutputMode.APPEND
     tree = compose(recipe, inputs, build_id, cache, indexed=append)
+    kernel = inputs.kernel.path.read_bytes()
+    findings: list[Finding] = []
+    if recipe.check is not CheckPolicy.OFF:
+        findings = checkrun.tree_findings(tree, inputs, kernel, recipe.check_ignore)
+        _apply_policy(recipe, findings)
     if append:
         parts: list[bytes | bytearray] = [part.path.read_bytes() for part in inputs.core]
         parts += _append_members(tree, inputs, recipe.compression, cache, options.jobs)
@@ -95,13 +107,24 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
         initrd.update(part)
     size = sum(len(part) for part in parts)
     manifest = _manifest(recipe, inputs, build_id, tree, initrd.hexdigest(), size)
+    if recipe.check is not CheckPolicy.OFF:
+        manifest["check"] = checkrun.stored(findings, recipe.check_ignore)
     publish_files(out, {
-        kernel_out.name: inputs.kernel.path.read_bytes(),
+        kernel_out.name: kernel,
         initrd_out.name: parts,
         MANIFEST: _manifest_text(manifest),
     }, retire=MANIFEST)  # outputs and their manifest never disagree
     return BuildResult(out, kernel_out, initrd_out, build_id, False, len(tree.items), size,
-                       time.monotonic() - started)
+                       time.monotonic() - started, tuple(findings))
+
+
+def _apply_policy(recipe: Recipe, findings: list[Finding]) -> None:
+    """`check = "error"`: findings fail the build (before anything is written); `warn`: each is
+    a warning."""
+    if recipe.check is CheckPolicy.ERROR and findings:
+        raise checkrun.CheckFailed(findings)
+    for finding in findings:
+        log.warning("%s", finding.line())
 
 
 def source_date_epoch() -> int | None:

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import boottest, doctor, fleet, pipeline, tftp
+from . import boottest, checkrun, doctor, fleet, pipeline, tftp
 from .atomic import publish_files
 from .build import BuildOptions, build
 from .compress import Compression
@@ -205,6 +205,19 @@ def _parser() -> argparse.ArgumentParser:
                                 "names")
     fleet_cmd.set_defaults(command=_fleet)
 
+    check_cmd = commands.add_parser(
+        "check", parents=[mirror_options],
+        help="will it run? libraries, interpreters, kernel and modules of an image")
+    check_cmd.add_argument("image", type=Path, help="a build directory or an initrd")
+    check_cmd.add_argument("--kernel", type=Path, metavar="FILE",
+                           help="the kernel (default: the build directory's)")
+    check_cmd.add_argument("--recipe", type=Path, metavar="RECIPE",
+                           help="whose exceptions and mirror (provides.db) to use "
+                                "(default: the build's, if it is still there)")
+    check_cmd.add_argument("--ignore", action="append", default=[], metavar="GLOB",
+                           help="an image path (glob) whose findings are deliberate")
+    check_cmd.set_defaults(command=_check)
+
     diff_cmd = commands.add_parser("diff", parents=[json_output],
                                    help="what changed between two builds or images")
     diff_cmd.add_argument("old", type=Path)
@@ -284,6 +297,7 @@ def _build(args: argparse.Namespace) -> int:
             "initrd": str(result.initrd), "build_id": result.build_id,
             "up_to_date": result.up_to_date, "entries": result.entries, "size": result.size,
             "seconds": round(result.seconds, 3),
+            "findings": [f.as_json() for f in result.findings],
         }, indent=2))
     elif not args.quiet:
         state = "up to date" if result.up_to_date else "built"
@@ -324,6 +338,22 @@ def _inspect(args: argparse.Namespace) -> int:
         for facts in listing.entries.values():
             print(format_entry(facts))
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    args.recipe = args.recipe or checkrun.recipe_of(args.image)
+    recipe, options = _recipe_and_options(args) if args.recipe else (None, None)
+    findings = checkrun.check_target(args.image, args.kernel, recipe, options, args.ignore)
+    if args.json:
+        print(json.dumps({"image": str(args.image),
+                          "findings": [f.as_json() for f in findings]}, indent=1))
+    else:
+        for finding in findings:
+            print(finding.line())
+        if not args.quiet:
+            print(f"{args.image}: {len(findings)} finding(s)" if findings
+                  else f"{args.image}: will run (nothing missing)", file=sys.stderr)
+    return 1 if findings else 0
 
 
 def _diff(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -26,8 +27,9 @@ from .cache import Absent, Cache, CachedObject, default_cache_dir
 from .deps import DEP_NAME, Resolution, needs_kernel, parse_dep, substitute_kernel
 from .errors import ArchiveError, ChecksumError, FetchError, RecipeError
 from .mirror import Mirrors, NotFound, Policy, iso_path, parse_md5_txt, release_path, tcz_path
-from .recipe import Recipe, extension_filename
+from .recipe import CheckPolicy, Recipe, extension_filename
 
+PROVIDES = "provides.db.gz"  # which extension has which file (Tiny Core's provides.sh reads it)
 MODULES_DIR = re.compile(r"^lib/modules/([^/]+)(/|$)")
 if TYPE_CHECKING:  # imported when a progress bar is shown: a build from the cache starts faster
     from tqdm import tqdm
@@ -72,6 +74,7 @@ class Inputs:
     resolution: Resolution
     extensions: tuple[Input, ...]
     used: Mapping[str, str] = field(default_factory=dict)  # every input file -> sha256
+    provides: bytes | None = None  # the mirror's provides.db, for the check's hints
 
     @property
     def files(self) -> tuple[Input, ...]:
@@ -88,6 +91,12 @@ def fetch(recipe: Recipe, options: FetchOptions | None = None) -> Inputs:
     """Download and verify (or find in the cache) every input of the recipe."""
     with _Fetcher(recipe, options or FetchOptions()) as fetcher:
         return fetcher.finish(fetcher.fetch())
+
+
+def fetch_provides(recipe: Recipe, options: FetchOptions | None = None) -> bytes | None:
+    """The mirror's `provides.db` (see `_Fetcher.provides`)."""
+    with _Fetcher(recipe, options or FetchOptions()) as fetcher:
+        return fetcher.finish(fetcher.provides())
 
 
 def kernel_version(core: tuple[Path, ...], names: tuple[str, ...] = ()) -> str:
@@ -107,6 +116,18 @@ def kernel_version(core: tuple[Path, ...], names: tuple[str, ...] = ()) -> str:
         raise ArchiveError(f"{' + '.join(names)}: expected one lib/modules/<version>/ directory, "
                            f"found {found}")
     return versions[0]
+
+
+def _provides(data: bytes, key: str) -> bytes:
+    """`provides.db.gz` decompressed (its CRC checked): records of an extension name, then files."""
+    try:
+        text = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+        raise FetchError(f"{key}: not a gzip file ({e})") from e
+    first = text.lstrip().split(b"\n", 1)[0].strip()
+    if text.strip() and not first.endswith(b".tcz"):
+        raise FetchError(f"{key}: not a provides.db (its first record is not a .tcz name)")
+    return text
 
 
 def _md5(path: Path) -> str:
@@ -201,8 +222,12 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
             raise ChecksumError(f"{key}: differs from the lock file (locked sha256 {locked}, "
                                 f"got {sha256})")
 
-    def small(self, key: str, cache_absence: bool) -> bytes | None:
-        """A small mirror file (`.dep`, `.md5.txt`), from the cache if there; None if absent."""
+    def small(self, key: str, cache_absence: bool,
+              verify: Callable[[bytes], object] | None = None) -> bytes | None:
+        """A small mirror file (`.dep`, `.md5.txt`), from the cache if there; None if absent.
+
+        `verify` raises on a body not to be kept (before it reaches the cache).
+        """
         with self.lock(key):
             hit = None if self.stale(key) else self.cache.lookup(key)
             if isinstance(hit, CachedObject):
@@ -217,6 +242,8 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
                     self.cache.store_absent(key, self.recipe.mirrors[0] + key)
                 return None
             url, body = got
+            if verify is not None:
+                verify(body)
             self.cache.store_bytes(key, body, url)
             return body
 
@@ -334,6 +361,21 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
                     self.cache.add_note(note_key, kernel_version=version)
                 self._kernel_version = version
             return self._kernel_version
+
+    def provides(self) -> bytes | None:
+        """The mirror's `provides.db` (gzipped), cached like a `.dep` once its gzip checksum and
+        records check out; None when the mirror has none or, offline, the cache has none: the
+        check then names no extension."""
+        key = self.tcz_key(PROVIDES)
+        try:
+            data = self.small(key, cache_absence=True, verify=lambda body: _provides(body, key))
+            return None if data is None else _provides(data, key)
+        except _Offline:
+            log.debug("%s: not in the cache; the check names no extensions", key)
+            return None
+        except FetchError as e:
+            self.warnings.append(f"{e} (the check names no extensions)")
+            return None
 
     # -- extensions ----------------------------------------------------------------------------
 
@@ -455,6 +497,8 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         flavor = self.recipe.flavor
         release = [self.pool.submit(self.distribution_file, name)
                    for name in (flavor.kernel, *flavor.core_parts)]
+        provides = (self.pool.submit(self.provides) if self.recipe.check is not CheckPolicy.OFF
+                    else None)
         resolution = self.resolve()
         extensions = list(self.parallel(self.extension, list(resolution.order)))
         files = []
@@ -476,6 +520,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
             resolution=resolution,
             extensions=tuple(e for e in extensions if e is not None),
             used=dict(sorted(self.used.items())),
+            provides=None if provides is None else provides.result(),
         )
 
     def check_locked(self) -> None:

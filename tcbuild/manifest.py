@@ -59,7 +59,18 @@ class Listing:
     manifest: dict[str, Any] | None
 
 
-def load_listing(target: Path) -> Listing:
+@dataclass(frozen=True)
+class Image:
+    """An initramfs on disk: its entries as the kernel leaves them (hard-linked data on every
+    name), with the origins its `build.json` records when it is that build's."""
+
+    source: Path
+    entries: list[Entry]
+    origins: dict[str, str]
+    manifest: dict[str, Any] | None
+
+
+def read_image(target: Path) -> Image:
     """A build directory (its `build.json` names the initrd) or an initramfs file."""
     manifest: dict[str, Any] | None
     if target.is_dir():
@@ -83,13 +94,18 @@ def load_listing(target: Path) -> Listing:
             manifest = None
     raw = list(iter_initramfs(image))
     shared = _link_data(raw)
-    entries = {}
+    entries = []
     for e in raw:
         data = shared.get((e.segment, e.ino)) if e.nlink > 1 and stat.S_ISREG(e.mode) else None
-        if data is not None:
-            e = replace(e, data=data, size=len(data))
-        entries[e.path] = describe(e, origins.get(e.path))
-    return Listing(image, entries, manifest)
+        entries.append(e if data is None else replace(e, data=data, size=len(data)))
+    return Image(image, entries, origins, manifest)
+
+
+def load_listing(target: Path) -> Listing:
+    """A build directory (its `build.json` names the initrd) or an initramfs file."""
+    found = read_image(target)
+    entries = {e.path: describe(e, found.origins.get(e.path)) for e in found.entries}
+    return Listing(found.source, entries, found.manifest)
 
 
 def _link_data(entries: Iterable[Entry]) -> dict[tuple[int, int], bytes]:

@@ -78,6 +78,14 @@ class ExtensionMode(StrEnum):
     ONBOOT = "onboot"
 
 
+class CheckPolicy(StrEnum):
+    """What a build does with what `tcbuild check` finds: print it, fail on it, or not look."""
+
+    WARN = "warn"
+    ERROR = "error"
+    OFF = "off"
+
+
 class OutputMode(StrEnum):
     """`repack` rewrites the whole initramfs; `append` adds one segment after the untouched base."""
 
@@ -137,6 +145,8 @@ class Recipe:
     prompt: bool = False  # pxelinux PROMPT: show the boot: prompt (with timeout, to pick a label)
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Extra boot labels: name -> kernel line, same kernel and initrd as the default."""
+    check: CheckPolicy = CheckPolicy.WARN  # the "will it run?" check at the end of a build
+    check_ignore: tuple[str, ...] = ()  # image paths (globs) whose findings are deliberate
 
     @property
     def name(self) -> str:
@@ -252,7 +262,7 @@ class _RecipeReader:
         "overlay": {"source"},
         "vars": None,
         "boot": {"append", "initrd_name", "serial", "timeout", "prompt", "labels"},
-        "image": {"output", "compression", "remove", "allow_secrets"},
+        "image": {"output", "compression", "remove", "allow_secrets", "check", "check_ignore"},
         "files": None,
         "inventory": None,
     }
@@ -302,6 +312,8 @@ class _RecipeReader:
             iso=self.iso(core),
             prompt=self.flag(boot, "boot.prompt"),
             labels=self.labels(boot),
+            check=self.choice(image, "image.check", CheckPolicy, CheckPolicy.WARN),
+            check_ignore=self.check_ignore(image),
         )
         if self.problems:
             raise RecipeError(self.problems)
@@ -534,6 +546,16 @@ class _RecipeReader:
         if patterns and image.get("output") == OutputMode.APPEND:
             self.problem("image.remove", "append mode cannot remove base entries "
                          "(use output = \"repack\")")
+        return tuple(patterns)
+
+    def check_ignore(self, image: dict[str, Any]) -> tuple[str, ...]:
+        patterns = []
+        for key, pattern in self.string_list(image, "image.check_ignore"):
+            normalized = pattern.strip("/")
+            if not normalized:
+                self.problem(key, f"'{pattern}' is not a path or glob inside the image")
+            else:
+                patterns.append(normalized)
         return tuple(patterns)
 
     def files(self, table: dict[str, Any]) -> Mapping[str, FileAttributes]:

@@ -19,12 +19,16 @@ MKSQUASHFS = ["mksquashfs", "-b", "4k", "-comp", "gzip", "-no-xattrs", "-noappen
               "-no-progress", "-all-root", "-processors", "1"]
 
 
-def _open(path: Path, label: str) -> Any:
-    """The squashfs image, checked to be what Tiny Core loads: gzip, 4 KiB blocks."""
+def _open(source: Path | bytes, label: str) -> Any:
+    """The squashfs image (a file, or its bytes), checked to be what Tiny Core loads: gzip,
+    4 KiB blocks."""
     from PySquashfsImage import SquashFsImage  # loaded where used: `import tcbuild` stays light
 
     try:
-        image = SquashFsImage.from_file(str(path))
+        if isinstance(source, bytes):
+            image = SquashFsImage.from_bytes(source)
+        else:
+            image = SquashFsImage.from_file(str(source))
     except Exception as e:  # the library raises bare errors on a bad superblock
         raise ArchiveError(f"{label}: not a squashfs image ({e})") from e
     compression = image.sblk.compression
@@ -46,7 +50,7 @@ def check_tcz(path: Path, label: str | None = None) -> None:
     _open(path, label or str(path)).close()
 
 
-def read_tcz(path: Path, label: str | None = None) -> Iterator[Entry]:
+def read_tcz(path: Path | bytes, label: str | None = None) -> Iterator[Entry]:
     """Every entry below the squashfs root, as the extension's files appear in `/`.
 
     The root directory itself is skipped: its owner (often 1001:staff) must not reach `/`.

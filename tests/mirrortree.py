@@ -41,6 +41,7 @@ __all__ = [
     "build_mirror",
     "make_iso",
     "read_newc",
+    "write_provides",
 ]
 
 RELEASE = "15.x"
@@ -370,6 +371,7 @@ def _rootfs_entries(busybox: bytes, arch: str) -> list[_Entry]:
             data=b"root:x:0:\nlp:x:7:lp\nstaff:x:50:\nnogroup:x:65534:\n",
         ),
         _Entry("etc/standin-arch", "file", 0o644, data=f"{arch}\n".encode()),
+        _Entry("etc/ld.so.conf", "file", 0o644, data=b"/usr/local/lib\n"),
         _Entry(
             "etc/init.d/tc-config",
             "file",
@@ -639,6 +641,17 @@ def _write_tcz_dir(
             dep.unlink()
         index.append(f"{md5s[f'{tdir}/{name}.tcz']}  {name}.tcz\n")
     _write(root, f"{tdir}/md5.db.gz", _gzip("".join(index).encode()))
+    write_provides(root / tdir)
+
+
+def write_provides(tcz_dir: Path) -> None:
+    """``provides.db`` (and ``.gz``) from the ``.tcz.list`` files of a directory, as the real
+    mirror has it: records separated by a blank line, an extension's name then its files."""
+    records = [f"{listing.name.removesuffix('.list')}\n{listing.read_text()}"
+               for listing in sorted(tcz_dir.glob("*.tcz.list"))]
+    text = "\n".join(records).encode()
+    (tcz_dir / "provides.db").write_bytes(text)
+    (tcz_dir / "provides.db.gz").write_bytes(_gzip(text))
 
 
 # --------------------------------------------------------------------------- HTTP server
