@@ -41,6 +41,8 @@ HEARTBEAT_MS = 1000
 MAX_RESPONSE_MS = 3000
 MAX_ACK_MS = 1000
 
+LINE = 100  # the line width of `dumps`
+
 SECOND_IP = {"name": "second-ip", "code": 187, "type": "ipv4-address", "space": "dhcp4"}
 
 
@@ -69,7 +71,23 @@ def kea_dhcp4_conf(inventory: Inventory, server: IPv4Address) -> str:
         dhcp4["multi-threading"] = {"enable-multi-threading": True, "thread-pool-size": 2,
                                     "packet-queue-size": 16}
         dhcp4["hooks-libraries"] = high_availability(inventory, server)
-    return header(inventory, "//") + json.dumps({"Dhcp4": dhcp4}, indent=2) + "\n"
+    return header(inventory, "//") + dumps({"Dhcp4": dhcp4}) + "\n"
+
+
+def dumps(value: Any, indent: str = "", column: int = 0) -> str:
+    """JSON indented by two, each map or list that fits in the line (from `column`) on one."""
+    flat = json.dumps(value)
+    if column + len(flat) <= LINE or not isinstance(value, dict | list) or not value:
+        return flat
+    inner = indent + "  "
+    if isinstance(value, dict):
+        items = []
+        for key, item in value.items():
+            prefix = f"{inner}{json.dumps(key)}: "
+            items.append(prefix + dumps(item, inner, len(prefix)))
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    return ("[\n" + ",\n".join(inner + dumps(item, inner, len(inner)) for item in value)
+            + f"\n{indent}]")
 
 
 def client_classes(http_url: str | None) -> list[dict[str, str]]:
