@@ -1,10 +1,10 @@
 """The boot server's files and the image's DHCP client, proven with the real daemons.
 
 Syntax: `dhcpd -t` and `rsyslogd -N1` accept every generated config, and catch a broken value
-that inventory validation never saw. Live (root; namespaces from tests/netns.py): ISC dhcpd
-serves the generated dhcpd.conf to ISC dhclient running the image's own dhclient.conf and exit
-hook as tcbuild renders them; rsyslogd with the generated rules files what nodes send through
-busybox `syslogd -R`. Nothing here touches the host's hostname, resolver, /dev/log or network.
+that inventory validation never saw. Live (root; namespaces from tests/netns.py): rsyslogd with
+the generated rules files what nodes send through busybox `syslogd -R` (dhcpd, Kea and dnsmasq
+serving the node's dhclient live: tests/test_dhcp_servers.py). Nothing here touches the host's
+hostname, resolver, /dev/log or network.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild.bootfile import PXELINUX
 from tcbuild.errors import RecipeError
 from tcbuild.inventory import Inventory, load_inventory
 from tcbuild.server import dhcpd_conf, ganesha_conf, rsyslog_conf
 
 from .clusterlab import nfs_null, start_ganesha
 from .conftest import require_tool
-from .dhcpnode import check_node, recipe_inventory, require_dhclient, two_nic_node
+from .dhcplab import recipe_inventory
 from .netns import Daemon, Lab, run, wait_for
 
 
@@ -117,28 +116,6 @@ def test_the_daemons_catch_a_value_validation_never_saw(tmp_path: Path,
 
 
 # -- live: network namespaces (root) ---------------------------------------------------------
-
-
-@pytest.mark.parametrize("index", [0, -1], ids=["first-host", "last-host"])
-def test_live_dhcp(tmp_path: Path, lab: Lab, inventory: Inventory, index: int) -> None:
-    """dhcpd -> dhclient + the image's exit hook: address, second IP, route, hostname, lease."""
-    require_tool("dhcpd", "isc-dhcp-server")
-    require_dhclient()
-    c, host = inventory.cluster, inventory.hosts[index]
-    server_conf = tmp_path / "dhcpd.conf"
-    server_conf.write_text(dhcpd_conf(inventory))
-
-    boot = lab.namespace("boot")
-    node = two_nic_node(lab, inventory, host, boot, "int0", tmp_path / "node")
-    lab.ip(boot, "addr", "add", f"{c.boot_server}/{c.internal_subnet.prefixlen}", "dev", "int0")
-    leases = tmp_path / "dhcpd.leases"
-    leases.touch()
-    dhcpd = lab.start(boot, "dhcpd", ["dhcpd", "-4", "-f", "-d", "-cf", server_conf,
-                                      "-lf", leases, "-pf", tmp_path / "dhcpd.pid", "int0"])
-    dhcpd.wait_for_output("Server starting service.")
-
-    check_node(lab, node, node.dhclient(lab), inventory, PXELINUX)
-    assert f"DHCPACK on {host.ip} to {host.mac} via int0" in dhcpd.output()
 
 
 def listening(daemon: Daemon, port: int) -> bool:

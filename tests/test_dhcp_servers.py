@@ -1,10 +1,11 @@
-"""Kea and dnsmasq: the generated configs proven by the daemons, live, and a Kea HA failover.
+"""dhcpd, Kea and dnsmasq: the generated configs proven by the daemons, live, and Kea's HA.
 
 Syntax: `kea-dhcp4 -t`, `dnsmasq --test` and `dhcpd -t` accept the configs of every inventory
 variant (the example, no domain, HTTP boot, a boot-server pair). Live (root; namespaces from
-tests/netns.py): Kea, then dnsmasq, serve the two-NIC node of tests/dhcpnode.py, which must come
-up exactly as under dhcpd. High availability: a Kea hot-standby pair on one bridge; the primary
-is killed with SIGKILL and the standby serves the next node and a rebooting one.
+tests/netns.py): dhcpd, Kea, then dnsmasq serve the two-NIC node of tests/dhcplab.py, which
+must come up as the inventory says under each. High availability: a Kea hot-standby pair on one
+bridge; the primary is killed with SIGKILL and the standby serves the next node and a rebooting
+one.
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ from tcbuild.kea import kea_files
 from tcbuild.server import Dhcp, server_files
 
 from .conftest import require_tool
-from .dhcpnode import (
+from .dhcplab import (
+    acknowledged,
     check_node,
+    kea_json,
     recipe_inventory,
     require_dhclient,
     server_identifier,
+    start_dhcp_server,
+    start_kea,
     two_nic_node,
 )
-from .netns import Daemon, Lab, run, wait_for
+from .netns import Lab, run, wait_for
 
 PAIR = ("10.1.1.1", "10.1.1.2")
 
@@ -52,12 +57,6 @@ def variant(name: str) -> Inventory:
 
 
 VARIANTS = ["example", "no-domain", "http", "pair"]
-
-
-def kea_json(text: str) -> dict[str, Any]:
-    """A generated Kea config as data (Kea reads `//` comments; json does not)."""
-    return json.loads("\n".join(line for line in text.splitlines()
-                                if not line.startswith("//")))
 
 
 # -- syntax: the daemons' own checks (no root needed) ---------------------------------------
@@ -130,20 +129,6 @@ def test_ha_pair_configs_name_each_other() -> None:
 # -- live: network namespaces (root) ---------------------------------------------------------
 
 
-def start_kea(lab: Lab, namespace: str, name: str, text: str, workdir: Path) -> Daemon:
-    """kea-dhcp4 with a generated config; only its lease file and sockets move to `workdir`."""
-    require_tool("kea-dhcp4", "kea-dhcp4-server")
-    config = kea_json(text)
-    workdir.mkdir()
-    config["Dhcp4"]["lease-database"]["name"] = str(workdir / "leases4.csv")
-    config["Dhcp4"]["control-socket"]["socket-name"] = str(workdir / "kea4-ctrl-socket")
-    conf = workdir / "kea-dhcp4.conf"
-    conf.write_text(json.dumps(config))
-    return lab.start(namespace, name, [
-        "env", f"KEA_PIDFILE_DIR={workdir}", f"KEA_LOCKFILE_DIR={workdir}",
-        "kea-dhcp4", "-c", conf])
-
-
 def boot_network(lab: Lab, inventory: Inventory, servers: int) -> tuple[str, list[str]]:
     """A bridge namespace (the internal network) and `servers` boot-server namespaces on it."""
     c = inventory.cluster
@@ -165,35 +150,23 @@ def plug(lab: Lab, switch: str, port: str) -> None:
     lab.ip(switch, "link", "set", port, "master", "br0")
 
 
-@pytest.mark.parametrize("server", ["kea", "dnsmasq"])
-def test_live_dhcp(tmp_path: Path, lab: Lab, server: str) -> None:
-    """Kea / dnsmasq -> dhclient + the image's exit hook: as under dhcpd, for every node."""
+@pytest.mark.parametrize("server", list(Dhcp))
+def test_live_dhcp(tmp_path: Path, lab: Lab, server: Dhcp) -> None:
+    """dhcpd / Kea / dnsmasq -> dhclient + the image's exit hook, for every node of the example.
+
+    Address, second IP, route, hostname, lease and NRPE as the inventory says; the server's log
+    names the node's address and MAC.
+    """
     require_dhclient()
     inventory = recipe_inventory()
     switch, [boot] = boot_network(lab, inventory, 1)
-    files = server_files(inventory, [Dhcp(server)])
-    if server == "kea":
-        daemon = start_kea(lab, boot, "kea", files["kea-dhcp4.conf"], tmp_path / "kea")
-        daemon.wait_for_output("DHCP4_STARTED")
-    else:
-        require_tool("dnsmasq", "dnsmasq-base")
-        conf = tmp_path / "dnsmasq.conf"
-        conf.write_text(files["dnsmasq.conf"])
-        daemon = lab.start(boot, "dnsmasq", [
-            "dnsmasq", "--keep-in-foreground", "--log-dhcp", "--log-facility=-",
-            f"--conf-file={conf}", f"--dhcp-leasefile={tmp_path / 'dnsmasq.leases'}",
-            f"--pid-file={tmp_path / 'dnsmasq.pid'}", "--user=root"])
-        daemon.wait_for_output("DHCP, static leases only on")
+    daemon = start_dhcp_server(lab, boot, server, inventory, tmp_path, "int0")
     for i, host in enumerate(inventory.hosts):
         node = two_nic_node(lab, inventory, host, switch, f"sw-node{i}", tmp_path / host.name)
         plug(lab, switch, f"sw-node{i}")
         check_node(lab, node, node.dhclient(lab), inventory, PXELINUX)
         assert server_identifier(node) == str(inventory.cluster.boot_server)
-        if server == "kea":
-            assert re.search(rf"DHCP4_LEASE_ALLOC .*hwtype=1 {host.mac}.* lease {host.ip} ",
-                             daemon.output()), daemon.output()
-        else:
-            assert f"DHCPACK(int0) {host.ip} {host.mac} {host.name}\n" in daemon.output()
+        assert acknowledged(server, daemon, host, "int0"), daemon.output()
 
 
 FAILOVER_TIMEOUT = 60.0  # the standby's takeover plus the node's own DHCP retry schedule

@@ -1,27 +1,31 @@
-"""The two-NIC node of the live DHCP tests: ISC dhclient with the image's own files, checked.
+"""The live DHCP tests' parts: the DHCP servers running generated configs, and the node.
 
-Whatever DHCP server answers (dhcpd, Kea, dnsmasq, a Kea pair), the node runs ISC `dhclient`
-with the image's `dhclient.conf` and exit hook exactly as tcbuild renders them, and must come
-up as the inventory says: its fixed address on eth1, its second IP (option 187) on eth0, the
-default route through the external gateway, its FQDN as hostname (in its own UTS namespace),
-the lease and NRPE bound to its internal address (tests/test_daemons.py,
-tests/test_dhcp_servers.py).
+`start_dhcp_server` runs ISC dhcpd, Kea or dnsmasq in a namespace with the config tcbuild
+generated; only lease files, pid files and sockets move to the test's directory. Whatever
+answers (one of them, or a Kea pair), the two-NIC node runs ISC `dhclient` with the image's
+`dhclient.conf` and exit hook exactly as tcbuild renders them, and must come up as the inventory
+says: its fixed address on eth1, its second IP (option 187) on eth0, the default route through
+the external gateway, its FQDN as hostname (in its own UTS namespace), the lease and NRPE bound
+to its internal address (tests/test_dhcp_servers.py, tests/test_bootserver_e2e.py).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tcbuild.build import template_context
 from tcbuild.inventory import Host, Inventory, load_inventory
 from tcbuild.overlay import read_overlay
 from tcbuild.recipe import load_recipe
+from tcbuild.server import Dhcp, server_files
 
 from .conftest import require_tool
 from .netns import Daemon, Lab, run
@@ -55,6 +59,68 @@ def render_image_files(out: Path) -> dict[str, Path]:
                 path.write_bytes(item.entry.data)
                 files["/" + item.entry.name] = path
     return files
+
+
+def kea_json(text: str) -> dict[str, Any]:
+    """A generated Kea config as data (Kea reads `//` comments; json does not)."""
+    return json.loads("\n".join(line for line in text.splitlines()
+                                if not line.startswith("//")))
+
+
+def start_kea(lab: Lab, namespace: str, name: str, text: str, workdir: Path) -> Daemon:
+    """kea-dhcp4 with a generated config; only its lease file and sockets move to `workdir`."""
+    require_tool("kea-dhcp4", "kea-dhcp4-server")
+    config = kea_json(text)
+    workdir.mkdir()
+    config["Dhcp4"]["lease-database"]["name"] = str(workdir / "leases4.csv")
+    config["Dhcp4"]["control-socket"]["socket-name"] = str(workdir / "kea4-ctrl-socket")
+    conf = workdir / "kea-dhcp4.conf"
+    conf.write_text(json.dumps(config))
+    return lab.start(namespace, name, [
+        "env", f"KEA_PIDFILE_DIR={workdir}", f"KEA_LOCKFILE_DIR={workdir}",
+        "kea-dhcp4", "-c", conf])
+
+
+def start_dhcp_server(lab: Lab, namespace: str, server: Dhcp, inventory: Inventory,
+                      workdir: Path, interface: str) -> Daemon:
+    """The DHCP server with its generated config, serving once this returns."""
+    files = server_files(inventory, [server])
+    if server is Dhcp.KEA:
+        kea = start_kea(lab, namespace, "kea", files["kea-dhcp4.conf"], workdir / "kea")
+        kea.wait_for_output("DHCP4_STARTED")
+        return kea
+    workdir = workdir / server
+    workdir.mkdir()
+    if server is Dhcp.ISC:
+        require_tool("dhcpd", "isc-dhcp-server")
+        conf, leases = workdir / "dhcpd.conf", workdir / "dhcpd.leases"
+        conf.write_text(files["dhcpd.conf"])
+        leases.touch()
+        dhcpd = lab.start(namespace, "dhcpd", [
+            "dhcpd", "-4", "-f", "-d", "-cf", conf, "-lf", leases, "-pf", workdir / "dhcpd.pid",
+            interface])
+        dhcpd.wait_for_output("Server starting service.")
+        return dhcpd
+    require_tool("dnsmasq", "dnsmasq-base")
+    conf = workdir / "dnsmasq.conf"
+    conf.write_text(files["dnsmasq.conf"])
+    dnsmasq = lab.start(namespace, "dnsmasq", [
+        "dnsmasq", "--keep-in-foreground", "--log-dhcp", "--log-facility=-", f"--conf-file={conf}",
+        f"--dhcp-leasefile={workdir / 'dnsmasq.leases'}", f"--pid-file={workdir / 'dnsmasq.pid'}",
+        "--user=root"])
+    dnsmasq.wait_for_output("DHCP, static leases only on")
+    return dnsmasq
+
+
+def acknowledged(server: Dhcp, daemon: Daemon, host: Host, interface: str) -> bool:
+    """Whether the server's log shows it gave `host` its address (on `interface`)."""
+    log = daemon.output()
+    if server is Dhcp.ISC:
+        return f"DHCPACK on {host.ip} to {host.mac} via {interface}\n" in log
+    if server is Dhcp.KEA:
+        found = re.search(rf"DHCP4_LEASE_ALLOC \[hwtype=1 {host.mac}\].* lease {host.ip} ", log)
+        return found is not None
+    return f"DHCPACK({interface}) {host.ip} {host.mac} {host.name}\n" in log
 
 
 def require_dhclient() -> None:
