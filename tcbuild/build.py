@@ -31,7 +31,7 @@ from .fetch import FetchOptions, Input, Inputs, fetch
 from .inventory import load_inventory
 from .manifest import MANIFEST, describe, read_manifest
 from .newc import Entry, iter_initramfs
-from .overlay import read_overlay
+from .overlay import overlay_digest, read_overlay
 from .recipe import CheckPolicy, ExtensionMode, OutputMode, Recipe
 from .version import __version__
 
@@ -307,23 +307,6 @@ def _inventory_vars(recipe: Recipe) -> dict[str, str | int]:
     return values
 
 
-def _overlay_digest(root: Path) -> str:
-    """Everything of an overlay tree that reaches the image: names, types, exec bits, bytes."""
-    h = hashlib.sha256()
-    for directory, dirnames, filenames in sorted(os.walk(root)):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            path = Path(directory) / name
-            h.update(path.relative_to(root).as_posix().encode() + b"\0")
-            if path.is_symlink():
-                h.update(b"L" + str(path.readlink()).encode())
-            elif path.is_file():
-                h.update(b"X" if os.access(path, os.X_OK) else b"F")
-                h.update(hashlib.sha256(path.read_bytes()).digest())
-            h.update(b"\0")
-    return h.hexdigest()
-
-
 def _build_id(recipe: Recipe, inputs: Inputs) -> str:
     """A digest of everything that decides what the booted image holds.
 
@@ -337,7 +320,7 @@ def _build_id(recipe: Recipe, inputs: Inputs) -> str:
         "vars": dict(recipe.vars),
         "files": {p: [a.mode, a.owner, a.group] for p, a in recipe.files.items()},
         "inputs": [[f.name, f.sha256] for f in inputs.files],
-        "overlays": [_overlay_digest(o.source) for o in recipe.overlays],
+        "overlays": [overlay_digest(o.source) for o in recipe.overlays],
         "inventory": _inventory_vars(recipe),
         "source_date_epoch": source_date_epoch(),
     }

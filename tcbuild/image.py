@@ -41,7 +41,8 @@ TC_UID, STAFF_GID = 1001, 50
 
 @dataclass(frozen=True)
 class Item:
-    """One path of the image: its entry, where it came from, its hard-link group (base only).
+    """One path of the image: its entry, where it came from, its hard-link group (the base's
+    or an overlay archive's).
 
     `facts` is the entry as `build.json` describes it (`manifest.describe`, without origin),
     known ahead when the entry comes from an index and its data (None) is not loaded.
@@ -123,7 +124,7 @@ def _ids(tree: Tree, path: str) -> dict[str, int]:
 
 def shared(tree: Tree, item: Item) -> Entry:
     """A hard-linked base entry with its group's data (on whichever name it is)."""
-    if item.link_group is None or item.origin != BASE:
+    if item.link_group is None:
         return item.entry
     data = tree.link_data.get(item.link_group, b"")
     return replace(item.entry, data=data, size=len(data))
@@ -278,11 +279,20 @@ def _ensure_dir(tree: Tree, path: str, mode: int, uid: int, gid: int, origin: st
 
 
 def add_overlay(tree: Tree, files: Iterable[OverlayFile]) -> None:
-    """Overlay entries replace anything but directories; existing directories are kept as-is."""
+    """Overlay entries replace anything but directories; existing directories are kept as-is.
+
+    An archive's hard links become link groups of their own, numbered below the base's.
+    """
+    number = -1 - len({group[0] for group in tree.link_data if group[0] < 0})
+    groups: dict[str, tuple[int, int, int]] = {}
     for item in files:
         entry = item.entry
         path = entry.path
         origin = f"overlay:{item.source}"
+        group = None
+        if item.link is not None:
+            group = groups.setdefault(item.link, (number, 0, len(groups)))
+            tree.link_data[group] = entry.data or b""
         existing = tree.items.get(path)
         if stat.S_ISDIR(entry.mode):
             if existing is None:
@@ -295,7 +305,7 @@ def add_overlay(tree: Tree, files: Iterable[OverlayFile]) -> None:
             raise InputError(f"{item.source}: cannot replace the directory /{path}")
         if not tree.is_dir(_parent(path)):
             raise InputError(f"{item.source}: /{_parent(path)} is not a directory in the image")
-        tree.items[path] = Item(entry, origin)
+        tree.items[path] = Item(entry, origin, group)
 
 
 def apply_attributes(tree: Tree, files: Mapping[str, FileAttributes], recipe: Path) -> None:
@@ -311,7 +321,12 @@ def apply_attributes(tree: Tree, files: Mapping[str, FileAttributes], recipe: Pa
             mode = stat.S_IFMT(mode) | attributes.mode
         uid = _resolve(attributes.owner, tree.users, f"{key}.owner", "user", entry.uid)
         gid = _resolve(attributes.group, tree.groups, f"{key}.group", "group", entry.gid)
-        tree.items[path] = replace(item, entry=replace(entry, mode=mode, uid=uid, gid=gid))
+        names = [p for p, other in tree.items.items() if other.link_group == item.link_group
+                 ] if item.link_group is not None else [path]  # one inode, every name
+        for name in names:
+            linked = tree.items[name]
+            tree.items[name] = replace(linked, entry=replace(linked.entry, mode=mode, uid=uid,
+                                                             gid=gid))
 
 
 def _resolve(value: str | int | None, names: dict[str, int], key: str, kind: str,
@@ -331,7 +346,7 @@ def _linked(tree: Tree) -> dict[str, Entry]:
     groups: dict[tuple[int, int, int], list[str]] = {}
     for path in sorted(tree.items, key=_key):
         item = tree.items[path]
-        if item.link_group is not None and item.origin == BASE:
+        if item.link_group is not None:
             groups.setdefault(item.link_group, []).append(path)
     fixed: dict[str, Entry] = {}
     for number, (group, paths) in enumerate(groups.items(), 1):
@@ -376,6 +391,10 @@ def append_groups(tree: Tree) -> list[tuple[str | None, list[str]]]:
         if path in tree.base_links:
             raise InputError(f"/{path} is a hard link in the base; replacing it in append "
                              "mode would change every name of it (use output = \"repack\")")
+        if tree.items[path].link_group is not None:
+            raise InputError(f"{tree.items[path].origin.removeprefix('overlay:')}: a hard link; "
+                             "append mode cannot keep an overlay's hard links (use output = "
+                             "\"repack\")")
     groups: list[tuple[str | None, list[str]]] = []
     done: set[str] = set()
     for name, paths in tree.extension_paths.items():

@@ -111,9 +111,20 @@ class IsoInput:
     path: Path | None = None  # a local file; None: the mirror's `<N>.x/<build>/release/<name>`
 
 
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tar.xz", ".zip", ".cpio")
+"""An overlay source with one of these is an archive of a tree (read by libarchive)."""
+
+
+def archive_suffix(path: Path) -> str | None:
+    """`.tar.gz` for `site.tar.gz`; None when the name is not an overlay archive's."""
+    name = path.name.lower()
+    return next((suffix for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True)
+                 if name.endswith(suffix)), None)
+
+
 @dataclass(frozen=True)
 class Overlay:
-    """A directory tree copied into the image root."""
+    """A directory tree, or an archive of one, copied into the image root."""
 
     source: Path
 
@@ -468,7 +479,8 @@ class _RecipeReader:
             self.check_keys(entry, f"{key}.", self.SECTIONS["overlay"] or set())
             source = self.string(entry, f"{key}.source", None)
             if source is not None:
-                overlays.append(Overlay(self.existing(f"{key}.source", source, "directory")))
+                kind = "file" if archive_suffix(Path(source)) else "directory"
+                overlays.append(Overlay(self.existing(f"{key}.source", source, kind)))
         return tuple(overlays)
 
     def vars(self, value: Any) -> Mapping[str, str | int | float | bool]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,17 @@ def _newc(name: bytes, namesize: int | None = None, data: bytes = b"") -> bytes:
     fields = [1, 0o100644, 0, 0, 1, 0, len(data), 0, 0, 0, 0, size, 0]
     header = b"070701" + b"".join(b"%08X" % f for f in fields)
     return header + name + b"\0" + b"\0" * ((4 - (110 + len(name) + 1) % 4) % 4) + data
+
+
+def _overlay_tar(site: Site, member: str) -> None:
+    """The example's overlay given as a tar archive holding one more (bad) member."""
+    archive = site.root / "overlays/site.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(site.root / "overlays/gameserver", arcname=".")
+        info = tarfile.TarInfo(member)
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"x\n"))
+    site.edit(site.recipe, '"../overlays/gameserver"', '"../overlays/site.tar"')
 
 
 BUILD = ("build", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}", "--out", "{out}")
@@ -195,6 +208,9 @@ CASES = [
          r"image root"),
     Case("fifo in overlay", lambda s: os.mkfifo(s.root / "overlays/gameserver/opt/pipe"),
          BUILD, 2, r"\S+/opt/pipe: only files, directories and symlinks can be overlaid .*"),
+    Case("overlay archive climbs out", lambda s: _overlay_tar(s, "opt/../../etc/shadow"),
+         BUILD, 2, r"\S+/overlays/site\.tar: 'opt/\.\./\.\./etc/shadow' climbs out of the image "
+         r"root \('\.\.'\)"),
     Case("two sources", lambda s: (s.root / "overlays/gameserver/opt/bootlocal.sh").write_text(
         "x\n"),
          BUILD, 2, r"\S+/opt/bootlocal\.sh(\.j2)?: 'opt/bootlocal\.sh' also comes from \S+"),
