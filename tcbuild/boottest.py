@@ -1,8 +1,12 @@
-"""Boot a published TFTP root under QEMU, headless, and watch its console.
+"""Boot a published tree under QEMU, headless, and watch its console.
 
 QEMU's user-mode network has its own DHCP and TFTP server, so no root, daemon or real network
-is needed. The run passes when the expected text appears, and fails as soon as a known failure
-does (firmware, pxelinux or kernel), not at the timeout. QEMU is always stopped by its pid.
+is needed. Firmware: SeaBIOS (BIOS), or OVMF (x64 UEFI) with a fresh copy of its variable store
+per run (a reused one keeps a changed boot order). Transport: TFTP (the NIC's boot ROM fetches
+pxelinux.0 or bootx64.efi), or HTTP (the tree served on loopback, which the guest reaches as
+10.0.2.2; QEMU's NIC ROM is iPXE, and boots boot.ipxe). The run passes when the expected text
+appears, and fails as soon as a known failure does (firmware, bootloader or kernel), not at the
+timeout. QEMU is always stopped by its pid.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
+from .bootfile import BOOTX64_EFI, IPXE_SCRIPT, PXELINUX
 from .errors import TcbuildError
+from .httptree import TreeServer
 
 QEMU = "qemu-system-x86_64"
 DEFAULT_MAC = "52:54:00:12:34:56"  # QEMU's own default for the first NIC
@@ -24,8 +31,29 @@ FAILURES = (
     "Unable to locate configuration file", "Failed to load", "Boot failed",  # pxelinux
     "failed: No such file or directory",  # pxelinux: a KERNEL or INITRD it cannot load
     "No more network devices", "No bootable device", "Could not boot",  # firmware
+    "No bootable option or device was found",  # OVMF, every boot option failed
 )
-CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x08\r]")
+CONTROL = re.compile(r"\x1b\[[0-9;?=]*[A-Za-z]|[\x08\r]")
+GUEST_HOST = "10.0.2.2"  # the host's loopback, seen from QEMU's user-mode network
+OVMF = (  # (code, variable store template) pairs of Debian's ovmf, the preferred first
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+)
+
+
+class Firmware(StrEnum):
+    BIOS = "bios"  # SeaBIOS, QEMU's default
+    UEFI = "uefi"  # OVMF
+
+    @property
+    def network_loader(self) -> str:
+        """The file the NIC's boot ROM fetches over TFTP."""
+        return BOOTX64_EFI if self is Firmware.UEFI else PXELINUX
+
+
+class Via(StrEnum):
+    TFTP = "tftp"
+    HTTP = "http"
 
 
 @dataclass(frozen=True)
@@ -119,26 +147,54 @@ def firmware_log(log: Path) -> Path:
 
 
 def pxe_command(tftp: Path, log: Path, mac: str = DEFAULT_MAC, memory_mb: int = 256,
-                netdev: str | None = None) -> list[str]:
-    """QEMU PXE-booting `tftp` over its user-mode network, headless.
+                netdev: str | None = None, firmware: Firmware = Firmware.BIOS,
+                bootfile: str | None = None) -> list[str]:
+    """QEMU network-booting `tftp` over its user-mode network, headless.
 
-    `netdev`, if given, replaces that network: a `-netdev` value with `id=n0` (e.g. a tap
-    device reaching real DHCP and TFTP servers; `tftp` is then not used).
-    The node's serial console (COM1: pxelinux's SERIAL, the kernel's ttyS0) goes to `log`.
-    The firmware's screen (SeaBIOS, iPXE, pxelinux before it reads a config) is redirected
-    to COM2 and `firmware_log(log)`: on one port the two would interleave character by
-    character wherever pxelinux writes to both.
+    `bootfile` is what its DHCP hands out: by default the firmware's loader over TFTP; an
+    http:// URL boots through the NIC's iPXE ROM. `netdev`, if given, replaces that network:
+    a `-netdev` value with `id=n0` (e.g. a tap device reaching real DHCP and TFTP servers;
+    `tftp` and `bootfile` are then not used).
+    The node's serial console (COM1: the loader's SERIAL, the kernel's ttyS0) goes to `log`.
+    Under BIOS the firmware's screen (SeaBIOS, iPXE, pxelinux before it reads a config) is
+    redirected to COM2 and `firmware_log(log)`: on one port the two would interleave
+    character by character wherever pxelinux writes to both. OVMF writes to COM1 only.
     """
-    com = "isa-serial,chardev={0},iobase={1},irq={2}"
-    return [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-display", "none", "-vga", "none",
-            "-nodefaults", "-monitor", "none", "-no-reboot", "-boot", "n",
-            "-netdev", netdev or f"user,id=n0,tftp={tftp.resolve()},bootfile=pxelinux.0",
-            "-device", f"e1000,netdev=n0,mac={mac}",
-            "-chardev", f"file,id=com1,path={_qemu_path(log)}",
-            "-device", com.format("com1", "0x3f8", 4),
+    bootfile = bootfile or firmware.network_loader
+    tftp_arg = "" if bootfile.startswith("http://") else f"tftp={tftp.resolve()},"
+    command = [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-display", "none", "-vga", "none",
+               "-nodefaults", "-monitor", "none", "-no-reboot",
+               "-netdev", netdev or f"user,id=n0,{tftp_arg}bootfile={bootfile}",
+               "-chardev", f"file,id=com1,path={_qemu_path(log)}",
+               "-device", _COM.format("com1", "0x3f8", 4)]
+    if firmware is Firmware.UEFI:
+        return [*command, *uefi_args(log), "-device", f"e1000,netdev=n0,mac={mac},bootindex=1"]
+    return [*command, "-boot", "n", "-device", f"e1000,netdev=n0,mac={mac}",
             "-chardev", f"file,id=com2,path={_qemu_path(firmware_log(log))}",
-            "-device", com.format("com2", "0x2f8", 3),
+            "-device", _COM.format("com2", "0x2f8", 3),
             "-fw_cfg", f"name=etc/sercon-port,file={_qemu_path(_sercon_file(log))}"]
+
+
+_COM = "isa-serial,chardev={0},iobase={1},irq={2}"
+
+
+def find_ovmf() -> tuple[Path, Path]:
+    """OVMF's code and variable store template (Debian's ovmf); one line if missing."""
+    for code, variables in OVMF:
+        if Path(code).is_file() and Path(variables).is_file():
+            return Path(code), Path(variables)
+    raise TcbuildError(f"OVMF not found ({OVMF[0][0]}): apt-get install ovmf")
+
+
+def uefi_args(log: Path) -> list[str]:
+    """OVMF as two flash drives: its code read-only, and a fresh copy of the variable store
+    beside `log` (a store kept from an earlier run may hold another boot order)."""
+    code, template = find_ovmf()
+    variables = log.with_name(log.name + ".vars.fd")
+    variables.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, variables)
+    return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_qemu_path(code)}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={_qemu_path(variables)}"]
 
 
 def _qemu_path(path: Path) -> str:
@@ -157,13 +213,21 @@ def _sercon_file(log: Path) -> Path:
 
 
 def pxe_boot(tftp: Path, log: Path, expect: str, mac: str = DEFAULT_MAC,
-             timeout: float = 120) -> BootResult:
-    """PXE-boot a TFTP root as the machine with `mac` would."""
+             timeout: float = 120, firmware: Firmware = Firmware.BIOS,
+             via: Via = Via.TFTP) -> BootResult:
+    """Network-boot a published tree as the machine with `mac` would, with that firmware,
+    over that transport (HTTP: the tree served on loopback while it boots)."""
     if not tftp.is_dir():
         raise TcbuildError(f"{tftp}: the TFTP root does not exist")
     log = log.absolute()
-    return watch(pxe_command(tftp, log, mac), log, expect, timeout, console_to_log=False,
-                 firmware=firmware_log(log))
+    second = firmware_log(log) if firmware is Firmware.BIOS else None
+    if via is Via.TFTP:
+        return watch(pxe_command(tftp, log, mac, firmware=firmware), log, expect, timeout,
+                     console_to_log=False, firmware=second)
+    with TreeServer(tftp) as server:
+        url = f"http://{GUEST_HOST}:{server.port}/{IPXE_SCRIPT}"
+        return watch(pxe_command(tftp, log, mac, firmware=firmware, bootfile=url), log,
+                     expect, timeout, console_to_log=False, firmware=second)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -169,7 +169,11 @@ def _parser() -> argparse.ArgumentParser:
     verify_cmd.set_defaults(command=_verify)
 
     boot_cmd = commands.add_parser("boot-test", parents=[tftp_root, json_output],
-                                   help="PXE-boot a TFTP root under QEMU")
+                                   help="network-boot a published tree under QEMU")
+    boot_cmd.add_argument("--firmware", choices=[f.value for f in boottest.Firmware],
+                          default="bios", help="SeaBIOS or OVMF (default: bios)")
+    boot_cmd.add_argument("--via", choices=[v.value for v in boottest.Via], default="tftp",
+                          help="TFTP, or HTTP through iPXE and boot.ipxe (default: tftp)")
     boot_cmd.add_argument("--mac", default=boottest.DEFAULT_MAC,
                           help=f"the booting NIC's MAC (default {boottest.DEFAULT_MAC})")
     boot_cmd.add_argument("--expect", default="login:", metavar="TEXT",
@@ -427,12 +431,16 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _boot_test(args: argparse.Namespace) -> int:
-    result = boottest.pxe_boot(args.tftp, args.log, args.expect, args.mac, args.timeout)
+    firmware, via = boottest.Firmware(args.firmware), boottest.Via(args.via)
+    result = boottest.pxe_boot(args.tftp, args.log, args.expect, args.mac, args.timeout,
+                               firmware, via)
     if args.json:
-        print(json.dumps({"ok": result.ok, "reason": result.reason,
-                          "seconds": round(result.seconds, 1), "log": str(result.log)}, indent=1))
+        print(json.dumps({"ok": result.ok, "reason": result.reason, "firmware": firmware.value,
+                          "via": via.value, "seconds": round(result.seconds, 1),
+                          "log": str(result.log)}, indent=1))
     elif result.ok:
-        print(f"{args.tftp}: booted as {args.mac} in {result.seconds:.1f} s ({result.reason})")
+        print(f"{args.tftp}: booted as {args.mac} ({firmware} over {via}) in "
+              f"{result.seconds:.1f} s ({result.reason})")
     else:
         print(f"{args.tftp}: boot failed after {result.seconds:.1f} s: {result.reason}",
               file=sys.stderr)

@@ -1,4 +1,8 @@
-"""syslinux's boot files (Debian's pxelinux, isolinux, syslinux-common): where they are found."""
+"""syslinux's boot files (Debian's pxelinux, isolinux, syslinux-efi, syslinux-common).
+
+Each file is known by the name it is published under; it is found in a directory given by the
+operator (under that name or Debian's), or in Debian's usual places.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +21,21 @@ FILES: dict[str, tuple[tuple[str, ...], str]] = {
                      "isolinux"),
     "ldlinux.c32": (("/usr/lib/syslinux/modules/bios/ldlinux.c32",
                      "/usr/lib/syslinux/ldlinux.c32"), "syslinux-common"),
+    # syslinux.efi under the name UEFI firmware looks for (the removable-media path's name)
+    "bootx64.efi": (("/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi",), "syslinux-efi"),
+    "ldlinux.e64": (("/usr/lib/syslinux/modules/efi64/ldlinux.e64",), "syslinux-common"),
 }
-PXE = ("pxelinux.0", "ldlinux.c32")
-"""What a TFTP root needs (ldlinux.c32 must come from the same syslinux build)."""
+BIOS_PXE = ("pxelinux.0", "ldlinux.c32")
+"""BIOS network boot (ldlinux.c32 must come from the same syslinux build as pxelinux.0)."""
+EFI = ("bootx64.efi", "ldlinux.e64")
+"""x64 UEFI boot, from the network or a FAT file system (ldlinux.e64 beside the loader). It
+reads pxelinux.cfg/ as pxelinux.0 does, or syslinux.cfg beside itself on a disk."""
+PXE = (*BIOS_PXE, *EFI)
+"""What a TFTP root needs."""
 ISO = ("isolinux.bin", "ldlinux.c32")
-"""What a bootable ISO needs."""
+"""What a bootable ISO needs for BIOS (it adds `EFI` for UEFI)."""
+EFI_CONFIG = "syslinux.cfg"
+"""The config syslinux.efi reads beside itself when it did not boot from the network."""
 
 
 def package(name: str) -> str:
@@ -34,7 +48,11 @@ def find(names: Iterable[str], directory: Path | None = None) -> dict[str, Path]
     found = {}
     for name in names:
         defaults, source = FILES[name]
-        candidates = [directory / name] if directory else [Path(p) for p in defaults]
+        if directory:  # the published name, else Debian's (syslinux.efi)
+            candidates = [directory / n for n in dict.fromkeys([name, *(Path(p).name
+                                                                        for p in defaults)])]
+        else:
+            candidates = [Path(p) for p in defaults]
         path = next((c for c in candidates if c.is_file()), None)
         if path is None:
             where = directory or ", ".join(defaults)

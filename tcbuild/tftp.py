@@ -1,8 +1,11 @@
 """A TFTP root: versioned releases, an atomic switch, rollback, verification.
 
 Layout (nothing else in the TFTP root is touched):
-    pxelinux.0, ldlinux.c32               the bootloader, copied from syslinux
+    pxelinux.0, ldlinux.c32               the BIOS network bootloader, copied from syslinux
+    bootx64.efi, ldlinux.e64              the x64 UEFI one (syslinux.efi), reading pxelinux.cfg/
+    boot.ipxe                             the HTTP entry point (tcbuild.ipxe)
     pxelinux.cfg/default, 01-<mac>        written beside themselves and renamed into place
+    ipxe/default.ipxe, 01-<mac>.ipxe      their twins for HTTP boot, written with them
     tcbuild/releases/<time>-<build>/      kernel, initrd and release.json (their checksums)
 A release is complete and fsynced before any config names it, and the current and previous
 releases are never pruned, so a node that PXE-boots during a publish gets the old image or the
@@ -24,7 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import syslinux
+from . import ipxe, syslinux
+from .bootfile import IPXE_SCRIPT
 from .errors import InputError, TcbuildError
 from .inventory import Inventory
 from .pxelinux import CONFIG_DIR, Label, PxeConfig, for_recipe, mac_config_name, parse, render
@@ -32,6 +36,7 @@ from .recipe import RELEASE_JSON, Recipe
 
 RELEASES = "tcbuild/releases"
 LOCK = "tcbuild/.lock"
+IPXE_ENTRY = IPXE_SCRIPT
 
 
 @dataclass(frozen=True)
@@ -77,12 +82,14 @@ class Plan:
             lines.append(f"{CONFIG_DIR}/{name}: {state}")
         for name, source in self.bootloader.items():
             lines.append(f"{name}: from {source}")
+        lines += [f"{ipxe.script_path(name)}: the twin of {CONFIG_DIR}/{name}"
+                  for name in self.configs]
         lines += [f"prune {RELEASES}/{rid}/" for rid in self.prune]
         return lines
 
 
 def find_bootloader(directory: Path | None = None) -> dict[str, Path]:
-    """pxelinux.0 and ldlinux.c32 from `directory`, or Debian's usual places."""
+    """The BIOS and UEFI network bootloaders from `directory`, or Debian's usual places."""
     return syslinux.find(syslinux.PXE, directory)
 
 
@@ -136,14 +143,35 @@ def release_of(path: str) -> str | None:
 
 
 def current(tftp: Path) -> dict[str, set[str]]:
-    """Release id -> the config files that boot it."""
+    """Release id -> the config files that boot it (an iPXE script counts as its twin)."""
     used: dict[str, set[str]] = {}
     for name, config in configs(tftp).items():
         for label in config.labels:
             rid = release_of(label.kernel)
             if rid:
                 used.setdefault(rid, set()).add(name)
+    for name, boots in scripts(tftp).items():
+        for boot in boots.values():
+            rid = release_of(boot.kernel)
+            twin = ipxe.config_name(name)
+            if rid and twin:
+                used.setdefault(rid, set()).add(twin)
     return used
+
+
+def scripts(tftp: Path, strict: bool = False) -> dict[str, dict[str, ipxe.Boot]]:
+    """Every iPXE script in ipxe/ by file name; one tcbuild cannot read is skipped unless
+    `strict`."""
+    directory = tftp / ipxe.SCRIPT_DIR
+    result = {}
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        if path.is_file() and not path.name.startswith("."):
+            try:
+                result[path.name] = ipxe.parse(path.read_text(errors="replace"), str(path))
+            except InputError:
+                if strict:
+                    raise
+    return result
 
 
 def _config_for(release_id: str, meta: dict[str, Any], append: str | None,
@@ -193,15 +221,37 @@ def _serving(tftp: Path, meta: dict[str, Any], served: dict[str, str | None], re
     if any(not (tftp / name).is_file() or (tftp / name).read_bytes() != source.read_bytes()
            for name, source in bootloader.items()):
         return None
+    if _read_text(tftp / IPXE_ENTRY) != ipxe.ENTRY:
+        return None
     for release in reversed(releases(tftp)):
         if (release.meta.get("recipe"), release.meta.get("files")) != (meta["recipe"],
                                                                       meta["files"]):
             continue
         wanted = {name: _config_for(release.id, release.meta, append, recipe)
                   for name, append in served.items()}
-        if all(_read_text(tftp / CONFIG_DIR / name) == text for name, text in wanted.items()):
+        twins = _twins(wanted)
+        if all(_read_text(tftp / CONFIG_DIR / name) == text for name, text in wanted.items()) \
+                and all(_read_text(tftp / path) == text for path, text in twins.items()):
             return release
     return None
+
+
+def _twins(rendered: dict[str, str]) -> dict[str, str]:
+    """The iPXE twin of each rendered pxelinux config, by path relative to the root."""
+    return ipxe.scripts({name: parse(text, f"{CONFIG_DIR}/{name}")
+                         for name, text in rendered.items()})
+
+
+def _write_configs(tftp: Path, rendered: dict[str, str], owner: os.stat_result) -> None:
+    """Each pxelinux config and its iPXE twin, each file replaced whole (the twin first)."""
+    twins = _twins(rendered)
+    for directory in (CONFIG_DIR, ipxe.SCRIPT_DIR):
+        _mkdirs(tftp / directory, tftp, owner)
+    for (name, content), (path, script) in zip(rendered.items(), twins.items(), strict=True):
+        _replace(tftp / path, script.encode(), owner)
+        _replace(tftp / CONFIG_DIR / name, content.encode(), owner)
+    for directory in (CONFIG_DIR, ipxe.SCRIPT_DIR):
+        _fsync_dir(tftp / directory)
 
 
 def _read_text(path: Path) -> str | None:
@@ -303,11 +353,9 @@ def execute(plan: Plan) -> None:
         target = tftp / name
         if not target.is_file() or target.read_bytes() != data:
             _replace(target, data, owner)
-    config_dir = tftp / CONFIG_DIR
-    _mkdirs(config_dir, tftp, owner)
-    for name, content in plan.configs.items():
-        _replace(config_dir / name, content.encode(), owner)
-    _fsync_dir(config_dir)
+    if _read_text(tftp / IPXE_ENTRY) != ipxe.ENTRY:
+        _replace(tftp / IPXE_ENTRY, ipxe.ENTRY.encode(), owner)
+    _write_configs(tftp, plan.configs, owner)
     for rid in plan.prune:
         shutil.rmtree(releases_dir / rid, ignore_errors=True)
 
@@ -318,7 +366,7 @@ def switch(tftp: Path, from_id: str, to_id: str) -> list[str]:
     if target is None:
         raise InputError(f"{tftp}: no release {to_id}")
     owner = tftp.stat()
-    changed = []
+    changed: dict[str, str] = {}
     for name, config in configs(tftp).items():
         labels = []
         for label in config.labels:
@@ -331,10 +379,9 @@ def switch(tftp: Path, from_id: str, to_id: str) -> list[str]:
                             config.prompt)
             text = render(new, f"Generated by tcbuild: release {to_id} of "
                                f"{target.recipe} (rolled back from {from_id}).")
-            _replace(tftp / CONFIG_DIR / name, text.encode(), owner)
-            changed.append(name)
-    _fsync_dir(tftp / CONFIG_DIR)
-    return changed
+            changed[name] = text
+    _write_configs(tftp, changed, owner)
+    return list(changed)
 
 
 def previous(tftp: Path) -> tuple[str, str]:
@@ -370,11 +417,36 @@ def verify(tftp: Path) -> list[str]:
         for label in config.labels:
             for named in (label.kernel, label.initrd):
                 problems += _check_file(tftp, f"{CONFIG_DIR}/{name}", named, known)
+    named_by_configs = {label.kernel.lstrip("/") for c in found.values() for label in c.labels}
+    named_by_configs |= {label.initrd.lstrip("/") for c in found.values() for label in c.labels}
+    problems += _verify_ipxe(tftp, found, known, named_by_configs)
     for link in tftp.rglob("*"):
         if link.is_symlink():
             target = (link.parent / link.readlink()).resolve()
             if not target.is_relative_to(tftp.resolve()):
                 problems.append(f"{link}: symlink points outside the TFTP root ({target})")
+    return problems
+
+
+def _verify_ipxe(tftp: Path, found: dict[str, PxeConfig], known: dict[str, Release],
+                 checked: set[str]) -> list[str]:
+    """boot.ipxe, a twin for every pxelinux config, and the files the scripts name (those
+    a pxelinux config names are `checked` already)."""
+    problems = []
+    if not (tftp / IPXE_ENTRY).is_file():
+        problems.append(f"{tftp / IPXE_ENTRY}: missing (tcbuild publish writes it)")
+    try:
+        found_scripts = scripts(tftp, strict=True)
+    except InputError as e:
+        return [*problems, str(e)]
+    for name in found:
+        if ipxe.script_path(name).split("/")[-1] not in found_scripts:
+            problems.append(f"{tftp / ipxe.script_path(name)}: missing (the HTTP twin of "
+                            f"{CONFIG_DIR}/{name})")
+    for name, boots in found_scripts.items():
+        for boot in boots.values():
+            for named in [n for n in (boot.kernel, boot.initrd) if n not in checked]:
+                problems += _check_file(tftp, f"{ipxe.SCRIPT_DIR}/{name}", named, known)
     return problems
 
 

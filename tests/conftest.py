@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tcbuild import syslinux
 from tcbuild import tftp as pub
 from tcbuild.errors import TcbuildError
 
@@ -89,8 +90,8 @@ def site(tmp_path: Path, mirror: MirrorServer) -> Path:
         f'mirrors = ["{mirror.url}"]'))
     boot = tmp_path / "bootloader"
     boot.mkdir()
-    (boot / "pxelinux.0").write_bytes(b"stand-in pxelinux.0\n")
-    (boot / "ldlinux.c32").write_bytes(b"stand-in ldlinux.c32\n")
+    for name in syslinux.PXE:
+        (boot / name).write_bytes(f"stand-in {name}\n".encode())
     (tmp_path / "tftp").mkdir()
     (tmp_path / "tftp/README.site").write_text("the operator's own file\n")
     return tmp_path

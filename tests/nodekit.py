@@ -36,12 +36,13 @@ def built_id(node: Path) -> str:
     return json.loads((node / "build/gameserver/build.json").read_text())["build_id"][:12]
 
 
-def boot(node: Path, mac: str, expect: str = MARKER, name: str = "boot"
+def boot(node: Path, mac: str, expect: str = MARKER, name: str = "boot",
+         firmware: str = "bios", via: str = "tftp"
          ) -> tuple[subprocess.CompletedProcess[str], str]:
     """`tcbuild boot-test` as the machine with `mac`; the result and its console log."""
     log = node / f"{name}.log"
     done = tcbuild(node, "boot-test", "--tftp", "tftp", "--mac", mac, "--expect", expect,
-                   "--timeout", "120", "--log", str(log))
+                   "--timeout", "120", "--log", str(log), "--firmware", firmware, "--via", via)
     return done, log.read_text(errors="replace")
 
 
