@@ -8,7 +8,8 @@ the example overlay, served from the loopback test mirror. On that same input it
   1. Tiny Core's documented remaster: zcat | cpio -idm, copy in the overlay and the unpacked
      extensions, find | cpio -o -H newc | gzip -2, advdef -z4;
   2. the same with gzip -9 instead of gzip -2 + advdef;
-  3. tcbuild build (default: smallest output)   4. tcbuild build --fast
+  3. tcbuild build (default: smallest output)   3c. the same with `--check off`
+  4. tcbuild build --fast
   5. tcbuild build --output append              6. an unchanged rebuild (no network request)
 and a cold `tcbuild fetch` over the loopback mirror against curl downloading the same files one
 after another. Like the downloads, the cache's derived data (the base's and the extensions'
@@ -398,6 +399,8 @@ def main() -> None:
                                       clean_remaster))
         for key, label, flags, name in (
                 ("3", "3 tcbuild build", "--force", "small"),
+                ("3c", "3c the same without the will-it-run check", "--force --check off",
+                 "unchecked"),
                 ("4", "4 tcbuild build --fast", "--force --fast", "fast"),
                 ("5", "5 tcbuild build --output append", "--force --output append", "append"),
                 ("5b", "5b the same, first time (no derived data in the cache)",
@@ -488,6 +491,10 @@ def report(pipelines: list[Pipeline], checks: list[str], notes: list[str],
                None if p2 is None else w3 <= p2.median("wall") and p3.size <= 0.96 * p2.size)
         target(f"(3) peak RSS < 200 MB: {max(s.rss_kib for s in p3.samples) / 1024:.0f} MB",
                max(s.rss_kib for s in p3.samples) < 200 * 1024)
+    p3c = by_key.get("3c")
+    if p3 and p3c:
+        target(f"(3) the check adds <= 10% to a cold build: (3)/(3c) {ratio(p3, '3c', 'wall')}",
+               p3.median("wall") <= 1.10 * p3c.median("wall"))
     for key, limit in (("4", 1.5), ("5", 0.5), ("6", 0.5)):
         p = by_key[key]
         target(f"({key}) under {limit} s: {p.median('wall'):.2f} s", p.median("wall") < limit)

@@ -48,6 +48,7 @@ class BuildOptions:
     output: OutputMode | None = None
     jobs: int = 2
     force: bool = False
+    check: CheckPolicy | None = None  # the recipe's [image] check, overridden
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     options = options or BuildOptions()
     started = time.monotonic()
     recipe = replace(recipe, compression=Compression(options.compression or recipe.compression),
-                     output=OutputMode(options.output or recipe.output))
+                     output=OutputMode(options.output or recipe.output),
+                     check=CheckPolicy(options.check or recipe.check))
     inputs = fetch(recipe, options.fetch)
     out = options.out_dir or default_out_dir(recipe)
     build_id = _build_id(recipe, inputs)

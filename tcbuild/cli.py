@@ -23,7 +23,7 @@ from .inventory import load_inventory
 from .lockfile import lock_path, lock_text, read_lock
 from .manifest import MANIFEST, diff, format_diff, format_entry, load_listing
 from .pxelinux import CONFIG_DIR
-from .recipe import OutputMode, Recipe, load_recipe, normalize_mirror
+from .recipe import CheckPolicy, OutputMode, Recipe, load_recipe, normalize_mirror
 from .server import Dhcp, server_files
 from .version import __version__
 
@@ -121,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     build_cmd.add_argument("--output", choices=[o.value for o in OutputMode],
                            help="repack (default) or append (the untouched base + one segment)")
     build_cmd.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build_cmd.add_argument("--check", choices=[c.value for c in CheckPolicy],
+                           help="the will-it-run check: warn, error or off (default: the "
+                                "recipe's [image] check, else warn)")
     build_cmd.set_defaults(command=_build)
 
     iso_cmd = commands.add_parser("iso", parents=[mirror_options],
@@ -293,6 +296,7 @@ def _build(args: argparse.Namespace) -> int:
         out_dir=args.out, fetch=fetch_options, force=args.force,
         compression=Compression(args.compression) if args.compression else None,
         output=OutputMode(args.output) if args.output else None,
+        check=CheckPolicy(args.check) if args.check else None,
     )
     result = build(recipe, options)
     if args.json:
