@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from .build import BuildOptions, BuildResult, build
 from .cache import default_cache_dir
+from .check import Finding
+from .checkrun import CheckFailed, check_target
 from .deps import Resolution
 from .errors import ArchiveError, ChecksumError, FetchError, InputError, RecipeError, TcbuildError
 from .fetch import FetchOptions, Input, Inputs, fetch, kernel_version, resolve
@@ -46,10 +48,12 @@ __all__ = [
     "ArchiveError",
     "BuildOptions",
     "BuildResult",
+    "CheckFailed",
     "ChecksumError",
     "ExtensionMode",
     "FetchError",
     "FetchOptions",
+    "Finding",
     "Flavor",
     "Input",
     "InputError",
@@ -67,6 +71,7 @@ __all__ = [
     "__version__",
     "build",
     "build_iso",
+    "check_target",
     "default_cache_dir",
     "fetch",
     "kernel_version",

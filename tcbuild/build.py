@@ -95,7 +95,7 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     kernel = inputs.kernel.path.read_bytes()
     findings: list[Finding] = []
     if recipe.check is not CheckPolicy.OFF:
-        findings = checkrun.tree_findings(tree, inputs, kernel, recipe.check_ignore)
+        findings = checkrun.tree_findings(tree, inputs, kernel, recipe.check_ignore, cache)
         _apply_policy(recipe, findings)
     if append:
         parts: list[bytes | bytearray] = [part.path.read_bytes() for part in inputs.core]

@@ -3,38 +3,27 @@
 Pure: the image's entries (with their data and where each came from), the kernel's bytes and the
 mirror's `provides.db` in, findings out; nothing is read from or written to the disk.
 - Every ELF executable and shared object: its `PT_INTERP` is a file of the image, and each
-  `DT_NEEDED` resolves as glibc's loader would: `DT_RPATH` (when there is no `DT_RUNPATH`),
-  `DT_RUNPATH`, the directories of `/etc/ld.so.conf` and its includes (what `ldconfig` caches at
-  boot), then `/lib` and `/usr/lib`; `$ORIGIN`, `$LIB` and `$PLATFORM` expanded, symlinks followed
-  inside the image, a library of another ELF class or machine skipped, as the loader skips it.
+  `DT_NEEDED` resolves as glibc's loader would resolve it there (`loader.py`).
 - Every executable script: its `#!` interpreter is there (and `env`'s program on the `PATH`).
 - The kernel (its version read from the bzImage header), `lib/modules/<version>/` and the
   kernel extensions (`filesystems-6.6.8-tinycore64`) are of one version.
 - Onboot extensions (`/tmp/builtin/optional`) are checked as tce-load leaves them: mounted at
   `/tmp/tcloop/<name>`, each file linked into `/` unless something is there; a `.tcz`'s files
   may use only the base and that `.tcz`'s own dependency closure (its `.dep` files).
-The ELF reader is pyelftools (pure Python, small, well kept; lief is a large compiled library
-that parses everything): it reads the header, the program headers and the dynamic section.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import io
 import posixpath
 import re
-import stat
-from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .loader import LOADER_NAME, Node, Program, View, find_library, library_dirs, node_of
 from .newc import Entry
 
-ELF_MAGIC = b"\x7fELF"
-MAX_LINKS = 40  # symlinks followed in one lookup before the loader gives up (ELOOP)
-DEFAULT_DIRS = ("lib", "usr/lib")
-LD_SO_CONF = "etc/ld.so.conf"
 PATH_DIRS = ("usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin")
 ONBOOT = "tmp/builtin/optional"
 ONBOOT_LIST = "tmp/builtin/onboot.lst"
@@ -42,32 +31,7 @@ TCLOOP = "tmp/tcloop"
 INSTALLED = "usr/local/tce.installed"
 KERNEL_EXTENSION = re.compile(r"-(\d+\.\d+(?:\.\d+)*-tinycore\w*)\.tcz$")
 MODULES = re.compile(r"^(?:usr/local/)?lib/modules/([^/]+)$")
-LOADER_NAME = re.compile(r"^ld(-linux[\w.-]*|64|-musl-[\w.-]*)\.so(\.\d+)*$")
 HEADER_MAGIC = b"HdrS"  # a bzImage's setup header (the x86 boot protocol)
-
-
-@dataclass(frozen=True, slots=True)
-class Program:
-    """What the loader needs of one file: an ELF object's interpreter, libraries and search
-    paths (`abi`: its class and machine), or a script's interpreter line."""
-
-    interpreter: str | None
-    needed: tuple[str, ...] = ()
-    rpath: tuple[str, ...] = ()
-    runpath: tuple[str, ...] = ()
-    abi: tuple[int, str] | None = None  # None: a script
-    arguments: tuple[str, ...] = ()  # a script's `#!` words after the interpreter
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """One path of the image as the check sees it."""
-
-    origin: str
-    kind: str  # "file", "dir", "symlink" or "other"
-    target: str = ""  # a symlink's
-    program: Program | None = None
-    text: bytes | None = None  # kept for the loader's configuration only
 
 
 @dataclass(frozen=True)
@@ -96,66 +60,9 @@ class Finding:
 
 # -- reading one file ----------------------------------------------------------------------------
 
-def read_program(data: bytes, executable: bool) -> Program | None:
-    """An ELF executable or shared object, or an executable script; None for anything else."""
-    if data.startswith(ELF_MAGIC):
-        return _read_elf(data)
-    if executable and data.startswith(b"#!"):
-        words = data[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
-        if words:
-            return Program(words[0], arguments=tuple(words[1:]))
-    return None
-
-
-def _read_elf(data: bytes) -> Program | None:
-    from elftools.common.exceptions import ELFError
-    from elftools.common.utils import struct_parse
-    from elftools.elf.elffile import ELFFile
-
-    stream = io.BytesIO(data)
-    try:
-        elf = ELFFile(stream)
-        if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
-            return None  # a kernel module or an object file: no loader involved
-        structs = elf.structs
-        headers = [struct_parse(structs.Elf_Phdr, stream,
-                                stream_pos=elf["e_phoff"] + i * elf["e_phentsize"])
-                   for i in range(elf["e_phnum"])]
-        interpreter, tags = None, []
-        for header in headers:
-            if header["p_type"] == "PT_INTERP":
-                interpreter = _string(data, header["p_offset"])
-            elif header["p_type"] == "PT_DYNAMIC":
-                size = structs.Elf_Dyn.sizeof()
-                for n in range(header["p_filesz"] // size):
-                    tag = struct_parse(structs.Elf_Dyn, stream,
-                                       stream_pos=header["p_offset"] + n * size)
-                    if tag["d_tag"] == "DT_NULL":
-                        break
-                    tags.append((tag["d_tag"], tag["d_val"]))
-    except (ELFError, ValueError, IndexError):
-        return None  # not an object the loader would map either
-    abi = (elf.elfclass, str(elf["e_machine"]))
-    strtab = next((value for tag, value in tags if tag == "DT_STRTAB"), None)
-    base = None if strtab is None else next(
-        (strtab - h["p_vaddr"] + h["p_offset"] for h in headers if h["p_type"] == "PT_LOAD"
-         and h["p_vaddr"] <= strtab < h["p_vaddr"] + h["p_filesz"]), None)
-    if base is None:
-        return Program(interpreter, abi=abi)
-
-    def strings(kind: str) -> tuple[str, ...]:
-        return tuple(_string(data, base + value) for tag, value in tags if tag == kind)
-
-    def paths(kind: str) -> tuple[str, ...]:
-        return tuple(p for value in strings(kind) for p in value.split(":"))
-
-    return Program(interpreter, strings("DT_NEEDED"), paths("DT_RPATH"), paths("DT_RUNPATH"),
-                   abi)
-
-
 def _string(data: bytes, offset: int) -> str:
     end = data.find(b"\0", offset)
-    return data[offset : end if end >= 0 else len(data)].decode("utf-8", "surrogateescape")
+    return data[offset : end if end >= 0 else len(data)].decode("utf-8", "replace")
 
 
 def kernel_version(data: bytes) -> str | None:
@@ -193,130 +100,6 @@ def parse_provides(text: bytes) -> dict[str, tuple[str, ...]]:
 
 
 # -- the image as the loader sees it -------------------------------------------------------------
-
-def node_of(entry: Entry, origin: str) -> Node:
-    """An entry as the check needs it (its data is read here, once)."""
-    mode = entry.mode
-    if stat.S_ISDIR(mode):
-        return Node(origin, "dir")
-    if stat.S_ISLNK(mode):
-        return Node(origin, "symlink", (entry.data or b"").decode("utf-8", "surrogateescape"))
-    if not stat.S_ISREG(mode):
-        return Node(origin, "other")
-    data = entry.data or b""
-    text = data if entry.path.startswith(LD_SO_CONF) else None
-    return Node(origin, "file", program=read_program(data, bool(mode & 0o111)), text=text)
-
-
-class View:
-    """Paths of the image, in layers (the first that has a path wins), looked up with symlinks
-    followed the way the kernel follows them inside the image's root."""
-
-    def __init__(self, *layers: Mapping[str, Node]) -> None:
-        self.nodes: ChainMap[str, Node] = ChainMap(*layers)  # type: ignore[arg-type]
-
-    def resolve(self, path: str) -> str | None:
-        """The path with every symlink followed; None when something on the way is missing."""
-        pending = [p for p in reversed(path.split("/")) if p not in ("", ".")]
-        done: list[str] = []
-        links = 0
-        while pending:
-            part = pending.pop()
-            if part == "..":
-                if done:
-                    done.pop()
-                continue
-            candidate = "/".join([*done, part])
-            node = self.nodes.get(candidate)
-            if node is None:
-                return None
-            if node.kind == "symlink":
-                links += 1
-                if links > MAX_LINKS:
-                    return None
-                if node.target.startswith("/"):
-                    done = []
-                pending += [p for p in reversed(node.target.split("/")) if p not in ("", ".")]
-                continue
-            if pending and node.kind != "dir":
-                return None
-            done.append(part)
-        return "/".join(done) or "."
-
-    def file(self, path: str) -> tuple[str, Node] | None:
-        resolved = self.resolve(path)
-        node = None if resolved is None else self.nodes.get(resolved)
-        if resolved is None or node is None or node.kind != "file":
-            return None
-        return resolved, node
-
-
-def library_dirs(view: View) -> tuple[str, ...]:
-    """The directories of `/etc/ld.so.conf`, its `include`s followed (globs, once each)."""
-    dirs: list[str] = []
-    seen: set[str] = set()
-
-    def read(path: str) -> None:
-        found = view.file(path)
-        if found is None or found[0] in seen:
-            return
-        seen.add(found[0])
-        text = (found[1].text or b"").decode("utf-8", "replace")
-        for line in text.splitlines():
-            words = line.split("#", 1)[0].replace(",", " ").split()
-            if words[:1] == ["include"]:
-                for pattern in words[1:]:
-                    pattern = pattern.lstrip("/")
-                    if not posixpath.isabs("/" + pattern):
-                        continue
-                    for candidate in sorted(view.nodes):
-                        if fnmatch.fnmatchcase(candidate, pattern):
-                            read(candidate)
-            else:
-                dirs.extend(word.strip("/") for word in words if word.startswith("/"))
-
-    read(LD_SO_CONF)
-    return tuple(dict.fromkeys(dirs))
-
-
-def _search_path(program: Program, path: str, conf: tuple[str, ...]) -> list[str]:
-    origin = posixpath.dirname(path)
-    lib = "lib64" if program.abi and program.abi[0] == 64 else "lib"
-    platform = "x86_64" if program.abi and program.abi[1] == "EM_X86_64" else "i686"
-
-    def expand(entries: tuple[str, ...]) -> list[str]:
-        out = []
-        for entry in entries:
-            for name, value in (("ORIGIN", "/" + origin), ("LIB", lib),
-                                ("PLATFORM", platform)):
-                entry = entry.replace(f"${{{name}}}", value).replace(f"${name}", value)
-            if entry.startswith("/"):  # a relative entry is relative to the working directory
-                out.append(posixpath.normpath(entry).strip("/"))
-        return out
-
-    dirs = [] if program.runpath else expand(program.rpath)
-    dirs += expand(program.runpath)
-    dirs += conf
-    dirs += DEFAULT_DIRS
-    return [d for d in dict.fromkeys(dirs)]
-
-
-def find_library(view: View, name: str, program: Program, path: str,
-                 conf: tuple[str, ...]) -> str | None:
-    """Where the loader finds `name` for the object at `path`; None when nowhere."""
-    if "/" in name:
-        found = view.file(name)
-        return found[0] if found else None
-    for directory in _search_path(program, path, conf):
-        found = view.file(f"{directory}/{name}" if directory else name)
-        if found is None:
-            continue
-        other = found[1].program
-        if other is not None and other.abi is not None and other.abi != program.abi:
-            continue  # the loader skips a library of another class or machine
-        return found[0]
-    return None
-
 
 # -- the check -----------------------------------------------------------------------------------
 
@@ -397,17 +180,18 @@ def check_image(entries: Iterable[tuple[Entry, str]], *, kernel: bytes | None = 
                 provides: Mapping[str, tuple[str, ...]] | None = None,
                 ignore: Iterable[str] = (),
                 read_tcz: Callable[[bytes, str], Iterable[Entry]] | None = None,
-                ) -> list[Finding]:
+                known: Mapping[str, Program | None] | None = None) -> list[Finding]:
     """Every finding of an image: its entries (data included) with their origins.
 
     `read_tcz` reads an onboot extension's entries from its bytes (and a label for errors);
-    without it, the `.tcz` files of `/tmp/builtin/optional` are not looked into.
+    without it, the `.tcz` files of `/tmp/builtin/optional` are not looked into. `known` has
+    the programs of paths read before (`read_program`): their data is not needed.
     """
     base: dict[str, Node] = {}
     raw: dict[str, bytes] = {}  # what tce-setup reads: onboot.lst, the .tcz and .dep files
     for entry, origin in entries:
         path = entry.path
-        base[path] = node_of(entry, origin)
+        base[path] = node_of(entry, origin, known)
         if path == ONBOOT_LIST or path.startswith(f"{ONBOOT}/"):
             raw[path] = entry.data or b""
     onboot = {} if read_tcz is None else _onboot(raw, read_tcz)

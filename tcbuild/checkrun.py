@@ -8,19 +8,28 @@ reports them again without looking. `tcbuild check IMAGE` reads a build director
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import stat
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from . import image, tcz
+from .cache import Cache
 from .check import Finding, check_image, parse_provides
 from .errors import InputError, TcbuildError
 from .fetch import FetchOptions, Inputs, fetch_provides
+from .loader import LD_SO_CONF, Program, read_program
 from .manifest import read_image, read_manifest
-from .newc import Entry, iter_initramfs
+from .newc import iter_initramfs
 from .recipe import Recipe
+from .version import __version__
+
+PROGRAMS_FORMAT = "tcbuild-programs-1"
+log = logging.getLogger("tcbuild")
 
 
 class CheckFailed(TcbuildError):
@@ -31,21 +40,82 @@ class CheckFailed(TcbuildError):
         super().__init__("\n".join(f.line() for f in findings))
 
 
-def tree_findings(tree: image.Tree, inputs: Inputs, kernel: bytes,
-                  ignore: Iterable[str] = ()) -> list[Finding]:
+def tree_findings(tree: image.Tree, inputs: Inputs, kernel: bytes, ignore: Iterable[str] = (),
+                  cache: Cache | None = None) -> list[Finding]:
     """The findings of a composed image, before it is written."""
     provides = parse_provides(inputs.provides) if inputs.provides else {}
-    return check_image(_with_data(tree, inputs), kernel=kernel,
-                       kernel_name=inputs.kernel.name, provides=provides, ignore=ignore,
-                       read_tcz=tcz.read_tcz)
+    known = _programs(tree, inputs, cache)
+    rest = [path for path, item in tree.items.items()
+            if path not in known and stat.S_ISREG(item.entry.mode)]
+    data = _data(tree, inputs, rest)
+    entries = ((replace(item.entry, data=data[path], size=len(data[path] or b""))
+                if path in data else item.entry, item.origin)
+               for path, item in tree.items.items())
+    return check_image(entries, kernel=kernel, kernel_name=inputs.kernel.name,
+                       provides=provides, ignore=ignore, read_tcz=tcz.read_tcz, known=known)
 
 
-def _with_data(tree: image.Tree, inputs: Inputs) -> Iterator[tuple[Entry, str]]:
-    """The tree's entries with their data; a tree composed from indexes (append mode) has
-    none for the base's and the extensions' files: those are read again here."""
-    lacking = {path for path, item in tree.items.items()
-               if item.entry.data is None and stat.S_ISREG(item.entry.mode) and item.entry.size}
-    loaded: dict[str, bytes | None] = {}
+def _programs(tree: image.Tree, inputs: Inputs, cache: Cache | None
+              ) -> dict[str, Program | None]:
+    """What each file of the base and of the extensions asks of the loader, by its content
+    (`facts["sha256"]`): kept in the cache per input, so a rebuild, or an append build composed
+    without the data, reads none of them again; a file not kept yet is read and added."""
+    keys = {image.BASE: _key(*(part.sha256 for part in inputs.core))}
+    keys |= {f"extension:{ext.name}": _key(ext.sha256) for ext in inputs.extensions}
+    kept = {origin: _load(cache, key) for origin, key in keys.items()}
+    known: dict[str, Program | None] = {}
+    todo: list[tuple[str, str, str]] = []
+    for path, item in tree.items.items():
+        digest = (item.facts or {}).get("sha256")
+        if (item.origin not in keys or digest is None or not stat.S_ISREG(item.entry.mode)
+                or path.startswith(LD_SO_CONF)):  # the loader's configuration: read as text
+            continue
+        if digest in kept[item.origin]:
+            known[path] = kept[item.origin][digest]
+        else:
+            todo.append((path, item.origin, digest))
+    data = _data(tree, inputs, [path for path, _, _ in todo])
+    for path, origin, digest in todo:
+        known[path] = kept[origin][digest] = read_program(data[path] or b"")
+    for origin in {origin for _, origin, _ in todo}:
+        if cache is not None:
+            _store(cache, keys[origin], kept[origin])
+    return known
+
+
+def _key(*facts: str) -> str:
+    text = json.dumps(["programs", PROGRAMS_FORMAT, __version__, *facts])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _load(cache: Cache | None, key: str) -> dict[str, Program | None]:
+    """Programs kept by content; empty when there are none (or none this tcbuild reads)."""
+    data = None if cache is None else cache.derived(key)
+    try:
+        rows = json.loads(data) if data else {}
+        return {digest: None if row is None else Program(
+            row[0], tuple(row[1]), tuple(row[2]), tuple(row[3]),
+            None if row[4] is None else (row[4][0], row[4][1]), tuple(row[5]))
+            for digest, row in rows.items()}
+    except (ValueError, TypeError, IndexError, AttributeError):
+        return {}
+
+
+def _store(cache: Cache, key: str, programs: Mapping[str, Program | None]) -> None:
+    rows = {digest: None if p is None else [p.interpreter, p.needed, p.rpath, p.runpath, p.abi,
+                                             p.arguments]
+            for digest, p in programs.items()}
+    try:
+        cache.store_derived(key, [json.dumps(rows, sort_keys=True).encode()])
+    except OSError as e:  # a cache that cannot take it only makes the next check slower
+        log.debug("cache: cannot keep the check's programs: %s", e)
+
+
+def _data(tree: image.Tree, inputs: Inputs, paths: Iterable[str]) -> dict[str, bytes | None]:
+    """The data of `paths`: from the tree, or read again from the inputs when the tree was
+    composed from indexes (append mode) and has none for the base's and extensions' files."""
+    loaded = {path: image.shared(tree, tree.items[path]).data for path in paths}
+    lacking = {p for p, data in loaded.items() if data is None and tree.items[p].entry.size}
     if any(tree.items[p].origin == image.BASE for p in lacking):
         base = image.read_base(iter_initramfs(part.path, label=part.name)
                                for part in inputs.core)
@@ -56,11 +126,7 @@ def _with_data(tree: image.Tree, inputs: Inputs) -> Iterator[tuple[Entry, str]]:
         if any(tree.items[p].origin == origin for p in lacking):
             loaded.update((e.path, e.data) for e in tcz.read_tcz(ext.path, ext.name)
                           if e.path in lacking and tree.items[e.path].origin == origin)
-    for path, item in tree.items.items():
-        entry = image.shared(tree, item)
-        if path in loaded:
-            entry = replace(entry, data=loaded[path])
-        yield entry, item.origin
+    return loaded
 
 
 def image_findings(target: Path, kernel: Path | None = None, provides: bytes | None = None,

@@ -16,20 +16,10 @@ import pytest
 
 from tcbuild import load_recipe
 from tcbuild.build import BuildOptions, BuildResult, build
-from tcbuild.check import (
-    Finding,
-    Program,
-    View,
-    check_image,
-    find_library,
-    kernel_version,
-    library_dirs,
-    node_of,
-    parse_provides,
-    read_program,
-)
+from tcbuild.check import Finding, check_image, kernel_version, parse_provides
 from tcbuild.checkrun import CheckFailed
 from tcbuild.fetch import FetchOptions
+from tcbuild.loader import Program, View, find_library, library_dirs, node_of, read_program
 from tcbuild.newc import Entry
 from tcbuild.tcz import pack_directory
 
@@ -97,9 +87,10 @@ def recipe(tmp_path: Path, mirror: str, install: list[str], image: str = "",
     return path
 
 
-def run(tmp_path: Path, recipe_path: Path, out: str = "out") -> BuildResult:
-    options = BuildOptions(out_dir=tmp_path / out, fetch=FetchOptions(
-        cache_dir=tmp_path / f"cache-{out}", progress=False))
+def run(tmp_path: Path, recipe_path: Path, out: str = "out", cache: str = "",
+        force: bool = False) -> BuildResult:
+    options = BuildOptions(out_dir=tmp_path / out, force=force, fetch=FetchOptions(
+        cache_dir=tmp_path / f"cache-{cache or out}", progress=False))
     return build(load_recipe(recipe_path), options)
 
 
@@ -127,6 +118,18 @@ def test_a_program_without_its_libraries_then_with_them(
     with_libs = run(tmp_path, recipe(tmp_path, debian_mirror.url, ["xz", "liblzma", "glibc"]),
                     "with")
     assert with_libs.findings == ()
+
+
+def test_append_mode_and_the_kept_programs_find_the_same(
+        tmp_path: Path, debian_mirror: MirrorServer) -> None:
+    repacked = run(tmp_path, recipe(tmp_path, debian_mirror.url, ["xz", "glibc"]), "repack")
+    appended = recipe(tmp_path, debian_mirror.url, ["xz", "glibc"], 'output = "append"')
+    first = run(tmp_path, appended, "append", cache="repack")  # composed from indexes
+    kept = list((tmp_path / "cache-repack").rglob("derived/*"))
+    again = run(tmp_path, appended, "append", cache="repack", force=True)
+    assert repacked.findings == first.findings == again.findings
+    assert [f.missing for f in again.findings] == ["liblzma.so.5"]
+    assert kept and sorted(kept) == sorted((tmp_path / "cache-repack").rglob("derived/*"))
 
 
 def test_error_policy_fails_the_build_with_nothing_written(
@@ -242,7 +245,7 @@ def directory(path: str) -> Entry:
 
 
 def test_the_loader_search_path_origin_conf_includes_and_symlinks() -> None:
-    xz = read_program(Path("/usr/bin/xz").read_bytes(), True)
+    xz = read_program(Path("/usr/bin/xz").read_bytes())
     assert xz is not None and xz.interpreter == LOADER
     assert xz.needed == ("liblzma.so.5", "libc.so.6") and xz.abi == (64, "EM_X86_64")
     lzma = (LIB / "liblzma.so.5").resolve().read_bytes()
