@@ -43,12 +43,16 @@ def line_of(text: str, fragment: str) -> int:
 # -- syntax: the daemons' own checks (no root needed) ---------------------------------------
 
 
-@pytest.mark.parametrize("domain", [True, False], ids=["example", "no-domain"])
+@pytest.mark.parametrize(("domain", "http_url"), [(True, None), (False, None),
+                                                 (True, "http://10.1.1.1/tree/")],
+                         ids=["example", "no-domain", "http-boot"])
 def test_dhcpd_accepts_the_generated_config(tmp_path: Path, inventory: Inventory,
-                                            domain: bool) -> None:
+                                            domain: bool, http_url: str | None) -> None:
     require_tool("dhcpd", "isc-dhcp-server")
     if not domain:  # host names then stand alone, and no domain-name option is sent
         inventory = replace(inventory, cluster=replace(inventory.cluster, domain=""))
+    if http_url:  # iPXE clients get the script's URL, the others a program by architecture
+        inventory = replace(inventory, cluster=replace(inventory.cluster, http_url=http_url))
     conf = tmp_path / "dhcpd.conf"
     conf.write_text(dhcpd_conf(inventory))
     result = run("dhcpd", "-t", "-cf", conf, check=False)

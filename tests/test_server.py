@@ -37,7 +37,18 @@ def test_generated_files_follow_the_inventory() -> None:
     assert "option second-ip code 187 = ip-address;" in dhcpd
     assert "allow booting;\nallow bootp;" in dhcpd
     assert "subnet 10.1.1.0 netmask 255.255.255.0 {" in dhcpd
-    assert 'next-server 10.1.1.1;\n    filename "pxelinux.0";' in dhcpd
+    assert "option arch code 93 = unsigned integer 16;" in dhcpd
+    assert ('    next-server 10.1.1.1;\n'
+            '    # The boot program by client class, in this order: uefi-x64, bios '
+            '(tcbuild.bootfile).\n'
+            '    if option arch = 00:07 or option arch = 00:09 {\n'
+            '        filename "bootx64.efi";\n'
+            '    } elsif option arch = 00:00 {\n'
+            '        filename "pxelinux.0";\n'
+            '    } else {\n'
+            '        filename "pxelinux.0";\n'
+            '    }\n}') in dhcpd
+    assert "user-class" not in dhcpd  # no http_url: iPXE boots by its architecture
     assert ("host server2 {\n    hardware ethernet 52:54:00:12:34:57;\n"
             "    fixed-address 10.1.1.6;\n    option host-name \"server2.example.com\";\n"
             "    option second-ip 172.16.1.6;\n}") in dhcpd
@@ -149,6 +160,10 @@ def test_http_boot_hands_ipxe_the_script(tmp_path: Path) -> None:
             and "dhcp-boot=tag:bios,tag:!ipxe,pxelinux.0,,10.1.1.1\n" in files["dnsmasq.conf"])
     assert ('pxe-service=tag:ipxe,x86PC,"ipxe",http://10.1.1.1/boot.ipxe,10.1.1.1\n'
             in files["dnsmasq-proxy.conf"])
+    dhcpd = server_files(load_inventory(toml))["dhcpd.conf"]
+    assert ('    if exists user-class and option user-class = "iPXE" {\n'
+            '        filename "http://10.1.1.1/boot.ipxe";\n'
+            '    } elsif option arch = 00:07 or option arch = 00:09 {\n') in dhcpd
 
 
 def test_dhcp_option_picks_the_servers(tmp_path: Path) -> None:
