@@ -30,6 +30,10 @@ ROLES = ("primary", "standby")
 LEASE_FILE = "/var/lib/kea/kea-leases4.csv"
 CONTROL_SOCKET = "/run/kea/kea4-ctrl-socket"
 HOOKS_DIR = "/usr/lib/x86_64-linux-gnu/kea/hooks"
+# An interface that is down (no carrier yet) when Kea starts would get no socket, and Kea
+# would never serve on it: retry every 5 s for a day instead.
+SOCKET_RETRIES = 17280
+SOCKET_RETRY_MS = 5000
 HA_PORT = 8001
 """The HA hook's own listener; 8000 stays free for a kea-ctrl-agent, should one be wanted."""
 
@@ -58,7 +62,8 @@ def kea_files(inventory: Inventory) -> dict[str, str]:
 def kea_dhcp4_conf(inventory: Inventory, server: IPv4Address) -> str:
     """The config of the boot server at `server` (one of `boot_servers`)."""
     dhcp4: dict[str, Any] = {
-        "interfaces-config": {"interfaces": ["*"]},
+        "interfaces-config": {"interfaces": ["*"], "service-sockets-max-retries": SOCKET_RETRIES,
+                              "service-sockets-retry-wait-time": SOCKET_RETRY_MS},
         "control-socket": {"socket-type": "unix", "socket-name": CONTROL_SOCKET},
         "lease-database": {"type": "memfile", "persist": True, "name": LEASE_FILE,
                            "lfc-interval": 3600},

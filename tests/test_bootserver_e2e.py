@@ -1,11 +1,12 @@
 """The whole boot server, end to end: a QEMU node PXE-boots from the real daemons.
 
-In a network namespace of its own the boot server runs ISC dhcpd with the generated dhcpd.conf
-and tftpd-hpa with the options of the generated tftpd-hpa defaults, serving the TFTP root that
-`tcbuild publish` filled with the example recipe. QEMU's NIC is a tap device on the bridge
-that carries the boot server's address, in that same namespace: QEMU's own DHCP and TFTP take
-no part. The node must come up as the inventory says: its fixed address, its per-MAC kernel
-line, the published build. Nothing here touches the host's own network (tests/netns.py).
+In a network namespace of its own the boot server runs a DHCP server with its generated config
+(ISC dhcpd, Kea, then dnsmasq) and tftpd-hpa with the options of the generated tftpd-hpa
+defaults, serving the TFTP root that `tcbuild publish` filled with the example recipe. QEMU's
+NIC is a tap device on the bridge that carries the boot server's address, in that same
+namespace: QEMU's own DHCP and TFTP take no part. The node must come up as the inventory says:
+its fixed address, its per-MAC kernel line, the published build. Nothing here touches the
+host's own network (tests/netns.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import pytest
+
 from tcbuild import boottest
 from tcbuild.inventory import load_inventory
-from tcbuild.server import dhcpd_conf, tftpd_hpa
+from tcbuild.server import Dhcp, tftpd_hpa
 
 from .conftest import require_tool
+from .dhcplab import acknowledged, start_dhcp_server
 from .netns import Daemon, Lab, wait_for
 from .nodekit import BUILD_ID, CANARY, MARKER, kernel_line, publish
 
@@ -42,8 +46,9 @@ def udp_bound(daemon: Daemon, address: str, port: int) -> bool:
     return any(row.split()[1] == local for row in rows)
 
 
-def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab) -> None:
-    require_tool("dhcpd", "isc-dhcp-server")
+@pytest.mark.parametrize("dhcp_server", list(Dhcp))
+def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab,
+                                                   dhcp_server: Dhcp) -> None:
     require_tool("in.tftpd", "tftpd-hpa")
     inventory = load_inventory(node / "examples/cluster.toml")  # the one publish reads
     c = inventory.cluster
@@ -60,12 +65,7 @@ def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab) -> None
     lab.ip(server, "link", "set", "tap0", "up")
     lab.ip(server, "link", "set", "br0", "up")
 
-    conf, leases = node / "dhcpd.conf", node / "dhcpd.leases"
-    conf.write_text(dhcpd_conf(inventory))
-    leases.touch()
-    dhcpd = lab.start(server, "dhcpd", ["dhcpd", "-4", "-f", "-d", "-cf", conf, "-lf", leases,
-                                        "-pf", node / "dhcpd.pid", "br0"])
-    dhcpd.wait_for_output("Server starting service.")
+    dhcp = start_dhcp_server(lab, server, dhcp_server, inventory, node, "br0")
 
     # As Debian's init script runs it, with the generated values; only the directory is ours.
     tftpd_conf = defaults(tftpd_hpa(inventory))
@@ -85,16 +85,16 @@ def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab) -> None
                             console_to_log=False, firmware=boottest.firmware_log(log))
     console = log.read_text(errors="replace")
     firmware = boottest.firmware_log(log).read_text(errors="replace")
-    assert result.ok, f"{result.reason}\n{result.tail}\n--- dhcpd:\n{dhcpd.output()}"
-    assert tftpd.process.poll() is None and dhcpd.process.poll() is None
+    assert result.ok, f"{result.reason}\n{result.tail}\n--- {dhcp.name}:\n{dhcp.output()}"
+    assert tftpd.process.poll() is None and dhcp.process.poll() is None
 
     found = BUILD_ID.search(console)
     assert found and found[1] == build_id, console[-2000:]
 
-    # dhcpd gave the host its fixed address and the boot server (the firmware shows both).
-    # ISC dhcpd keeps no lease-file entry for a host with a fixed-address (only pool leases
-    # are recorded), so its log and the firmware's view are what show the lease.
-    assert f"DHCPACK on {host.ip} to {host.mac} via br0" in dhcpd.output()
+    # The DHCP server gave the host its fixed address and the boot server (the firmware shows
+    # both). ISC dhcpd keeps no lease-file entry for a host with a fixed-address (only pool
+    # leases are recorded), so the servers' logs and the firmware's view show the lease.
+    assert acknowledged(dhcp_server, dhcp, host, "br0"), dhcp.output()
     assert f"net0: {host.ip}/{c.internal_subnet.netmask} gw {c.internal_router}" in firmware
     assert f"Next server: {c.boot_server}" in firmware
     assert f"tftp://{c.boot_server}/pxelinux.0... ok" in firmware
