@@ -159,13 +159,6 @@ class Recipe:
     check: CheckPolicy = CheckPolicy.WARN  # the "will it run?" check at the end of a build
     check_ignore: tuple[str, ...] = ()  # image paths (globs) whose findings are deliberate
 
-    def __post_init__(self) -> None:
-        """The values that reach a boot config, a kernel line or an output's name obey the
-        rules however the recipe was made (`load_recipe` reports all of a file's problems)."""
-        problems = [f"{self.path}: {key}: {message}" for key, message in _boot_problems(self)]
-        if problems:
-            raise RecipeError(problems)
-
     @property
     def name(self) -> str:
         return self.path.stem
@@ -221,19 +214,11 @@ def _controls(value: Any, where: str, extra: str) -> Iterator[tuple[str, str]]:
         for i, item in enumerate(value):
             yield from _controls(item, f"{where}[{i}]", extra)
     elif isinstance(value, str):
-        problem = control_problem(value, extra)
-        if problem:
-            yield where, problem
-
-
-def control_problem(text: str, allowed: str = "") -> str | None:
-    """The first control character of `text` not in `allowed`, described; None if none."""
-    found = next((c for c in CONTROL.finditer(text) if c[0] not in allowed), None)
-    if found is None:
-        return None
-    rule = ("template values may hold tabs and newlines, no other control character" if allowed
-            else _REFUSED)
-    return f"{_char(found[0])} at character {found.start() + 1}; {rule}"
+        found = next((c for c in CONTROL.finditer(value) if c[0] not in extra), None)
+        if found:
+            rule = ("template values may hold tabs and newlines, no other control character"
+                    if extra else _REFUSED)
+            yield where, f"{_char(found[0])} at character {found.start() + 1}; {rule}"
 
 
 _REFUSED = ("control characters are refused (in a boot config or a kernel line they would "
@@ -245,49 +230,6 @@ def _char(c: str) -> str:
     return f"{name} (U+{ord(c):04X})"
 
 
-def label_problem(name: str) -> str | None:
-    """What is wrong with an extra boot label's name (a `LABEL` line of its own)."""
-    if LABEL_NAME.fullmatch(name) and name != DEFAULT_LABEL:
-        return None
-    return (f"a label is 1-32 letters, digits, '_', '.', '-' and not '{DEFAULT_LABEL}' (the "
-            "default label)")
-
-
-def initrd_name_problem(name: str, flavor: Flavor, recipe_name: str) -> str | None:
-    """What is wrong with an initrd's name: it must be plain, and none of the other files beside
-    it in a build directory or a release (an ISO 9660 name has one case: so has the check)."""
-    if not FILE_NAME.fullmatch(name):
-        return (f"'{name}' is not a plain file name (up to 128 letters, digits and . _ + -, "
-                "starting with a letter or digit)")
-    reserved = {
-        flavor.kernel: "the kernel's name",
-        MANIFEST: "the build's manifest",
-        RELEASE_JSON: "a release's manifest in the TFTP root",
-        f"{recipe_name}.iso": "the name of the recipe's ISO",
-        f"{recipe_name}.lock": "the name of the recipe's lock file",
-    }
-    return next((f"'{name}' is {why}" for taken, why in reserved.items()
-                 if taken.lower() == name.lower()), None)
-
-
-def _boot_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
-    """(key, problem) for the values of a recipe that reach a boot config, a kernel line or an
-    output's name."""
-    lines = [("boot.append", recipe.append), ("boot.serial", recipe.serial or "")]
-    lines += [(key_path("boot.labels", name), line) for name, line in recipe.labels.items()]
-    for key, text in lines:
-        problem = control_problem(text)
-        if problem:
-            yield key, problem
-    for name in recipe.labels:
-        problem = label_problem(name)
-        if problem:
-            yield key_path("boot.labels", name), problem
-    problem = initrd_name_problem(recipe.initrd_name, recipe.flavor, recipe.name)
-    if problem:
-        yield "boot.initrd_name", problem
-
-
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Read and validate a recipe; raise `RecipeError` listing every problem found."""
     path = Path(path)
@@ -296,9 +238,6 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
 
 def read_toml(path: Path, kind: str) -> dict[str, Any]:
     """A TOML file's tables; a syntax error names its line and column."""
-    if CONTROL.search(str(path)):  # its name reaches messages and config comments
-        raise InputError(f"{json.dumps(str(path))}: a {kind} file's name may not hold a control "
-                         "character")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
@@ -361,7 +300,7 @@ class _RecipeReader:
         release = self.release(core)  # problems in the order of the file's keys
         flavor = self.choice(core, "tinycore.flavor", Flavor, Flavor.COREPURE64)
         install = self.install(ext)
-        fields: dict[str, Any] = dict(
+        recipe = Recipe(
             path=self.path,
             release=release,
             flavor=flavor,
@@ -389,7 +328,7 @@ class _RecipeReader:
         )
         if self.problems:
             raise RecipeError(self.problems)
-        return Recipe(**fields)
+        return recipe
 
     # -- generic checks ------------------------------------------------------------------------
 
@@ -590,9 +529,9 @@ class _RecipeReader:
         labels = {}
         for name, line in value.items():
             key = key_path("boot.labels", name)
-            problem = label_problem(name)
-            if problem:
-                self.problem(key, problem)
+            if not LABEL_NAME.fullmatch(name) or name == DEFAULT_LABEL:
+                self.problem(key, "a label is 1-32 letters, digits, '_', '.', '-' and not "
+                             f"'{DEFAULT_LABEL}' (the default label)")
             elif not isinstance(line, str):
                 self.problem(key, f"expected a kernel line (a string), got {_type_name(line)}")
             else:
@@ -673,10 +612,22 @@ class _RecipeReader:
         return None
 
     def initrd_name(self, boot: dict[str, Any], flavor: Flavor) -> str:
+        """A plain file name, none of the other files beside it in a build or a release."""
         name = self.string(boot, "boot.initrd_name", "core.hts.gz")
         if name is None:
             return "core.hts.gz"
-        problem = initrd_name_problem(name, flavor, self.path.stem)
-        if problem:
-            self.problem("boot.initrd_name", problem)
+        reserved = {
+            flavor.kernel: "the kernel's name",
+            MANIFEST: "the build's manifest",
+            RELEASE_JSON: "a release's manifest in the TFTP root",
+            f"{self.path.stem}.iso": "the name of the recipe's ISO",
+            f"{self.path.stem}.lock": "the name of the recipe's lock file",
+        }
+        clash = next((why for taken, why in reserved.items() if taken.lower() == name.lower()),
+                     None)
+        if not FILE_NAME.fullmatch(name):
+            self.problem("boot.initrd_name", f"'{name}' is not a plain file name (up to 128 "
+                         "letters, digits and . _ + -, starting with a letter or digit)")
+        elif clash:
+            self.problem("boot.initrd_name", f"'{name}' is {clash}")
         return name

@@ -11,15 +11,14 @@ host's own network (tests/netns.py).
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 
 import pytest
 
 from tcbuild import boottest
-from tcbuild.inventory import Inventory, load_inventory
-from tcbuild.server import Dhcp, server_files, tftpd_hpa
+from tcbuild.inventory import load_inventory
+from tcbuild.server import Dhcp, tftpd_hpa
 
 from .conftest import require_tool
 from .dhcplab import acknowledged, start_dhcp_server
@@ -47,44 +46,9 @@ def udp_bound(daemon: Daemon, address: str, port: int) -> bool:
     return any(row.split()[1] == local for row in rows)
 
 
-SITE_RANGE = ("10.1.1.100", "10.1.1.109")  # the site's own DHCP server, for proxy DHCP
-
-
-def start_proxy(lab: Lab, server: str, inventory: Inventory, workdir: Path) -> Daemon:
-    """dnsmasq-proxy.conf on the boot server; the addresses from the site's DHCP server.
-
-    That server (ISC dhcpd with a pool and no boot information, as a site's might be) runs
-    in a namespace of its own on the same bridge, at the subnet's last address.
-    """
-    require_tool("dnsmasq", "dnsmasq-base")
-    require_tool("dhcpd", "isc-dhcp-server")
-    c = inventory.cluster
-    subnet = c.internal_subnet
-    site = lab.namespace("site")
-    lab.link(server, "site0", site, "eth0")
-    lab.ip(server, "link", "set", "site0", "master", "br0")
-    lab.ip(site, "addr", "add", f"{subnet.broadcast_address - 1}/{subnet.prefixlen}",
-           "dev", "eth0")
-    conf, leases = workdir / "site-dhcpd.conf", workdir / "site-dhcpd.leases"
-    conf.write_text(f"authoritative;\nsubnet {subnet.network_address} netmask {subnet.netmask} "
-                    f"{{\n  range {SITE_RANGE[0]} {SITE_RANGE[1]};\n"
-                    f"  option routers {c.internal_router};\n}}\n")
-    leases.touch()
-    dhcpd = lab.start(site, "site-dhcpd", ["dhcpd", "-4", "-f", "-d", "-cf", conf, "-lf", leases,
-                                           "-pf", workdir / "site-dhcpd.pid", "eth0"])
-    dhcpd.wait_for_output("Server starting service.")
-    proxy = workdir / "dnsmasq-proxy.conf"
-    proxy.write_text(server_files(inventory, [Dhcp.DNSMASQ])["dnsmasq-proxy.conf"])
-    dnsmasq = lab.start(server, "dnsmasq", [
-        "dnsmasq", "--keep-in-foreground", "--log-dhcp", "--log-facility=-",
-        f"--conf-file={proxy}", f"--pid-file={workdir / 'dnsmasq.pid'}", "--user=root"])
-    dnsmasq.wait_for_output("DHCP, proxy on subnet")
-    return dnsmasq
-
-
-@pytest.mark.parametrize("dhcp_server", [*Dhcp, "proxy"])
+@pytest.mark.parametrize("dhcp_server", list(Dhcp))
 def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab,
-                                                   dhcp_server: Dhcp | str) -> None:
+                                                   dhcp_server: Dhcp) -> None:
     require_tool("in.tftpd", "tftpd-hpa")
     inventory = load_inventory(node / "examples/cluster.toml")  # the one publish reads
     c = inventory.cluster
@@ -101,10 +65,7 @@ def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab,
     lab.ip(server, "link", "set", "tap0", "up")
     lab.ip(server, "link", "set", "br0", "up")
 
-    if isinstance(dhcp_server, Dhcp):
-        dhcp = start_dhcp_server(lab, server, dhcp_server, inventory, node, "br0")
-    else:
-        dhcp = start_proxy(lab, server, inventory, node)
+    dhcp = start_dhcp_server(lab, server, dhcp_server, inventory, node, "br0")
 
     # As Debian's init script runs it, with the generated values; only the directory is ours.
     tftpd_conf = defaults(tftpd_hpa(inventory))
@@ -133,15 +94,9 @@ def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab,
     # The DHCP server gave the host its fixed address and the boot server (the firmware shows
     # both). ISC dhcpd keeps no lease-file entry for a host with a fixed-address (only pool
     # leases are recorded), so the servers' logs and the firmware's view show the lease.
-    # Through proxy DHCP the address is the site server's, any of its pool.
-    if isinstance(dhcp_server, Dhcp):
-        assert acknowledged(dhcp_server, dhcp, host, "br0"), dhcp.output()
-        assert f"net0: {host.ip}/{c.internal_subnet.netmask} gw {c.internal_router}" in firmware
-        assert f"Next server: {c.boot_server}" in firmware
-    else:
-        assert re.search(rf"PXE\(br0\) {host.mac} proxy", dhcp.output()), dhcp.output()
-        leased = re.search(rf"net0: (\S+)/{c.internal_subnet.netmask} gw ", firmware)
-        assert leased and SITE_RANGE[0] <= leased[1] <= SITE_RANGE[1], firmware
+    assert acknowledged(dhcp_server, dhcp, host, "br0"), dhcp.output()
+    assert f"net0: {host.ip}/{c.internal_subnet.netmask} gw {c.internal_router}" in firmware
+    assert f"Next server: {c.boot_server}" in firmware
     assert f"tftp://{c.boot_server}/pxelinux.0... ok" in firmware
 
     # pxelinux read the node's own 01-<mac> config (the canary group's line), not `default`.

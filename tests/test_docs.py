@@ -1,0 +1,49 @@
+"""The docs still say what tcbuild does: every command they show is run and its output
+compared, every file they show in full compared with the repository's (tests/docskit.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from .conftest import require_tool
+from .docskit import DOCS, ROOT, blocks, check, prepare, steps
+from .mirrortree import MirrorServer
+
+README = ROOT / "README.md"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[str(d.relative_to(ROOT)) for d in DOCS])
+def test_doc_matches_what_tcbuild_does(doc: Path, tmp_path: Path, mirror: MirrorServer) -> None:
+    if "$ tcbuild boot-test" in doc.read_text():
+        require_tool("qemu-system-x86_64", "qemu-system-x86")
+    outcome = check(doc, prepare(tmp_path / "site", mirror.url))
+    assert not outcome.problems, "\n\n".join(outcome.problems) + (
+        "\n\n(when tcbuild changed on purpose: python -m tests.docskit --update "
+        f"{doc.relative_to(ROOT)}, then read the diff)")
+
+
+def test_readme_is_a_front_page() -> None:
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 250, len(lines)
+    # The first screen: the two set-up commands, exactly these, in one block.
+    first = next(b for b in blocks(README))
+    assert first.line < 30
+    assert [line.split("#")[0].strip() for line in first.lines] == ["make demo", "make test"]
+
+
+def test_docs_links_and_blocks_are_checked() -> None:
+    """Every relative link leads to a file; no transcript (`$ ...`) escapes the docs test."""
+    for doc in DOCS:
+        text = doc.read_text()
+        for target in re.findall(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)", text):
+            assert (doc.parent / target).exists(), f"{doc.relative_to(ROOT)}: link to {target}"
+        for block in blocks(doc):
+            checked = block.file is not None or block.lang in ("console", "python", "toml")
+            assert checked or not any(line.startswith("$ ") for line in block.lines), block.where
+            if block.lang == "console":
+                assert steps(block), f"{block.where}: a console block without a `$ ` command"
+        # An indented transcript would not be run either.
+        assert not re.search(r"^    \$ ", text, re.M), f"{doc.relative_to(ROOT)}: use ```console"
