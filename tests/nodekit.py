@@ -28,6 +28,8 @@ def publish(node: Path) -> str:
     done = tcbuild(node, "publish", "recipes/gameserver.toml", "--tftp", "tftp", "--inventory",
                    "examples/cluster.toml", "--cache", "cache", "-q")
     assert done.returncode == 0, done.stderr
+    checked = tcbuild(node, "verify", "--tftp", "tftp")  # every publish is verified
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     return built_id(node)
 
 

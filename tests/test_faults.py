@@ -162,6 +162,7 @@ def test_a_reader_sees_only_complete_matching_files_during_publishes(site: Path)
             (site / "overlays/gameserver/etc").mkdir(exist_ok=True)
             (site / "overlays/gameserver/etc/motd").write_text(f"publish {i}\n")
             assert tcbuild(site, *args).wait(timeout=120) == 0
+            assert pub.verify(tftp) == []  # every publish is verified
     finally:
         stop.set()
         reader.join()

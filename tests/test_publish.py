@@ -42,6 +42,7 @@ def publish_at(site: Path, now: float, inventory: bool = False, keep: int = 5,
                         now=now)
     with pub.locked(site / "tftp"):
         pub.execute(plan)
+    assert pub.verify(site / "tftp") == []  # every publish is verified
     return plan
 
 
