@@ -247,7 +247,8 @@ class _ArchiveReader:
         self.heads: dict[str, str] = {}  # a later name of a group -> its first
 
     def add(self, member: Any) -> None:
-        name = _member_name(self.archive, member.pathname)
+        raw = self.text(member.pathname, f"{self.archive}: a member name")
+        name = _member_name(self.archive, raw)
         source = f"{self.archive}:{name}"
         if name == ".":
             if not member.isdir:
@@ -256,10 +257,10 @@ class _ArchiveReader:
         if name in self.members:
             raise InputError(f"{source}: appears twice in the archive")
         perm = member.mode & 0o7777
+        target = self.text(member.linkpath, f"{source}: the link target")
         if member.islnk:
-            entry = self.hard_link(name, member.linkpath or "", member, source)
+            entry = self.hard_link(name, target, member, source)
         elif member.issym:
-            target = member.linkpath or ""
             _confined_link(name, target, source)
             entry = _symlink(name, target.encode("utf-8", "surrogateescape"), self.mtime)
         elif member.isdir:
@@ -273,6 +274,13 @@ class _ArchiveReader:
                              f"{self.entries[entry.name].source}")
         self.members[name] = entry.name
         self.entries[entry.name] = OverlayFile(entry, source)
+
+    @staticmethod
+    def text(value: str | bytes | None, what: str) -> str:
+        """A name as libarchive gives it: text, or bytes that are not UTF-8 (refused)."""
+        if isinstance(value, bytes):
+            raise InputError(f"{what} is not UTF-8 text ({value!r})")
+        return value or ""
 
     def hard_link(self, name: str, target: str, member: Any, source: str) -> Entry:
         """Another name of an earlier regular file. The group's data may come with any of its

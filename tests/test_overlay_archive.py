@@ -20,6 +20,7 @@ from tcbuild import InputError, load_recipe
 from tcbuild.build import BuildOptions, BuildResult, build
 from tcbuild.fetch import FetchOptions
 from tcbuild.newc import Entry, iter_initramfs
+from tcbuild.overlay import read_overlay
 
 from .conftest import require_tool
 from .mirrortree import MirrorServer
@@ -302,6 +303,17 @@ def test_an_unreadable_archive_names_itself(
     use_archive(recipe, name)
     with pytest.raises(InputError, match=rf"^{tmp_path / name}: {message} \(.+\)$"):
         run_build(tmp_path, recipe)
+
+
+def test_a_member_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "latin.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        info = tarfile.TarInfo("opt/caf\xe9")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"x\n"))
+    with pytest.raises(InputError) as info_:
+        read_overlay(archive, {}, 0)
+    assert str(info_.value) == f"{archive}: a member name is not UTF-8 text (b'opt/caf\\xe9')"
 
 
 def test_a_truncated_archive_is_refused(tmp_path: Path, mirror: MirrorServer) -> None:
