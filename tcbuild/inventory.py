@@ -50,7 +50,7 @@ class Cluster:
     log_dir: str
     syslog_port: int
     game_log_tag: str
-    boot_servers: tuple[IPv4Address, ...]  # 1 or 2 (a high-availability pair); [boot_server]
+    boot_servers: tuple[IPv4Address, ...]  # 1 or 2 (a Kea HA pair), boot_server first
     http_url: str | None  # where the published tree is served over HTTP, ending in "/"
 
     def template_vars(self) -> dict[str, str | int]:
@@ -280,7 +280,13 @@ class _Reader:
                 continue
             self.inside(f"{key}[{i}]", address, subnet, "internal subnet")
             servers.append(address)
-        return tuple(servers) if len(servers) == len(value) else None
+        if len(servers) < len(value):
+            return None
+        if boot is not None and boot not in servers:
+            self.problem(key, f"does not include boot_server {boot} (the server the dhcpd and "
+                         "dnsmasq configs name, and the first of a pair)")
+            return None
+        return tuple(sorted(servers, key=lambda server: server != boot))
 
     def groups(self, table: Any) -> dict[str, Group]:
         if not isinstance(table, dict):

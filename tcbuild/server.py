@@ -178,12 +178,14 @@ EXPORT {{
 
 
 def tftpd_hpa(inventory: Inventory) -> str:
-    """`/etc/default/tftpd-hpa`: serve the TFTP root, chrooted, on the boot server's address."""
+    """`/etc/default/tftpd-hpa`: serve the TFTP root, chrooted, on the boot server's address
+    (on every address when two boot servers share the file, each with its own)."""
     c = inventory.cluster
+    address = str(c.boot_server) if len(c.boot_servers) == 1 else ""
     return (header(inventory)
             + 'TFTP_USERNAME="tftp"\n'
             + f'TFTP_DIRECTORY="{c.tftp_root}"\n'
-            + f'TFTP_ADDRESS="{c.boot_server}:69"\n'
+            + f'TFTP_ADDRESS="{address}:69"\n'
             + 'TFTP_OPTIONS="--secure"\n')
 
 

@@ -154,8 +154,9 @@ def test_boot_servers_and_http_url(tmp_path: Path) -> None:
     """Defaults: one boot server (boot_server), no HTTP boot; a pair and a URL when given."""
     cluster = load_inventory(write(tmp_path, CLUSTER)).cluster
     assert cluster.boot_servers == (IPv4Address("10.1.1.1"),) and cluster.http_url is None
-    cluster = load_inventory(write(tmp_path, CLUSTER + 'boot_servers = ["10.1.1.1", "10.1.1.2"]\n'
+    cluster = load_inventory(write(tmp_path, CLUSTER + 'boot_servers = ["10.1.1.2", "10.1.1.1"]\n'
                                    'http_url = "http://10.1.1.1:8080/boot/"\n')).cluster
+    # boot_server first: it is the primary of the pair
     assert cluster.boot_servers == (IPv4Address("10.1.1.1"), IPv4Address("10.1.1.2"))
     assert cluster.http_url == "http://10.1.1.1:8080/boot/"
 
@@ -170,6 +171,8 @@ def test_boot_servers_and_http_url(tmp_path: Path) -> None:
     ('boot_servers = ["10.1.1.1", "10.1.2.2"]',
      "cluster.boot_servers[1]: 10.1.2.2 is outside the internal subnet 10.1.1.0/24"),
     ('boot_servers = ["10.1.1.1", "ten"]', "cluster.boot_servers[1]: 'ten' is not an IPv4 address"),
+    ('boot_servers = ["10.1.1.2", "10.1.1.3"]',
+     "cluster.boot_servers: does not include boot_server 10.1.1.1"),
     ('http_url = "https://10.1.1.1/"', "cluster.http_url: 'https://10.1.1.1/' is not an http:// "
      "URL ending in '/'"),
     ('http_url = "http://10.1.1.1/boot"', "cluster.http_url: 'http://10.1.1.1/boot' is not"),

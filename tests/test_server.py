@@ -175,3 +175,15 @@ def test_dhcp_option_picks_the_servers(tmp_path: Path) -> None:
     bad = tcbuild("server-config", EXAMPLE, "--out", tmp_path / "x", "--dhcp", "dhcpd")
     assert bad.returncode == 2 and "argument --dhcp: invalid choice: 'dhcpd'" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_boot_server_pair_shares_the_tftpd_defaults(tmp_path: Path) -> None:
+    """Each of a pair runs tftpd-hpa from the same file: it binds every address, not one."""
+    toml = tmp_path / "cluster.toml"
+    toml.write_text(EXAMPLE.read_text().replace(
+        "[cluster]\n", '[cluster]\nboot_servers = ["10.1.1.1", "10.1.1.2"]\n', 1))
+    files = server_files(load_inventory(toml))
+    assert 'TFTP_ADDRESS=":69"\n' in files["tftpd-hpa"]
+    assert 'TFTP_ADDRESS="10.1.1.1:69"\n' in server_files(load_inventory(EXAMPLE))["tftpd-hpa"]
+    kea = [name for name in files if name.startswith("kea-")]
+    assert kea == ["kea-dhcp4-primary.conf", "kea-dhcp4-standby.conf"]
