@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import tftp
-from .build import BuildOptions, BuildResult, build, source_date_epoch
+from .build import BuildOptions, BuildResult, build, default_out_dir, source_date_epoch
 from .errors import InputError, TcbuildError
 from .inventory import Inventory
-from .manifest import read_manifest
+from .lockfile import lock_path
+from .manifest import MANIFEST, read_manifest
 from .newc import iter_initramfs
 from .recipe import Recipe
 from .secrets import find_secrets
@@ -79,6 +80,8 @@ def build_iso(recipe: Recipe, output: Path | None = None, options: BuildOptions 
     """
     from . import iso  # pycdlib is loaded only to write an ISO
 
+    if output is not None:
+        _check_iso_output(recipe, output, options)
     isolinux = iso.find_isolinux(isolinux_dir)  # before a build that would be for nothing
     result = build(recipe, options)
     started = time.monotonic()
@@ -88,6 +91,18 @@ def build_iso(recipe: Recipe, output: Path | None = None, options: BuildOptions 
     iso.write_iso(plan, target)
     return IsoResult(target, target.stat().st_size, iso.file_sha256(target), plan.volume_id,
                      result, time.monotonic() - started)
+
+
+def _check_iso_output(recipe: Recipe, output: Path, options: BuildOptions | None) -> None:
+    """The ISO may not be written over the build's outputs, the recipe or its lock file."""
+    out = (options.out_dir if options else None) or default_out_dir(recipe)
+    taken = {out / recipe.flavor.kernel: "the build's kernel",
+             out / recipe.initrd_name: "the build's initrd", out / MANIFEST: "the build's manifest",
+             recipe.path: "the recipe", lock_path(recipe): "the recipe's lock file"}
+    clash = next((what for path, what in taken.items() if path.resolve() == output.resolve()),
+                 None)
+    if clash:
+        raise InputError(f"{output}: the ISO would overwrite {clash}")
 
 
 def image_epoch(out_dir: Path) -> int:

@@ -97,6 +97,8 @@ def _overlay_tar(site: Site, member: str) -> None:
 BUILD = ("build", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}", "--out", "{out}")
 PUBLISH = ("publish", "{recipe}", "--tftp", "{tftp}", "--mirror", "{mirror}", "--cache",
            "{cache}", "--bootloader-dir", "{boot}")
+ISO = ("iso", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}", "--bootloader-dir",
+       "{boot}")
 SERVER = ("server-config", "{inventory}", "--out", "{out}")
 RCP = r"\S*recipes/gameserver\.toml"
 INV = r"\S*examples/cluster\.toml"
@@ -182,14 +184,17 @@ CASES = [
          PUBLISH, 2, rf"{RCP}: boot\.initrd_name: 'release\.json' is a release's manifest in "
          r"the TFTP root"),
     Case("initrd is the iso", lambda s: s.edit(s.recipe, '"core.hts.gz"', '"gameserver.iso"'),
-         ("iso", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}", "--bootloader-dir",
-          "{boot}"), 2,
+         ISO, 2,
          rf"{RCP}: boot\.initrd_name: 'gameserver\.iso' is the name of the recipe's ISO"),
     Case("initrd is the lock file", lambda s: s.edit(s.recipe, '"core.hts.gz"',
                                                      '"gameserver.lock"'),
          ("lock", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}"), 2,
          rf"{RCP}: boot\.initrd_name: 'gameserver\.lock' is the name of the recipe's lock "
          r"file"),
+    Case("iso over the initrd", lambda s: None, (*ISO, "-o", "build/gameserver/core.hts.gz"), 2,
+         r"build/gameserver/core\.hts\.gz: the ISO would overwrite the build's initrd"),
+    Case("iso over the recipe", lambda s: None, (*ISO, "-o", "{recipe}"), 2,
+         rf"{RCP}: the ISO would overwrite the recipe"),
     Case("initrd with a comma", lambda s: s.edit(s.recipe, '"core.hts.gz"', '"a.gz,b.gz"'),
          PUBLISH, 2, rf"{RCP}: boot\.initrd_name: 'a\.gz,b\.gz' is not a plain file name .*"),
     Case("bad --mirror", lambda s: None,
