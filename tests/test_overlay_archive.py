@@ -11,10 +11,13 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tcbuild import InputError, load_recipe
 from tcbuild.build import BuildOptions, BuildResult, build
@@ -342,3 +345,38 @@ def test_a_recipe_names_a_missing_archive_or_a_directory_named_like_one(tmp_path
 def test_import_tcbuild_does_not_load_libarchive() -> None:
     code = "import sys, tcbuild; assert 'libarchive' not in sys.modules, 'loaded'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The site tree in every overlay format, made once by bsdtar."""
+    root = tmp_path_factory.mktemp("archives")
+    tree = site_tree(root)
+    return {suffix: bsdtar(root / f"site.{suffix}", tree, *SUFFIXES[suffix]).read_bytes()
+            for suffix in SUFFIXES}
+
+
+def test_damaged_archives_raise_only_tcbuild_errors(archives: dict[str, bytes]) -> None:
+    """Flipped bytes and cuts anywhere in each format: a result or one InputError, never more."""
+    fuzz = settings(max_examples=150, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow,
+                                           HealthCheck.function_scoped_fixture])
+
+    @fuzz
+    @given(st.sampled_from(sorted(archives)), st.lists(st.tuples(
+        st.floats(0, 1, exclude_max=True), st.integers(1, 255)), max_size=4),
+        st.floats(0.05, 1))
+    def damaged(suffix: str, flips: list[tuple[float, int]], keep: float) -> None:
+        data = bytearray(archives[suffix])
+        for at, mask in flips:
+            data[int(at * len(data))] ^= mask
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"x.{suffix}"
+            path.write_bytes(bytes(data[: max(1, int(keep * len(data)))]))
+            try:
+                for item in read_overlay(path, {"nfs_server": "10.1.1.1"}, 0):
+                    assert item.entry.size == len(item.entry.data or b"")
+            except InputError as e:
+                assert len(str(e).splitlines()) == 1, str(e)
+
+    damaged()
