@@ -380,3 +380,18 @@ def test_damaged_archives_raise_only_tcbuild_errors(archives: dict[str, bytes]) 
                 assert len(str(e).splitlines()) == 1, str(e)
 
     damaged()
+
+
+def test_append_mode_takes_an_archive_without_hard_links(
+    tmp_path: Path, mirror: MirrorServer
+) -> None:
+    recipe = recipe_file(tmp_path, mirror.url)
+    bsdtar(tmp_path / "overlay.zip", tmp_path / "overlay")
+    use_archive(recipe, "overlay.zip")
+    repacked = image(run_build(tmp_path, recipe, out="repack").initrd)
+    recipe.write_text(recipe.read_text() + '\n[image]\noutput = "append"\n')
+    appended = image(run_build(tmp_path, recipe, out="append").initrd)
+    for path in ("opt/bootlocal.sh", "usr/local/etc/site.conf"):
+        a, b = appended[path], repacked[path]
+        assert (a.mode, a.uid, a.gid, a.mtime, a.data) == (b.mode, b.uid, b.gid, b.mtime, b.data)
+    assert appended["usr/local/etc/site.conf"].data == b"server 10.1.1.1\n"
