@@ -378,7 +378,7 @@ def main() -> None:
         run(f"{common} --force --out {WORK / 'warm'}")  # downloads once, outside the timings
         run(f"{common} --force --output append --out {WORK / 'warm-append'}")
         recipe = load_recipe(RECIPE).with_mirrors((server.url,))
-        inputs = fetch(recipe, FetchOptions(cache_dir=WORK / "cache", progress=False))
+        inputs = fetch(recipe, FetchOptions(cache_dir=WORK / "cache"))
         extensions = [ext.path for ext in inputs.extensions]  # what the remaster unpacks
         core = [part.path for part in inputs.core]
         overlay = overlay_tree(WORK / "warm/core.hts.gz", core, extensions)

@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .bootfile import BOOTX64_EFI, IPXE_SCRIPT, PXELINUX
-from .errors import TcbuildError
+from .errors import TcbuildError, boundary
 from .httptree import TreeServer
 
 QEMU = "qemu-system-x86_64"
@@ -212,6 +212,7 @@ def _sercon_file(log: Path) -> Path:
     return path
 
 
+@boundary
 def pxe_boot(tftp: Path, log: Path, expect: str, mac: str = DEFAULT_MAC,
              timeout: float = 120, firmware: Firmware = Firmware.BIOS,
              via: Via = Via.TFTP) -> BootResult:

@@ -26,7 +26,7 @@ from .atomic import publish_files
 from .cache import Cache, default_cache_dir
 from .check import Finding
 from .compress import CHUNK, Compression, gzip_chunks
-from .errors import RecipeError
+from .errors import RecipeError, boundary
 from .fetch import FetchOptions, Input, Inputs, fetch
 from .inventory import load_inventory
 from .manifest import MANIFEST, describe, read_manifest
@@ -63,11 +63,19 @@ class BuildResult:
     seconds: float
     findings: tuple[Finding, ...] = ()  # what the check found (`[image] check`)
 
+    def as_json(self) -> dict[str, object]:
+        """The result as JSON-ready data (`tcbuild build --json`)."""
+        return {"out_dir": str(self.out_dir), "kernel": str(self.kernel),
+                "initrd": str(self.initrd), "build_id": self.build_id,
+                "up_to_date": self.up_to_date, "entries": self.entries, "size": self.size,
+                "seconds": round(self.seconds, 3), "findings": [f.as_json() for f in self.findings]}
+
 
 def default_out_dir(recipe: Recipe) -> Path:
     return Path("build") / recipe.name
 
 
+@boundary
 def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     """Build the recipe's kernel and initrd into the output directory (see module doc)."""
     options = options or BuildOptions()

@@ -20,7 +20,7 @@ from typing import Any
 from . import image, tcz
 from .cache import Cache
 from .check import Finding, check_image, parse_provides
-from .errors import InputError, TcbuildError
+from .errors import InputError, TcbuildError, boundary
 from .fetch import FetchOptions, Inputs, fetch_provides
 from .loader import LD_SO_CONF, Program, read_program
 from .manifest import read_image, read_manifest
@@ -147,6 +147,7 @@ def image_findings(target: Path, kernel: Path | None = None, provides: bytes | N
                        read_tcz=tcz.read_tcz)
 
 
+@boundary
 def check_target(target: Path, kernel: Path | None = None, recipe: Recipe | None = None,
                  options: FetchOptions | None = None, ignore: Iterable[str] = ()
                  ) -> list[Finding]:
@@ -160,6 +161,7 @@ def check_target(target: Path, kernel: Path | None = None, recipe: Recipe | None
     return image_findings(target, kernel, provides, ignore)
 
 
+@boundary
 def recipe_of(target: Path) -> Path | None:
     """The recipe a build directory (or an initrd in one) was built from, if it is still there."""
     manifest = read_manifest(target if target.is_dir() else target.parent)

@@ -58,6 +58,12 @@ class Resolution:
         """How the load reaches `name` from a root (for error messages)."""
         return chain_to(name, self.roots, self.graph)
 
+    def as_json(self) -> dict[str, object]:
+        """The resolution as JSON-ready data (`tcbuild deps --json`)."""
+        return {"roots": list(self.roots),
+                "graph": {name: list(deps) for name, deps in self.graph.items()},
+                "order": list(self.order), "cycles": [list(cycle) for cycle in self.cycles]}
+
 
 def load_order(
     roots: tuple[str, ...], graph: Mapping[str, tuple[str, ...]]

@@ -12,28 +12,27 @@ import gzip
 import hashlib
 import logging
 import re
-import sys
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
 from . import newc, tcz
 from .cache import Absent, Cache, CachedObject, default_cache_dir
 from .deps import DEP_NAME, Resolution, needs_kernel, parse_dep, substitute_kernel
-from .errors import ArchiveError, ChecksumError, FetchError, RecipeError
+from .errors import ArchiveError, ChecksumError, FetchError, RecipeError, boundary
+from .lockfile import read_lock
 from .mirror import Mirrors, NotFound, Policy, iso_path, parse_md5_txt, release_path, tcz_path
+from .progress import Progress, format_size
 from .recipe import CheckPolicy, Recipe, extension_filename
 
 PROVIDES = "provides.db.gz"  # which extension has which file (Tiny Core's provides.sh reads it)
 MODULES_DIR = re.compile(r"^lib/modules/([^/]+)(/|$)")
-if TYPE_CHECKING:  # imported when a progress bar is shown: a build from the cache starts faster
-    from tqdm import tqdm
-
 T = TypeVar("T")
 log = logging.getLogger("tcbuild")
 
@@ -45,11 +44,12 @@ class FetchOptions:
     cache_dir: Path | None = None
     offline: bool = False
     refresh: bool = False  # ask the mirror for current checksums and `.dep`s; re-download drift
-    progress: bool | None = None  # None: a progress bar when stderr is a terminal
+    progress: Progress | None = None  # called as downloads grow: (bytes done, bytes expected)
     jobs: int = 4
     policy: Policy = field(default_factory=Policy)
-    lock: Mapping[str, str] | None = None  # mirror path -> sha256 every input must match
+    lock: Mapping[str, str] | None = None  # mirror path -> sha256; None: the recipe's lock file
     locked: bool = False  # and no input may be missing from the lock or added to it
+    lock_file: bool = True  # read RECIPE.lock when `lock` is None (`tcbuild lock` does not)
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,34 @@ class Inputs:
     def files(self) -> tuple[Input, ...]:
         return (self.kernel, *self.core, *self.extensions)
 
+    def report(self) -> list[str]:
+        """One line per file (name, size, origin) and a summary (`tcbuild fetch`)."""
+        width = max(len(f.name) for f in self.files)
+        lines = [f"  {f.name:<{width}}  {format_size(f.size):>10}  {f.origin}" for f in self.files]
+        where = {"cache": "from the cache", "local": "local"}
+        origins = sorted(Counter(f.origin for f in self.files).items())
+        parts = [f"{count} {where.get(origin, f'from {origin}')}" for origin, count in origins]
+        total = format_size(sum(f.size for f in self.files))
+        lines.append(f"{len(self.files)} files, {total}, verified: {', '.join(parts)} "
+                     f"(kernel {self.kernel_version})")
+        return lines
 
+    def as_json(self) -> dict[str, object]:
+        """The inputs as JSON-ready data (`tcbuild fetch --json`)."""
+        return {"recipe": str(self.recipe.path), "kernel_version": self.kernel_version,
+                "order": list(self.resolution.order),
+                "files": [{"name": f.name, "path": str(f.path), "sha256": f.sha256,
+                           "size": f.size, "origin": f.origin} for f in self.files]}
+
+
+@boundary
 def resolve(recipe: Recipe, options: FetchOptions | None = None) -> Resolution:
     """The recipe's extension dependency graph and load order."""
     with _Fetcher(recipe, options or FetchOptions()) as fetcher:
         return fetcher.finish(fetcher.resolve())
 
 
+@boundary
 def fetch(recipe: Recipe, options: FetchOptions | None = None) -> Inputs:
     """Download and verify (or find in the cache) every input of the recipe."""
     with _Fetcher(recipe, options or FetchOptions()) as fetcher:
@@ -99,6 +120,7 @@ def fetch_provides(recipe: Recipe, options: FetchOptions | None = None) -> bytes
         return fetcher.finish(fetcher.provides())
 
 
+@boundary
 def kernel_version(core: tuple[Path, ...], names: tuple[str, ...] = ()) -> str:
     """The kernel version a core ships modules for (`lib/modules/<version>/`), all segments read.
 
@@ -169,18 +191,12 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         self._kernel_version: str | None = None
         self._iso_lock = threading.Lock()
         self._from_iso: dict[str, Input] | None = None
-        show = options.progress if options.progress is not None else sys.stderr.isatty()
-        self.bar: tqdm[Any] | None = None
-        if show and not options.offline:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc="fetch",
-                            leave=False)
+        self.lock_table = (options.lock if options.lock is not None
+                           else read_lock(recipe) if options.lock_file else None)
+        self._done = self._expected = 0
 
     def __exit__(self, *exc: object) -> None:
         self.pool.shutdown(cancel_futures=True)
-        if self.bar is not None:
-            self.bar.close()
 
     def finish(self, result: T) -> T:
         """Raise what the offline cache lacked; print warnings; else pass the result through."""
@@ -217,7 +233,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
         """Record an input; with a lock, it must be the locked file."""
         with self._guard:
             self.used[key] = sha256
-        locked = (self.options.lock or {}).get(key)
+        locked = (self.lock_table or {}).get(key)
         if locked is not None and locked != sha256:
             raise ChecksumError(f"{key}: differs from the lock file (locked sha256 {locked}, "
                                 f"got {sha256})")
@@ -278,17 +294,24 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
             self._refreshed.add(key)
         return first
 
-    def _progress(self) -> tuple[Callable[[int], Any] | None, Callable[[int], None] | None]:
-        bar = self.bar
-        if bar is None:
+    def _progress(self) -> tuple[Callable[[int], None] | None, Callable[[int], None] | None]:
+        report = self.options.progress
+        if report is None:
             return None, None
+
+        def advance(count: int) -> None:
+            with self._guard:
+                self._done += count
+                done, expected = self._done, self._expected
+            report(done, expected)
 
         def grow(length: int) -> None:
             with self._guard:
-                bar.total = (bar.total or 0) + length
-                bar.refresh()
+                self._expected += length
+                done, expected = self._done, self._expected
+            report(done, expected)
 
-        return bar.update, grow
+        return advance, grow
 
     def parallel(self, fn: Callable[[str], T], names: list[str]) -> Iterator[T | None]:
         """`fn` over names on the pool, in order; a file missing offline gives None."""
@@ -525,7 +548,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
 
     def check_locked(self) -> None:
         """`--locked`: the inputs are exactly the lock's, nothing added or dropped."""
-        lock = self.options.lock
+        lock = self.lock_table
         if lock is None:
             raise FetchError(f"{self.recipe.path}: --locked, but there is no lock file "
                              "(run tcbuild lock)")

@@ -35,7 +35,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from .errors import InputError
+from .errors import InputError, boundary
 from .inventory import Host, load_inventory
 from .pxelinux import CONFIG_DIR, mac_config_name, parse
 from .tftp import release_of, releases
@@ -347,6 +347,7 @@ def pxe_release(tftp: Path, host: Host, builds: Mapping[str, str]) -> Named | No
     return None
 
 
+@boundary
 def survey(inventory: Path, logs: Path | None = None, tftp: Path | None = None
            ) -> list[NodeStatus]:
     """Every inventory host's status, from the log directory (default: the inventory's)."""

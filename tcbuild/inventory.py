@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import RecipeError
+from .errors import RecipeError, boundary
 from .recipe import CONTROL, control_characters, read_toml
 
 MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.IGNORECASE)
@@ -107,6 +107,7 @@ class Inventory:
     groups: Mapping[str, Group]
 
 
+@boundary
 def load_inventory(path: str | os.PathLike[str]) -> Inventory:
     """Read and validate an inventory; `RecipeError` lists every problem with its key path."""
     path = Path(path)

@@ -32,7 +32,7 @@ from pycdlib import pycdlib as pycdlib_core
 
 from . import syslinux
 from .atomic import write_file
-from .errors import InputError
+from .errors import InputError, boundary
 from .pxelinux import for_recipe, render
 from .recipe import Recipe
 from .syslinux import BOOT_DIR
@@ -87,6 +87,7 @@ def volume_id(recipe: Recipe) -> str:
     return re.sub(r"[^A-Z0-9_]", "_", recipe.name.upper())[:32] or "TINYCORE"
 
 
+@boundary
 def plan_iso(recipe: Recipe, kernel: Path, initrd: Path, *, epoch: int,
              isolinux: Mapping[str, Path]) -> IsoPlan:
     """The ISO of a built kernel + initrd booting the recipe's boot section. No I/O."""
@@ -122,6 +123,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+@boundary
 def write_iso(plan: IsoPlan, target: Path) -> None:
     """Write the plan as a hybrid ISO at `target`, whole or not at all (see module doc)."""
     disk_id = mbr_id(plan)

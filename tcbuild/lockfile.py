@@ -7,11 +7,11 @@ version control next to the recipe does, and makes a build reproducible months l
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .fetch import Inputs
 from .recipe import Recipe
 from .version import __version__
 
@@ -37,13 +37,14 @@ def read_lock(recipe: Recipe) -> dict[str, str] | None:
     return files
 
 
-def lock_text(recipe: Recipe, inputs: Inputs) -> str:
-    """The lock file for what a fetch used (`absent` for a `.dep` the mirror does not have)."""
+def lock_text(recipe: Recipe, used: Mapping[str, str]) -> str:
+    """The lock file for what a fetch used (`Inputs.used`; `absent` for a `.dep` the mirror does
+    not have)."""
     data = {
         "tcbuild": __version__,
         "recipe": recipe.name,
         "release": recipe.release,
         "flavor": str(recipe.flavor),
-        "files": dict(sorted(inputs.used.items())),
+        "files": dict(sorted(used.items())),
     }
     return json.dumps(data, indent=1) + "\n"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, boundary
 from .newc import Entry, iter_initramfs
 
 MANIFEST = "build.json"
@@ -101,6 +101,7 @@ def read_image(target: Path) -> Image:
     return Image(image, entries, origins, manifest)
 
 
+@boundary
 def load_listing(target: Path) -> Listing:
     """A build directory (its `build.json` names the initrd) or an initramfs file."""
     found = read_image(target)
@@ -135,6 +136,7 @@ def format_entry(facts: Mapping[str, Any]) -> str:
 METADATA = ("type", "mode", "uid", "gid", "rdev", "target")
 
 
+@boundary
 def diff(a: Listing, b: Listing) -> dict[str, list[dict[str, Any]]]:
     """Added, removed, changed content and changed metadata (mtimes are not compared)."""
     result: dict[str, list[dict[str, Any]]] = {

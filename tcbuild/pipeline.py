@@ -1,26 +1,32 @@
-"""The orchestration: build -> checks -> publish, and build -> ISO.
+"""The orchestration: build -> checks -> publish, build -> ISO, and the files the commands write.
 
 The floors below each do one job (fetch, build, the TFTP tree, the ISO writer); this module strings
-them together, so a reader following a recipe to a published file goes down once. Warnings (an
-image published with secrets it is allowed to hold) go to the `tcbuild` logger.
+them together, so a reader following a recipe to a published file goes down once. Every function
+here is what one command calls; warnings (an image published with secrets it is allowed to hold, a
+dependency cycle) go to the `tcbuild` logger, never into return values.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import tftp
+from .atomic import publish_files
 from .build import BuildOptions, BuildResult, build, default_out_dir, source_date_epoch
-from .errors import InputError, TcbuildError
+from .errors import InputError, TcbuildError, boundary
+from .fetch import FetchOptions, Inputs, fetch
 from .inventory import Inventory
-from .lockfile import lock_path
+from .lockfile import lock_path, lock_text
 from .manifest import MANIFEST, read_manifest
 from .newc import iter_initramfs
 from .recipe import Recipe
 from .secrets import find_secrets
+from .server import Dhcp, server_files
 
 log = logging.getLogger("tcbuild")
 
@@ -36,7 +42,16 @@ class IsoResult:
     build: BuildResult
     seconds: float  # planning and writing the ISO (the build not included)
 
+    def as_json(self) -> dict[str, object]:
+        """The result as JSON-ready data (`tcbuild iso --json`)."""
+        built = self.build
+        return {"iso": str(self.path), "size": self.size, "sha256": self.sha256,
+                "volume_id": self.volume_id, "seconds": round(self.seconds, 3),
+                "build": {"out_dir": str(built.out_dir), "build_id": built.build_id,
+                          "up_to_date": built.up_to_date, "seconds": round(built.seconds, 3)}}
 
+
+@boundary
 def publish(recipe: Recipe, tftp_root: Path, build_options: BuildOptions | None = None,
             inventory: Inventory | None = None, keep: int = 5,
             bootloader_dir: Path | None = None, dry_run: bool = False,
@@ -71,6 +86,7 @@ def check_secrets(recipe: Recipe, initrd: Path) -> None:
         log.warning("%s; published anyway (allow_secrets)", line)
 
 
+@boundary
 def build_iso(recipe: Recipe, output: Path | None = None, options: BuildOptions | None = None,
               isolinux_dir: Path | None = None) -> IsoResult:
     """Build the recipe (a no-op when up to date), then write its ISO.
@@ -112,3 +128,41 @@ def image_epoch(out_dir: Path) -> int:
         return epoch
     manifest = read_manifest(out_dir) or {}
     return max((int(e.get("mtime", 0)) for e in manifest.get("entries", ())), default=0)
+
+
+@boundary
+def lock(recipe: Recipe, options: FetchOptions | None = None) -> tuple[Path, Inputs]:
+    """Fetch the recipe's inputs afresh (ignoring its lock file) and write `RECIPE.lock`."""
+    inputs = fetch(recipe, replace(options or FetchOptions(), lock=None, locked=False,
+                                   lock_file=False))
+    path = lock_path(recipe)
+    publish_files(path.parent, {path.name: lock_text(recipe, inputs.used).encode()})
+    return path, inputs
+
+
+@boundary
+def write_server_config(inventory: Inventory, out: Path,
+                        dhcp: Collection[Dhcp] = tuple(Dhcp)) -> list[Path]:
+    """Write the boot server's files (`server.server_files`) into `out`, each whole; their paths."""
+    files = server_files(inventory, dhcp)
+    publish_files(out, {name: text.encode() for name, text in files.items()})
+    return [out / name for name in files]
+
+
+@boundary
+def check_server_config(inventory: Inventory, out: Path, dhcp: Collection[Dhcp] = tuple(Dhcp)
+                        ) -> dict[str, list[str]]:
+    """Compare the boot server's files with those in `out`, writing nothing: file name -> a
+    unified diff from the installed file (or /dev/null) to the generated one, empty if equal."""
+    diffs = {}
+    for name, text in server_files(inventory, dhcp).items():
+        target = out / name
+        try:
+            installed: str | None = target.read_text()
+        except FileNotFoundError:
+            installed = None
+        old = [] if installed is None else installed.splitlines(keepends=True)
+        diffs[name] = [] if installed == text else list(difflib.unified_diff(
+            old, text.splitlines(keepends=True),
+            str(target) if installed is not None else "/dev/null", f"{target} (generated)"))
+    return diffs

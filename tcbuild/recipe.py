@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from .compress import Compression
-from .errors import InputError, RecipeError
+from .errors import InputError, RecipeError, boundary
 from .manifest import MANIFEST
 
 DEFAULT_MIRRORS = ("http://repo.tinycorelinux.net/",)
@@ -230,6 +230,7 @@ def _char(c: str) -> str:
     return f"{name} (U+{ord(c):04X})"
 
 
+@boundary
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Read and validate a recipe; raise `RecipeError` listing every problem found."""
     path = Path(path)

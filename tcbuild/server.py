@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from .bootfile import ARCH_OPTION, DEFAULT, IPXE_USER_CLASS, Client, boot_rules
 from .dnsmasq import dnsmasq_files
+from .errors import boundary
 from .generated import header
 from .inventory import Inventory
 from .kea import kea_files
@@ -220,6 +221,7 @@ GENERATORS: dict[str, Callable[[Inventory], str]] = {
 }
 
 
+@boundary
 def server_files(inventory: Inventory, dhcp: Collection[Dhcp] = tuple(Dhcp)) -> dict[str, str]:
     """Every generated file by name, in a fixed order; DHCP configs for the servers in `dhcp`."""
     files = {}

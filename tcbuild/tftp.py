@@ -29,7 +29,7 @@ from typing import Any
 
 from . import ipxe, syslinux
 from .bootfile import IPXE_SCRIPT
-from .errors import InputError, TcbuildError
+from .errors import InputError, TcbuildError, boundary
 from .inventory import Inventory
 from .pxelinux import CONFIG_DIR, Label, PxeConfig, for_recipe, mac_config_name, parse, render
 from .recipe import RELEASE_JSON, Recipe
@@ -69,6 +69,12 @@ class Plan:
     prune: tuple[str, ...]
     unchanged: bool = False  # the build is already published and current: nothing to do
 
+    def as_json(self) -> dict[str, object]:
+        """The plan as JSON-ready data (`tcbuild publish --json`)."""
+        return {"tftp": str(self.tftp), "release": self.release_id, "unchanged": self.unchanged,
+                "files": sorted(self.files), "configs": sorted(self.configs),
+                "prune": list(self.prune)}
+
     def describe(self) -> list[str]:
         if self.unchanged:
             return [f"release {RELEASES}/{self.release_id}/ is already published and current: "
@@ -93,6 +99,7 @@ def find_bootloader(directory: Path | None = None) -> dict[str, Path]:
     return syslinux.find(syslinux.PXE, directory)
 
 
+@boundary
 def releases(tftp: Path) -> list[Release]:
     """Every complete release, oldest first (by publish time, to the microsecond)."""
     root = tftp / RELEASES
@@ -142,6 +149,7 @@ def release_of(path: str) -> str | None:
     return parts[len(prefix)] if parts[: len(prefix)] == prefix and len(parts) > 2 else None
 
 
+@boundary
 def current(tftp: Path) -> dict[str, set[str]]:
     """Release id -> the config files that boot it (an iPXE script counts as its twin)."""
     used: dict[str, set[str]] = {}
@@ -398,6 +406,7 @@ def previous(tftp: Path) -> tuple[str, str]:
     return now, older[-1]
 
 
+@boundary
 def verify(tftp: Path) -> list[str]:
     """Every problem of a published tree, one line each (empty when it is sound)."""
     problems: list[str] = []

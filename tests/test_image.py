@@ -47,8 +47,8 @@ def recipe_file(tmp_path: Path, mirror: str, body: str = "", install: str = '"dh
 
 
 def run_build(tmp_path: Path, recipe: Path, out: str = "out", **kw: object) -> BuildResult:
-    options = BuildOptions(out_dir=tmp_path / out, fetch=FetchOptions(cache_dir=tmp_path / "c",
-                                                                     progress=False), **kw)
+    options = BuildOptions(out_dir=tmp_path / out, fetch=FetchOptions(cache_dir=tmp_path / "c"),
+                           **kw)
     return build(load_recipe(recipe), options)  # type: ignore[arg-type]
 
 
@@ -321,7 +321,7 @@ def test_append_keeps_compressed_extensions_in_the_cache_and_the_same_bytes(
     warm = run_build(tmp_path, recipe)
     assert {p for p in derived.rglob("*") if p.is_file()} == kept  # only the rest compressed
     cold = build(load_recipe(recipe), BuildOptions(
-        out_dir=tmp_path / "cold", fetch=FetchOptions(cache_dir=tmp_path / "c2", progress=False)))
+        out_dir=tmp_path / "cold", fetch=FetchOptions(cache_dir=tmp_path / "c2")))
     assert warm.initrd.read_bytes() == cold.initrd.read_bytes()
     assert (warm.out_dir / "build.json").read_bytes() == (cold.out_dir / "build.json").read_bytes()
     for path in kept:  # a damaged copy is never used, and is replaced
