@@ -33,6 +33,13 @@ def require_tool(tool: str, package: str) -> None:
         pytest.skip(message)
 
 
+def verified(tftp: Path) -> Path:
+    """A published tree that `verify` finds sound: every test that publishes checks its result."""
+    problems = pub.verify(tftp)
+    assert problems == [], problems
+    return tftp
+
+
 def require_root(why: str) -> None:
     """Skip a test that needs root (e.g. network namespaces); in CI (CI=true) fail instead."""
     if os.geteuid() != 0:

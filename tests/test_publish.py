@@ -20,6 +20,7 @@ from tcbuild.fetch import FetchOptions
 from tcbuild.inventory import load_inventory
 from tcbuild.pxelinux import parse
 
+from .conftest import verified
 from .mirrortree import MirrorServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ T0 = 1_800_000_000.0
 def built(site: Path, recipe: str = "recipes/gameserver.toml") -> tuple[object, BuildResult]:
     loaded = load_recipe(site / recipe)
     options = BuildOptions(out_dir=site / "build" / loaded.name,
-                           fetch=FetchOptions(cache_dir=site / "cache", progress=False))
+                           fetch=FetchOptions(cache_dir=site / "cache"))
     return loaded, build(loaded, options)
 
 
@@ -42,7 +43,7 @@ def publish_at(site: Path, now: float, inventory: bool = False, keep: int = 5,
                         now=now)
     with pub.locked(site / "tftp"):
         pub.execute(plan)
-    assert pub.verify(site / "tftp") == []  # every publish is verified
+    verified(site / "tftp")
     return plan
 
 
@@ -73,7 +74,7 @@ def test_publish_writes_a_complete_world_readable_release(site: Path) -> None:
     assert label.append == "base norestore nodhcp cron console=tty0 console=ttyS0,115200"
     assert (tftp / "pxelinux.0").read_bytes() == b"stand-in pxelinux.0\n"
     assert (tftp / "README.site").read_text() == "the operator's own file\n"
-    assert pub.verify(tftp) == []
+    verified(tftp)
 
 
 def test_new_release_switches_and_rollback_returns(site: Path) -> None:
@@ -91,7 +92,7 @@ def test_new_release_switches_and_rollback_returns(site: Path) -> None:
     assert rolled.stdout == (f"{tftp}: default now boots {first.release_id} "
                              f"(was {second.release_id})\n")
     assert pub.current(tftp) == {first.release_id: {"default"}}
-    assert pub.verify(tftp) == []
+    verified(tftp)
     listing = tcbuild("releases", "--tftp", tftp).stdout.splitlines()
     assert listing[0].startswith(first.release_id) and listing[0].endswith("current: default")
     assert listing[1].startswith(second.release_id) and "current" not in listing[1]
@@ -130,6 +131,7 @@ def test_old_releases_are_pruned_but_never_current_or_previous(site: Path) -> No
     ids.append(publish_at(site, T0 + 600, keep=1).release_id)
     kept = [r.id for r in pub.releases(site / "tftp")]
     assert kept == [ids[2], ids[4]]  # the newest, and the one it replaced as current
+    verified(site / "tftp")
 
 
 def test_inventory_groups_get_per_mac_configs(site: Path) -> None:
@@ -150,7 +152,7 @@ def test_inventory_groups_get_per_mac_configs(site: Path) -> None:
     other = publish_at(site, T0 + 60, inventory=True, recipe="recipes/canary.toml")
     assert list(other.configs) == ["01-52-54-00-12-34-57"]
     assert (site / "tftp/pxelinux.cfg/default").read_text() == before
-    assert pub.verify(site / "tftp") == []
+    verified(site / "tftp")
 
 
 def test_verify_names_every_problem(site: Path) -> None:
@@ -191,6 +193,7 @@ def test_dry_run_lock_and_missing_bootloader_change_nothing(site: Path, mirror: 
     assert again.returncode == 0, again.stderr
     assert again.stdout.endswith("is already published and current; nothing to do\n")
     assert tree(tftp) == before
+    verified(tftp)
     forced = tcbuild(*args, "--force", "--dry-run", cwd=site)
     assert forced.stdout.startswith("new release tcbuild/releases/"), forced.stdout
     (site / "overlays/gameserver/etc").mkdir()
@@ -241,7 +244,7 @@ def test_kill_9_at_any_moment_leaves_a_valid_tree(site: Path) -> None:
         time.sleep(rng.uniform(0.05, max(0.1, took)))
         proc.send_signal(signal.SIGKILL)
         killed += proc.wait() == -signal.SIGKILL
-        assert pub.verify(tftp) == []
+        verified(tftp)
         booted = set(pub.current(tftp))
         assert len(booted) == 1  # the old release or a new one, whole
         if booted != {old}:  # this one finished: back to the old, so the next has work to do
@@ -287,4 +290,4 @@ def test_secrets_are_refused_unless_allowed(site: Path) -> None:
     assert len(allowed.stderr.splitlines()) == 3
     assert all(line.startswith("warning: ") and line.endswith("published anyway "
                "(allow_secrets)") for line in allowed.stderr.splitlines())
-    assert pub.verify(tftp) == []
+    verified(tftp)
