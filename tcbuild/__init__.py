@@ -49,7 +49,7 @@ from .pipeline import (
 )
 from .progress import Progress, ProgressBar
 from .recipe import ExtensionMode, Flavor, IsoInput, OutputMode, Overlay, Recipe, load_recipe
-from .server import server_files
+from .server import Dhcp, server_files
 from .tftp import Plan, Release, current, releases, verify
 from .version import __version__
 
@@ -77,6 +77,7 @@ __all__ = [
     "CheckFailed",
     "ChecksumError",
     "Compression",
+    "Dhcp",
     "ExtensionMode",
     "FetchError",
     "FetchOptions",

@@ -296,7 +296,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
 
     def _progress(self) -> tuple[Callable[[int], None] | None, Callable[[int], None] | None]:
         report = self.options.progress
-        if report is None:
+        if not report:  # None (or False): nothing to report to
             return None, None
 
         def advance(count: int) -> None:

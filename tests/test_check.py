@@ -90,7 +90,7 @@ def recipe(tmp_path: Path, mirror: str, install: list[str], image: str = "",
 def run(tmp_path: Path, recipe_path: Path, out: str = "out", cache: str = "",
         force: bool = False) -> BuildResult:
     options = BuildOptions(out_dir=tmp_path / out, force=force, fetch=FetchOptions(
-        cache_dir=tmp_path / f"cache-{cache or out}", progress=False))
+        cache_dir=tmp_path / f"cache-{cache or out}"))
     return build(load_recipe(recipe_path), options)
 
 
