@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import tcbuild
-from tcbuild import BuildOptions, FetchOptions
+from tcbuild import BuildOptions, FetchOptions, syslinux
 
 from .conftest import require_root, require_tool, verified
 from .mirrortree import MirrorServer
@@ -75,7 +75,7 @@ def test_the_library_honours_the_lock_file_like_the_commands(tmp_path: Path,
         tcbuild.fetch(recipe, fetching)
     (tmp_path / "tftp").mkdir()
     (tmp_path / "boot").mkdir()
-    for name in ("pxelinux.0", "ldlinux.c32", "isolinux.bin"):
+    for name in {*syslinux.PXE, *syslinux.ISO}:
         (tmp_path / "boot" / name).write_bytes(b"stand-in\n")
     with pytest.raises(tcbuild.ChecksumError):
         tcbuild.publish(recipe, tmp_path / "tftp", options, bootloader_dir=tmp_path / "boot")
