@@ -50,7 +50,8 @@ class Finding:
         if not hint and self.providers:
             names = " or ".join(f"`{name}`" for name in self.providers)
             hint = f"add {names} to extensions.install"
-        return f"/{self.path} [{self.origin}]: {self.problem}" + (f" ({hint})" if hint else "")
+        where = f" [{self.origin}]" if self.origin else ""  # no build.json: origins unknown
+        return f"/{self.path}{where}: {self.problem}" + (f" ({hint})" if hint else "")
 
     def as_json(self) -> dict[str, Any]:
         return {"path": self.path, "origin": self.origin, "problem": self.problem,
