@@ -17,7 +17,7 @@ import pytest
 from tcbuild import load_recipe
 from tcbuild.build import BuildOptions, BuildResult, build
 from tcbuild.check import Finding, check_image, kernel_version, parse_provides
-from tcbuild.checkrun import CheckFailed
+from tcbuild.checkrun import CheckFailed, check_target
 from tcbuild.fetch import FetchOptions
 from tcbuild.loader import Program, View, find_library, library_dirs, node_of, read_program
 from tcbuild.newc import Entry
@@ -178,6 +178,10 @@ def test_onboot_checks_each_tcz_in_its_own_dependency_closure(
         "in the image (glibc.tcz has it, but xz.tcz does not depend on it: add it to "
         "xz.tcz.dep)",
     ]
+    assert [f.line() for f in check_target(loose.out_dir)] == lines(loose)  # tcbuild check
+    alone = tmp_path / "initrd.gz"  # without build.json: an onboot file's .tcz names it
+    shutil.copyfile(loose.initrd, alone)
+    assert [f.line() for f in check_target(alone)] == lines(loose)
     dep = debian_tree / TCZ / "xz.tcz.dep"
     dep.write_text("glibc.tcz\n")
     try:
