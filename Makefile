@@ -15,7 +15,7 @@ TCBUILD_FLAGS := $(if $(MIRROR),--mirror $(MIRROR))
 APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-x86 ipxe-qemu \
 	pxelinux syslinux-common isolinux xorriso advancecomp isc-dhcp-server isc-dhcp-client \
 	tftpd-hpa rsyslog iproute2 util-linux bsdutils curl nfs-ganesha nfs-ganesha-vfs \
-	kea-dhcp4-server dnsmasq-base ovmf syslinux-efi
+	kea-dhcp4-server dnsmasq-base ovmf syslinux-efi mtools
 
 .PHONY: demo image fetch deps test bench tools venv mirror extras clean
 

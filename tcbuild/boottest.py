@@ -197,6 +197,27 @@ def uefi_args(log: Path) -> list[str]:
             "-drive", f"if=pflash,format=raw,unit=1,file={_qemu_path(variables)}"]
 
 
+class Medium(StrEnum):
+    CD = "cd"
+    USB = "usb"  # a USB stick (EHCI): the image as a disk, booted through its MBR or GPT
+
+
+def iso_command(iso: Path, log: Path, medium: Medium, firmware: Firmware = Firmware.BIOS,
+                memory_mb: int = 256) -> list[str]:
+    """QEMU booting an ISO image as a CD or a USB stick, headless, the console to `log`."""
+    drive = {
+        Medium.CD: ["-drive", f"if=none,id=cd,media=cdrom,readonly=on,file={_qemu_path(iso)}",
+                    "-device", "ide-cd,drive=cd,bootindex=1"],
+        Medium.USB: ["-drive", f"if=none,id=stick,format=raw,readonly=on,file={_qemu_path(iso)}",
+                     "-device", "usb-ehci,id=ehci",
+                     "-device", "usb-storage,bus=ehci.0,drive=stick,bootindex=1"],
+    }[medium]
+    uefi = uefi_args(log) if firmware is Firmware.UEFI else []
+    return [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-display", "none", "-vga", "none",
+            "-nodefaults", "-no-reboot", "-monitor", "none", "-serial",
+            f"file:{_qemu_path(log)}", *uefi, *drive]
+
+
 def _qemu_path(path: Path) -> str:
     path = path.absolute()
     if "," in str(path):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import syslinux
+from .boottest import OVMF
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,18 @@ TOOLS = (
     ("cpio", "cpio", "cross-checks of images (the tests)"),
     ("bsdtar", "libarchive-tools", "cross-checks of images (the tests)"),
     ("xorriso", "xorriso", "cross-checks of ISO images (the tests)"),
+    ("mformat", "mtools", "ISO output (the UEFI boot image)"),
 )
 FILES = (
     *((name, package, " and ".join(use for use, names in (("publish", syslinux.PXE),
-                                                          ("ISO output", syslinux.ISO))
+                                                          ("ISO output",
+                                                           (*syslinux.ISO, *syslinux.EFI)))
                                      if name in names), paths)
       for name, (paths, package) in syslinux.FILES.items()),
     ("pxe-e1000.rom", "ipxe-qemu", "boot-test's network boot ROM",
      ("/usr/lib/ipxe/qemu/efi-e1000.rom", "/usr/lib/ipxe/qemu/pxe-e1000.rom")),
+    ("OVMF_CODE.fd", "ovmf", "boot-test --firmware uefi (UEFI firmware for QEMU)",
+     tuple(code for code, _ in OVMF)),
 )
 
 

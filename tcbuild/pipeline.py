@@ -99,11 +99,12 @@ def build_iso(recipe: Recipe, output: Path | None = None, options: BuildOptions 
     if output is not None:
         _check_iso_output(recipe, output, options)
     isolinux = iso.find_isolinux(isolinux_dir)  # before a build that would be for nothing
+    efi = iso.find_efi_loader(isolinux_dir)
     result = build(recipe, options)
     started = time.monotonic()
     target = output or result.out_dir / f"{recipe.name}.iso"
     plan = iso.plan_iso(recipe, result.kernel, result.initrd,
-                        epoch=image_epoch(result.out_dir), isolinux=isolinux)
+                        epoch=image_epoch(result.out_dir), isolinux=isolinux, efi=efi)
     iso.write_iso(plan, target)
     return IsoResult(target, target.stat().st_size, iso.file_sha256(target), plan.volume_id,
                      result, time.monotonic() - started)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tcbuild import syslinux
+
 from .conftest import require_tool
 from .mirrortree import MirrorServer, MirrorTree
 
@@ -289,7 +291,7 @@ CASES = [
          PUBLISH, 1, r"pxelinux\.0 not found in \S+ \(apt-get install pxelinux\)"),
     Case("verify foreign config", lambda s: [
         shutil.copy(s.root / "bootloader" / n, s.root / "tftp" / n)
-        for n in ("pxelinux.0", "ldlinux.c32")] and (s.root / "tftp/pxelinux.cfg").mkdir() or (
+        for n in syslinux.PXE] and (s.root / "tftp/pxelinux.cfg").mkdir() or (
         s.root / "tftp/pxelinux.cfg/default").write_text("MENU TITLE x\n"),
          ("verify", "--tftp", "{tftp}"), 1,
          r"\S+/tftp/pxelinux\.cfg/default:1: unknown or malformed directive 'MENU TITLE x'"),
@@ -303,7 +305,7 @@ def site(tmp_path: Path, mirror_tree: MirrorTree) -> Site:
     shutil.copytree(mirror_tree.root, tmp_path / "mirror")
     (tmp_path / "tftp").mkdir()
     (tmp_path / "bootloader").mkdir()
-    for name in ("pxelinux.0", "ldlinux.c32"):
+    for name in syslinux.PXE:
         (tmp_path / "bootloader" / name).write_bytes(b"stand-in\n")
     return Site(tmp_path, tmp_path / "mirror", "")
 

@@ -3,8 +3,10 @@
 Structure is checked with an independent reader (xorriso, and the bytes of the MBR and the boot
 info table by hand), reproducibility by comparing bytes, the input path over the loopback
 mirror and from local files (one of them written by another tool: xorriso's mkisofs).
-Two QEMU boots: the ISO as a CD, with the kernel and core taken from the mirror's release ISO,
-and the same kind of image as a USB stick, each waiting for the marker its bootlocal.sh prints.
+The UEFI side: the El Torito EFI entry's FAT image read back with mtools, and the isohybrid
+MBR's EFI system partition found where that image is. Four QEMU boots: BIOS and UEFI, each as a
+CD and as a USB stick (the BIOS CD with the kernel and core taken from the mirror's release ISO),
+each waiting for the marker its bootlocal.sh prints.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from tcbuild import ChecksumError, FetchOptions, build, fetch, load_recipe
-from tcbuild.boottest import watch
+from tcbuild.boottest import Firmware, Medium, iso_command, watch
 from tcbuild.build import BuildOptions
 from tcbuild.errors import ArchiveError, RecipeError
-from tcbuild.iso import find_isolinux, mbr_id, plan_iso
+from tcbuild.iso import EFI_IMAGE, find_efi_loader, find_isolinux, mbr_id, plan_iso
 from tcbuild.pipeline import build_iso, image_epoch
 from tcbuild.pxelinux import for_recipe, parse
 
@@ -81,6 +83,14 @@ def extract(iso: Path, target: Path) -> Path:
     subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/",
                     str(target)], capture_output=True, check=True, timeout=60)
     return target
+
+
+def fat_file(image: Path, name: str) -> bytes:
+    """A file of a FAT image, read by mtools (an independent reader)."""
+    require_tool("mtype", "mtools")
+    return subprocess.run(["mtype", "-i", str(image), f"::/{name}"], capture_output=True,
+                          check=True, timeout=60, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+                          ).stdout
 
 
 def options(tmp_path: Path, out: str = "out") -> BuildOptions:
@@ -145,13 +155,21 @@ def test_iso_command_writes_a_hybrid_el_torito_image(tmp_path: Path, mirror: Mir
                       toc)
     assert image, toc
     assert re.search(r"El Torito img opts :\s+1\s+boot-info-table isohybrid-suitable", toc)
-    assert re.search(r"MBR partition\s+:\s+1\s+0x80\s+0x17\s+0\s+\d+", toc)
+    efi = re.search(r"El Torito boot img :\s+2\s+UEFI\s+y\s+none\s+0x0000\s+0x00\s+(\d+)\s+"
+                    r"(\d+)", toc)
+    assert efi, toc
+    assert f"El Torito img path :   2  /{EFI_IMAGE}" in toc
+    assert re.search(r"MBR partition\s+:\s+1\s+0x80\s+0x00\s+0\s+\d+", toc)
+    # The EFI system partition of a USB stick is the El Torito EFI image, sector for sector.
+    assert re.search(rf"MBR partition\s+:\s+2\s+0x00\s+0xef\s+{int(efi[2]) * 4}\s+{efi[1]}\b",
+                     toc), toc
+    assert "GPT" in toc
     pvd = xorriso(iso, "-pvd_info")
     assert "Volume Id    : NODE" in pvd and "App Id       : TCBUILD" in pvd
     assert "Creation Time: 2023111422132000" in pvd  # SOURCE_DATE_EPOCH, in UTC
 
     # The MBR and the boot info table, by hand.
-    assert data[510:512] == b"\x55\xaa" and data[446] == 0x80 and data[450] == 0x17
+    assert data[510:512] == b"\x55\xaa" and data[446] == 0x80 and data[466] == 0xEF
     isolinux = find_isolinux()["isolinux.bin"].read_bytes()
     lba = int(image[1])
     boot = data[lba * 2048 : lba * 2048 + len(isolinux)]
@@ -174,13 +192,24 @@ def test_iso_command_writes_a_hybrid_el_torito_image(tmp_path: Path, mirror: Mir
     config = parse((files / "boot/isolinux/isolinux.cfg").read_text(), "isolinux.cfg")
     assert config == for_recipe(load_recipe(recipe), "/boot/vmlinuz64", "/boot/core.hts.gz")
 
+    # The UEFI image: syslinux.efi where firmware looks, its config the same text as isolinux's,
+    # and the kernel and initrd, which syslinux.efi reads from its own file system.
+    fat = files / EFI_IMAGE
+    loader = find_efi_loader()
+    assert fat_file(fat, "EFI/BOOT/BOOTX64.EFI") == loader["bootx64.efi"].read_bytes()
+    assert fat_file(fat, "EFI/BOOT/LDLINUX.E64") == loader["ldlinux.e64"].read_bytes()
+    assert fat_file(fat, "EFI/BOOT/SYSLINUX.CFG") == \
+        (files / "boot/isolinux/isolinux.cfg").read_bytes()
+    for name in ("vmlinuz64", "core.hts.gz"):
+        assert fat_file(fat, f"boot/{name}") == (iso.parent / name).read_bytes()
+
     # Text output, and -o.
     again = tcbuild("iso", recipe, "--cache", tmp_path / "cache", "-o", tmp_path / "copy.iso",
                     cwd=tmp_path, env={"SOURCE_DATE_EPOCH": str(EPOCH)})
     assert again.returncode == 0, again.stderr
     lines = again.stdout.splitlines()
     assert lines[0].startswith("build/node: up to date (build ")
-    assert lines[1].startswith(f"{tmp_path / 'copy.iso'}: 2.0 MiB, volume NODE, written in ")
+    assert lines[1].startswith(f"{tmp_path / 'copy.iso'}: 4.0 MiB, volume NODE, written in ")
     assert (tmp_path / "copy.iso").read_bytes() == data
 
 
@@ -211,7 +240,8 @@ def test_the_same_inputs_give_the_same_bytes_and_a_change_changes_them(
     assert relabelled.build.build_id != changed.build.build_id
     assert relabelled.sha256 not in (first.sha256, changed.sha256)
     plan = plan_iso(load_recipe(recipe_path), relabelled.build.kernel, relabelled.build.initrd,
-                    epoch=image_epoch(relabelled.build.out_dir), isolinux=find_isolinux())
+                    epoch=image_epoch(relabelled.build.out_dir), isolinux=find_isolinux(),
+                    efi=find_efi_loader())
     assert disk_id(tmp_path / "4.iso") == mbr_id(plan)
 
 
@@ -372,24 +402,15 @@ ISO_FAILURES = (*FAILURE_MARKERS, "BOOT-CHECK-FAILED", "Could not find kernel im
                 "isolinux.bin missing or corrupt", "Operating system load error")
 
 
-def qemu(medium: str, iso: Path, log: Path) -> list[str]:
-    """QEMU booting `iso` as a CD or a USB stick (EHCI), serial console to `log`, no display."""
-    drive = {
-        "cd": ["-cdrom", str(iso), "-boot", "d"],
-        "usb": ["-drive", f"if=none,id=stick,format=raw,readonly=on,file={iso}",
-                "-device", "usb-ehci,id=ehci",
-                "-device", "usb-storage,bus=ehci.0,drive=stick,bootindex=1"],
-    }[medium]
-    return ["qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-display", "none", "-nodefaults",
-            "-no-reboot", "-monitor", "none", "-serial", f"file:{log}", *drive]
-
-
-@pytest.mark.parametrize(("medium", "source"), [("cd", "iso"), ("usb", "distribution")])
+@pytest.mark.parametrize(("medium", "source", "firmware"), [
+    ("cd", "iso", "bios"), ("usb", "distribution", "bios"),
+    ("cd", "distribution", "uefi"), ("usb", "distribution", "uefi")])
 def test_the_iso_boots(tmp_path: Path, boot_mirror_tree: MirrorTree, medium: str,
-                       source: str) -> None:
+                       source: str, firmware: str) -> None:
     """As a CD with the kernel and core out of the mirror's release ISO; as a USB stick from
-    the distribution files. isolinux's banner on the serial line proves SERIAL; the hostname
-    proves the APPEND line reached the kernel."""
+    the distribution files; both again under UEFI (OVMF: the El Torito EFI entry as a CD, the
+    EFI system partition as a stick). The loader's banner on the serial line proves SERIAL; the
+    hostname proves the APPEND line reached the kernel."""
     with MirrorServer(boot_mirror_tree.root) as mirror:
         recipe = load_recipe(write_recipe(
             tmp_path, mirror.url, name=medium, overlay=BOOTLOCAL,
@@ -402,11 +423,13 @@ def test_the_iso_boots(tmp_path: Path, boot_mirror_tree: MirrorTree, medium: str
     version = boot_mirror_tree.kernel_versions["x86_64/modules64.gz"]
     log = tmp_path / "serial.log"
     expect = f"ISO-MARKER {medium} {version} host={medium}-node"
-    outcome = watch(qemu(medium, result.path, log), log, expect, 120, ISO_FAILURES,
-                    console_to_log=False)
+    outcome = watch(iso_command(result.path, log, Medium(medium), Firmware(firmware)), log,
+                    expect, 180, ISO_FAILURES, console_to_log=False)
     if not outcome.ok:
         pytest.fail(f"{medium} did not boot ({outcome.reason}, {outcome.seconds:.1f} s):\n"
                     f"{outcome.tail}")
     serial = log.read_text(errors="replace")
-    assert "ISOLINUX" in serial and "tc-ext: dhcp installed" in serial
-    print(f"{medium}: ISO written in {result.seconds:.2f} s, booted in {outcome.seconds:.1f} s")
+    assert ("ISOLINUX" if firmware == "bios" else "BdsDxe: starting Boot") in serial  # OVMF
+    assert "tc-ext: dhcp installed" in serial
+    print(f"{firmware} {medium}: ISO written in {result.seconds:.2f} s, booted in "
+          f"{outcome.seconds:.1f} s")
