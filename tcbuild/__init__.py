@@ -34,7 +34,8 @@ from .errors import (
     RecipeError,
     TcbuildError,
 )
-from .fetch import FetchOptions, Input, Inputs, fetch, kernel_version, resolve
+from .fetch import fetch, resolve
+from .inputs import FetchOptions, Input, Inputs, kernel_version
 from .inventory import Inventory, load_inventory
 from .lockfile import lock_path, read_lock
 from .manifest import Listing, diff, load_listing

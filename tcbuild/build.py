@@ -27,7 +27,8 @@ from .cache import Cache, default_cache_dir
 from .check import Finding
 from .compress import CHUNK, Compression, gzip_chunks
 from .errors import RecipeError, boundary
-from .fetch import FetchOptions, Input, Inputs, fetch
+from .fetch import fetch
+from .inputs import FetchOptions, Input, Inputs
 from .inventory import load_inventory
 from .manifest import MANIFEST, describe, read_manifest
 from .newc import Entry, iter_initramfs

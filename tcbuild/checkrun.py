@@ -21,7 +21,8 @@ from . import image, tcz
 from .cache import Cache
 from .check import Finding, check_image, parse_provides
 from .errors import InputError, TcbuildError, boundary
-from .fetch import FetchOptions, Inputs, fetch_provides
+from .fetch import fetch_provides
+from .inputs import FetchOptions, Inputs
 from .loader import LD_SO_CONF, Program, read_program
 from .manifest import read_image, read_manifest
 from .newc import iter_initramfs

@@ -19,7 +19,8 @@ from .build import BuildOptions, build
 from .compress import Compression
 from .deps import render_tree
 from .errors import InputError, TcbuildError
-from .fetch import FetchOptions, fetch, resolve
+from .fetch import fetch, resolve
+from .inputs import FetchOptions
 from .inventory import load_inventory
 from .manifest import MANIFEST, diff, format_diff, format_entry, load_listing
 from .progress import ProgressBar, format_size

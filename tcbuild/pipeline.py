@@ -19,7 +19,8 @@ from . import tftp
 from .atomic import publish_files
 from .build import BuildOptions, BuildResult, build, default_out_dir, source_date_epoch
 from .errors import InputError, TcbuildError, boundary
-from .fetch import FetchOptions, Inputs, fetch
+from .fetch import fetch
+from .inputs import FetchOptions, Inputs
 from .inventory import Inventory
 from .lockfile import lock_path, lock_text
 from .manifest import MANIFEST, read_manifest
