@@ -21,7 +21,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .loader import LOADER_NAME, Node, Program, View, find_library, library_dirs, node_of
+from .loader import (
+    LOADER_NAME,
+    Node,
+    Program,
+    View,
+    c_string,
+    find_library,
+    library_dirs,
+    node_of,
+)
 from .newc import Entry
 
 PATH_DIRS = ("usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin")
@@ -59,12 +68,7 @@ class Finding:
                 "message": self.line()}
 
 
-# -- reading one file ----------------------------------------------------------------------------
-
-def _string(data: bytes, offset: int) -> str:
-    end = data.find(b"\0", offset)
-    return data[offset : end if end >= 0 else len(data)].decode("utf-8", "replace")
-
+# -- the kernel, and the mirror's provides.db ----------------------------------------------------
 
 def kernel_version(data: bytes) -> str | None:
     """The version a bzImage announces in its setup header; None for anything else."""
@@ -74,7 +78,7 @@ def kernel_version(data: bytes) -> str | None:
     if not pointer:
         return None
     start = pointer + 0x200
-    words = _string(data, start)[:256].split() if start < len(data) else []
+    words = c_string(data, start)[:256].split() if start < len(data) else []
     return words[0] if words else None
 
 
@@ -100,21 +104,18 @@ def parse_provides(text: bytes) -> dict[str, tuple[str, ...]]:
     return {key: tuple(sorted(names)) for key, names in found.items()}
 
 
-# -- the image as the loader sees it -------------------------------------------------------------
-
 # -- the check -----------------------------------------------------------------------------------
 
 @dataclass
 class _Checker:
+    """Findings collected, each with the extensions the mirror has the missing file in."""
+
     provides: Mapping[str, tuple[str, ...]]
     installed: set[str]
-    ignore: tuple[str, ...]
     findings: list[Finding] = field(default_factory=list)
 
     def report(self, path: str, origin: str, problem: str, missing: str, program: bool,
                hint: str = "") -> None:
-        if any(fnmatch.fnmatchcase(path, pattern) for pattern in self.ignore):
-            return
         providers = () if hint else self.providers(missing, program)
         fresh = tuple(p for p in providers if p not in self.installed)
         if providers and not fresh:
@@ -196,8 +197,7 @@ def check_image(entries: Iterable[tuple[Entry, str]], *, kernel: bytes | None = 
         if path == ONBOOT_LIST or path.startswith(f"{ONBOOT}/"):
             raw[path] = entry.data or b""
     onboot = {} if read_tcz is None else _onboot(raw, read_tcz)
-    checker = _Checker(provides or {}, _installed(base, onboot), tuple(
-        p.strip("/") for p in ignore))
+    checker = _Checker(provides or {}, _installed(base, onboot))
     everything = View(_mounted(base, list(onboot), onboot), base)
     conf = library_dirs(everything)
     for path, node in base.items():
@@ -212,8 +212,9 @@ def check_image(entries: Iterable[tuple[Entry, str]], *, kernel: bytes | None = 
                 checker.program(view, own, f"{TCLOOP}/{stem}/{path}", node, path,
                                 (everything, conf))
     checker.findings += _kernel(everything, kernel, kernel_name, checker.installed)
+    patterns = [pattern.strip("/") for pattern in ignore]  # deliberate: the recipe says so
     return [f for f in checker.findings
-            if not any(fnmatch.fnmatchcase(f.path, p) for p in checker.ignore)]
+            if not any(fnmatch.fnmatchcase(f.path, pattern) for pattern in patterns)]
 
 
 Onboot = dict[str, tuple[dict[str, Node], list[str]]]  # name -> (its nodes, its closure)

@@ -119,7 +119,7 @@ def _read_elf(data: bytes) -> Program | None:
         interpreter, tags = None, []
         for header in headers:
             if header["p_type"] == "PT_INTERP":
-                interpreter = _string(data, header["p_offset"])
+                interpreter = c_string(data, header["p_offset"])
             elif header["p_type"] == "PT_DYNAMIC":
                 count = header["p_filesz"] // structs.Elf_Dyn.sizeof()
                 entries = struct_parse(_dynamic(little, elfclass, count), stream,
@@ -139,7 +139,7 @@ def _read_elf(data: bytes) -> Program | None:
         return Program(interpreter, abi=abi)
 
     def strings(kind: str) -> tuple[str, ...]:
-        return tuple(_string(data, base + value) for tag, value in tags if tag == DT[kind])
+        return tuple(c_string(data, base + value) for tag, value in tags if tag == DT[kind])
 
     def paths(kind: str) -> tuple[str, ...]:
         return tuple(p for value in strings(kind) for p in value.split(":"))
@@ -148,7 +148,8 @@ def _read_elf(data: bytes) -> Program | None:
                    abi)
 
 
-def _string(data: bytes, offset: int) -> str:
+def c_string(data: bytes, offset: int) -> str:
+    """The NUL-terminated string at `offset`."""
     end = data.find(b"\0", offset)
     return data[offset : end if end >= 0 else len(data)].decode("utf-8", "surrogateescape")
 
