@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import syslinux
+from . import kea, syslinux
 from .boottest import OVMF
 
 
@@ -22,6 +22,8 @@ TOOLS = (
     ("mksquashfs", "squashfs-tools", "packing a local extension directory into a .tcz"),
     ("qemu-system-x86_64", "qemu-system-x86", "boot-test (and the tests)"),
     ("dhcpd", "isc-dhcp-server", "checking generated dhcpd.conf (the tests)"),
+    ("kea-dhcp4", "kea-dhcp4-server", "checking generated Kea configs (the tests)"),
+    ("dnsmasq", "dnsmasq-base", "checking generated dnsmasq configs (the tests)"),
     ("dhclient", "isc-dhcp-client", "live DHCP tests"),
     ("rsyslogd", "rsyslog", "checking generated rsyslog rules (the tests)"),
     ("cpio", "cpio", "cross-checks of images (the tests)"),
@@ -35,6 +37,8 @@ FILES = (
                                                            (*syslinux.ISO, *syslinux.EFI)))
                                      if name in names), paths)
       for name, (paths, package) in syslinux.FILES.items()),
+    ("libdhcp_ha.so", "kea-common", "Kea high availability (two boot servers)",
+     (f"{kea.HOOKS_DIR}/libdhcp_ha.so",)),
     ("pxe-e1000.rom", "ipxe-qemu", "boot-test's network boot ROM",
      ("/usr/lib/ipxe/qemu/efi-e1000.rom", "/usr/lib/ipxe/qemu/pxe-e1000.rom")),
     ("OVMF_CODE.fd", "ovmf", "boot-test --firmware uefi (UEFI firmware for QEMU)",
