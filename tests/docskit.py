@@ -171,7 +171,7 @@ class Site:
         if argv[0] == "tcbuild":
             argv = [sys.executable, "-m", "tcbuild", *argv[1:]]
         env = {**os.environ, "XDG_CACHE_HOME": str(self.root / ".cache"), "COLUMNS": "100",
-               "PYTHONPATH": str(ROOT)}
+               "PYTHONPATH": str(ROOT), "LC_ALL": "C.UTF-8"}
         done = subprocess.run(argv, cwd=self.root, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=300, env=env)
         return [line.rstrip() for line in self.to_doc(done.stdout).splitlines()]
@@ -180,7 +180,7 @@ class Site:
 @dataclass
 class Outcome:
     problems: list[str] = field(default_factory=list)
-    # The commands that printed something else: line -> the command as run, what it printed.
+    # Every command: line -> the command as run, what it printed (ids are the run's own).
     seen: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
 
 
@@ -196,10 +196,10 @@ def check(doc: Path, site: Site) -> Outcome:
         elif block.lang == "console":
             for step in steps(block):
                 actual = site.run(step.command)
+                outcome.seen[step.line] = (site.to_doc(site.to_real(step.command)), actual)
                 expected = [site.doc_ids.normalize(line) for line in step.expected]
                 got = [site.real_ids.normalize(line) for line in actual]
                 if not matches(expected, got):
-                    outcome.seen[step.line] = (site.to_doc(site.to_real(step.command)), actual)
                     outcome.problems.append(
                         f"{doc.relative_to(ROOT)}:{step.line}: `{step.command}` printed:\n"
                         + "\n".join(actual))
@@ -281,7 +281,10 @@ def prepare(root: Path, mirror: str) -> Site:
 
 
 def update(doc: Path, outcome: Outcome) -> None:
-    """Write what the commands that differ printed into the doc (`...` outputs left alone)."""
+    """Write one run's commands and outputs into the doc, so that its ids agree with each other
+    (outputs with `...` are left alone). Nothing is written when the doc matched."""
+    if not outcome.problems:
+        return
     lines = doc.read_text().splitlines()
     for block in reversed(blocks(doc)):
         if block.lang != "console" or block.file is not None:
