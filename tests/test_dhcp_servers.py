@@ -1,11 +1,11 @@
 """dhcpd, Kea and dnsmasq: the generated configs proven by the daemons, live, and Kea's HA.
 
 Syntax: `kea-dhcp4 -t`, `dnsmasq --test` and `dhcpd -t` accept the configs of every inventory
-variant (the example, no domain, HTTP boot, a boot-server pair). Live (root; namespaces from
-tests/netns.py): dhcpd, Kea, then dnsmasq serve the two-NIC node of tests/dhcplab.py, which
-must come up as the inventory says under each. High availability: a Kea hot-standby pair on one
-bridge; the primary is killed with SIGKILL and the standby serves the next node and a rebooting
-one.
+variant (the example, no domain, HTTP boot, a boot-server pair, no node yet). Live (root;
+namespaces from tests/netns.py): dhcpd, Kea, then dnsmasq serve the two-NIC node of
+tests/dhcplab.py, which must come up as the inventory says under each. High availability: a Kea
+hot-standby pair on one bridge; the primary is killed with SIGKILL and the standby serves the
+next node and a rebooting one.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def variant(name: str) -> Inventory:
     """The recipe's inventory, or one of the variants that take another branch of a config."""
     inventory = recipe_inventory()
     c = inventory.cluster
+    if name == "no-hosts":  # a cluster before its first node
+        return replace(inventory, hosts=())
     changes: dict[str, Any] = {
         "example": {},
         "no-domain": {"domain": ""},
@@ -56,7 +58,7 @@ def variant(name: str) -> Inventory:
     return replace(inventory, cluster=replace(c, **changes))
 
 
-VARIANTS = ["example", "no-domain", "http", "pair"]
+VARIANTS = ["example", "no-domain", "http", "pair", "no-hosts"]
 
 
 # -- syntax: the daemons' own checks (no root needed) ---------------------------------------
