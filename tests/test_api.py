@@ -138,6 +138,29 @@ def test_a_corrupt_iso_input_is_an_archive_error(tmp_path: Path, mirror: MirrorS
     assert not (tmp_path / "out").exists()
 
 
+def test_the_boundary_wraps_pycdlib_and_os_errors_and_lets_bugs_through(tmp_path: Path) -> None:
+    import pycdlib
+
+    from tcbuild.errors import boundary
+
+    @boundary
+    def open_iso(path: Path) -> None:
+        pycdlib.PyCdlib().open(str(path))
+
+    @boundary
+    def buggy() -> None:
+        raise ValueError("a bug, not a failure")
+
+    (tmp_path / "not.iso").write_bytes(b"\0" * 40000)
+    with pytest.raises(tcbuild.ArchiveError, match=r"^ISO 9660: ") as error:
+        open_iso(tmp_path / "not.iso")
+    assert type(error.value.__cause__).__module__.startswith("pycdlib")
+    with pytest.raises(tcbuild.FileError, match=r"missing\.iso: No such file or directory$"):
+        open_iso(tmp_path / "missing.iso")
+    with pytest.raises(ValueError, match="a bug"):
+        buggy()
+
+
 def test_the_command_needs_no_oserror_handler() -> None:
     text = (ROOT / "tcbuild/cli.py").read_text()
     assert "except OSError" not in text and "except TcbuildError" in text
