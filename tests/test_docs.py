@@ -3,6 +3,7 @@ compared, every file they show in full compared with the repository's (tests/doc
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -32,6 +33,17 @@ def test_readme_is_a_front_page() -> None:
     first = next(b for b in blocks(README))
     assert first.line < 30
     assert [line.split("#")[0].strip() for line in first.lines] == ["make demo", "make test"]
+
+
+def test_the_command_list_is_every_command() -> None:
+    """The front page's list names each subcommand of `tcbuild`, and no other."""
+    from tcbuild.cliargs import parser
+
+    listed = next(b for b in blocks(README) if b.lang == "text"
+                  and all(line.startswith("tcbuild ") for line in b.lines))
+    names = [line.split()[1] for line in listed.lines]
+    actions = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert sorted(names) == sorted(actions[0].choices)
 
 
 def test_docs_links_and_blocks_are_checked() -> None:
