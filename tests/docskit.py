@@ -8,8 +8,8 @@ the repository's recipes, overlays and examples, served by the stand-in mirror.
   number of lines.
 - A ```python block runs in the site, after the doc's Python blocks before it.
 - A block right after `<!-- file: PATH -->` is PATH of the repository, in full.
-- The first command that names `/var/log/remote` finds there the files the boot server's rsyslog
-  would have written for the example's nodes (`node_logs`).
+- The first command or Python block that names `/var/log/remote` finds there the files the boot
+  server's rsyslog would have written for the example's nodes (`node_logs`).
 - A ```toml block without that is a fragment: it must parse.
 What differs between runs is compared by its place, not its value: release and build ids,
 sha256 sums and times become <release1>, <build2>, ... in order of appearance (on each side);
@@ -164,9 +164,13 @@ class Site:
             output = output.replace(real, shown)
         return output
 
+    def set_up(self, text: str) -> None:
+        """The places `text` names that are not there yet (a command, a Python block)."""
+        for place in [p for p in self.hooks if p in text]:
+            self.hooks.pop(place)(self)
+
     def run(self, command: str) -> list[str]:
-        for place in [p for p in self.hooks if p in command]:
-            self.hooks.pop(place)(self)  # the first command that names the place sets it up
+        self.set_up(command)
         argv = shlex.split(self.to_real(command))
         if argv[0] == "tcbuild":
             argv = [sys.executable, "-m", "tcbuild", *argv[1:]]
@@ -204,6 +208,7 @@ def check(doc: Path, site: Site) -> Outcome:
                         f"{doc.relative_to(ROOT)}:{step.line}: `{step.command}` printed:\n"
                         + "\n".join(actual))
         elif block.lang == "python":
+            site.set_up("\n".join(block.lines))
             python.append(site.to_real("\n".join(block.lines)))
             done = subprocess.run([sys.executable, "-c", "\n".join(python)], cwd=site.root,
                                   text=True,
