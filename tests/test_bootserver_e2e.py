@@ -5,8 +5,9 @@ In a network namespace of its own the boot server runs a DHCP server with its ge
 defaults, serving the TFTP root that `tcbuild publish` filled with the example recipe. QEMU's
 NIC is a tap device on the bridge that carries the boot server's address, in that same
 namespace: QEMU's own DHCP and TFTP take no part. The node must come up as the inventory says:
-its fixed address, its per-MAC kernel line, the published build. Nothing here touches the
-host's own network (tests/netns.py).
+its fixed address, its per-MAC kernel line, the published build. Once more with UEFI firmware
+(OVMF) against dhcpd: its architecture (option 93) gets it bootx64.efi, which reads the same
+per-MAC config. Nothing here touches the host's own network (tests/netns.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tcbuild import boottest
+from tcbuild.boottest import Firmware
 from tcbuild.inventory import load_inventory
 from tcbuild.server import Dhcp, tftpd_hpa
 
@@ -46,9 +48,11 @@ def udp_bound(daemon: Daemon, address: str, port: int) -> bool:
     return any(row.split()[1] == local for row in rows)
 
 
-@pytest.mark.parametrize("dhcp_server", list(Dhcp))
-def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab,
-                                                   dhcp_server: Dhcp) -> None:
+@pytest.mark.parametrize(("dhcp_server", "firmware"), [
+    *((d, Firmware.BIOS) for d in Dhcp), (Dhcp.ISC, Firmware.UEFI)],
+    ids=[*(str(d) for d in Dhcp), "isc-uefi"])
+def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab, dhcp_server: Dhcp,
+                                                   firmware: Firmware) -> None:
     require_tool("in.tftpd", "tftpd-hpa")
     inventory = load_inventory(node / "examples/cluster.toml")  # the one publish reads
     c = inventory.cluster
@@ -78,13 +82,15 @@ def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab,
              watch=[tftpd])
 
     log = (node / "console.log").absolute()
-    qemu = boottest.pxe_command(tftp, log, host.mac,
+    qemu = boottest.pxe_command(tftp, log, host.mac, firmware=firmware,
                                 netdev="tap,id=n0,ifname=tap0,script=no,downscript=no")
+    bios = firmware is Firmware.BIOS  # OVMF writes its screen to the console
     result = boottest.watch(["ip", "netns", "exec", server, *qemu], log,
-                            MARKER, timeout=120,
-                            console_to_log=False, firmware=boottest.firmware_log(log))
+                            MARKER, timeout=120, console_to_log=False,
+                            firmware=boottest.firmware_log(log) if bios else None)
     console = log.read_text(errors="replace")
-    firmware = boottest.firmware_log(log).read_text(errors="replace")
+    screen = boottest.CONTROL.sub("", boottest.firmware_log(log).read_text(errors="replace")
+                                  if bios else console)
     assert result.ok, f"{result.reason}\n{result.tail}\n--- {dhcp.name}:\n{dhcp.output()}"
     assert tftpd.process.poll() is None and dhcp.process.poll() is None
 
@@ -95,9 +101,9 @@ def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab,
     # both). ISC dhcpd keeps no lease-file entry for a host with a fixed-address (only pool
     # leases are recorded), so the servers' logs and the firmware's view show the lease.
     assert acknowledged(dhcp_server, dhcp, host, "br0"), dhcp.output()
-    assert f"net0: {host.ip}/{c.internal_subnet.netmask} gw {c.internal_router}" in firmware
-    assert f"Next server: {c.boot_server}" in firmware
-    assert f"tftp://{c.boot_server}/pxelinux.0... ok" in firmware
+    assert f"net0: {host.ip}/{c.internal_subnet.netmask} gw {c.internal_router}" in screen
+    assert f"Next server: {c.boot_server}" in screen
+    assert f"tftp://{c.boot_server}/{firmware.network_loader}... ok" in screen
 
     # pxelinux read the node's own 01-<mac> config (the canary group's line), not `default`.
     mine = pxelinux_entry(tftp / "pxelinux.cfg" / ("01-" + host.mac.replace(":", "-")))
