@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import RecipeError, boundary
-from .recipe import CONTROL, control_characters, read_toml
+from .tomlfile import CONTROL, control_characters, read_toml
 
 MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.IGNORECASE)
 LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)

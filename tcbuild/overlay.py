@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 from .newc import Entry
-from .recipe import CONTROL, archive_suffix
+from .recipe import archive_suffix
+from .tomlfile import CONTROL
 
 if TYPE_CHECKING:
     import jinja2

@@ -6,8 +6,7 @@ import difflib
 import json
 import os
 import re
-import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +16,14 @@ from typing import Any, TypeVar
 from .compress import Compression
 from .errors import InputError, RecipeError, boundary
 from .manifest import MANIFEST
+from .tomlfile import (
+    CONTROL,
+    TEMPLATE_TEXT,
+    control_characters,
+    key_path,
+    read_toml,
+    type_name,
+)
 
 DEFAULT_MIRRORS = ("http://repo.tinycorelinux.net/",)
 EXTENSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -32,16 +39,6 @@ LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 """An output file name: pxelinux reads a blank as the end of a name and a comma as a second
 initrd; a leading dot hides a file (and marks tcbuild's temporary ones)."""
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-"""Characters that end or bend a line: C0, DEL, C1 and Unicode's line separators. None may be in
-a value that reaches a boot config or a kernel line (a newline in `boot.append` would start a
-config line of its own), nor in a path or name (every error message is one line)."""
-TEMPLATE_TEXT = "\t\n"
-"""What `[vars]` may hold besides printable text: their values reach only the image's files,
-through the recipe's own templates, never a config or kernel line tcbuild writes."""
-_CHAR_NAMES = {"\0": "NUL", "\t": "a tab", "\n": "a newline", "\r": "a carriage return",
-               "\x1b": "an escape", "\x7f": "DEL"}
-BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -186,83 +183,11 @@ def normalize_mirror(url: str) -> str:
     return url.rstrip("/") + "/"
 
 
-def key_path(where: str, key: str) -> str:
-    """`boot` + `append` -> `boot.append`; a key that is not bare is quoted (and escaped)."""
-    shown = key if BARE_KEY.fullmatch(key) else json.dumps(key)
-    return f"{where}.{shown}" if where else shown
-
-
-def control_characters(data: Mapping[str, Any], allowed: Mapping[str, str] | None = None
-                       ) -> Iterator[tuple[str, str]]:
-    """(key path, problem) for every key and string of parsed TOML holding a control character.
-
-    `allowed` maps a top-level table to the control characters its values may hold.
-    """
-    for key, value in data.items():
-        yield from _controls({key: value}, "", (allowed or {}).get(key, ""))
-
-
-def _controls(value: Any, where: str, extra: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            path = key_path(where, key)
-            found = CONTROL.search(key)
-            if found:
-                yield path, f"the key holds {_char(found[0])}; {_REFUSED}"
-            yield from _controls(item, path, extra)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _controls(item, f"{where}[{i}]", extra)
-    elif isinstance(value, str):
-        found = next((c for c in CONTROL.finditer(value) if c[0] not in extra), None)
-        if found:
-            rule = ("template values may hold tabs and newlines, no other control character"
-                    if extra else _REFUSED)
-            yield where, f"{_char(found[0])} at character {found.start() + 1}; {rule}"
-
-
-_REFUSED = ("control characters are refused (in a boot config or a kernel line they would "
-            "break the line)")
-
-
-def _char(c: str) -> str:
-    name = _CHAR_NAMES.get(c, "a control character")
-    return f"{name} (U+{ord(c):04X})"
-
-
 @boundary
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Read and validate a recipe; raise `RecipeError` listing every problem found."""
     path = Path(path)
     return _RecipeReader(path).read(read_toml(path, "recipe"))
-
-
-def read_toml(path: Path, kind: str) -> dict[str, Any]:
-    """A TOML file's tables; a syntax error names its line and column."""
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise InputError(f"{path}: cannot read {kind}: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from e
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(_toml_error(path, e)) from e
-
-
-def _toml_error(path: Path, error: tomllib.TOMLDecodeError) -> str:
-    message = str(error)
-    where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
-    if where:
-        message = message[: where.start()]
-        return f"{path}:{where[1]}:{where[2]}: invalid TOML: {message}"
-    return f"{path}: invalid TOML: {message}"
-
-
-def _type_name(value: object) -> str:
-    return {
-        bool: "a boolean", int: "an integer", float: "a float", str: "a string",
-        list: "an array", dict: "a table",
-    }.get(type(value), type(value).__name__)
 
 
 class _RecipeReader:
@@ -349,7 +274,7 @@ class _RecipeReader:
                 self.problem(key, "missing table")
             return {}
         if not isinstance(value, dict):
-            self.problem(key, f"expected a table, got {_type_name(value)}")
+            self.problem(key, f"expected a table, got {type_name(value)}")
             return {}
         allowed = self.SECTIONS[key]
         if allowed is not None:
@@ -361,7 +286,7 @@ class _RecipeReader:
         if value is None:
             self.problem(key, "missing")
         elif not isinstance(value, str):
-            self.problem(key, f"expected a string, got {_type_name(value)}")
+            self.problem(key, f"expected a string, got {type_name(value)}")
             return None
         return value
 
@@ -369,14 +294,14 @@ class _RecipeReader:
         """(key path, value) pairs of a list of strings; a missing key is an empty list."""
         value = table.get(key.rsplit(".", 1)[-1], [])
         if not isinstance(value, list):
-            self.problem(key, f"expected an array of strings, got {_type_name(value)}")
+            self.problem(key, f"expected an array of strings, got {type_name(value)}")
             return []
         items = []
         for i, item in enumerate(value):
             if isinstance(item, str):
                 items.append((f"{key}[{i}]", item))
             else:
-                self.problem(f"{key}[{i}]", f"expected a string, got {_type_name(item)}")
+                self.problem(f"{key}[{i}]", f"expected a string, got {type_name(item)}")
         return items
 
     def choice(self, table: dict[str, Any], key: str, enum: type[E], default: E) -> E:
@@ -429,7 +354,7 @@ class _RecipeReader:
         if value is None:
             return None
         if not isinstance(value, str) or not value.lower().endswith(".iso"):
-            shown = repr(value) if isinstance(value, str) else _type_name(value)
+            shown = repr(value) if isinstance(value, str) else type_name(value)
             self.problem("tinycore.iso", f"expected an ISO file name like "
                          f"\"CorePure64-15.0.iso\" or a path like \"./my.iso\", got {shown}")
             return None
@@ -469,13 +394,13 @@ class _RecipeReader:
     def overlays(self, value: Any) -> tuple[Overlay, ...]:
         if not isinstance(value, list):
             self.problem("overlay", f"expected an array of tables ([[overlay]]), got "
-                         f"{_type_name(value)}")
+                         f"{type_name(value)}")
             return ()
         overlays = []
         for i, entry in enumerate(value):
             key = f"overlay[{i}]"
             if not isinstance(entry, dict):
-                self.problem(key, f"expected a table, got {_type_name(entry)}")
+                self.problem(key, f"expected a table, got {type_name(entry)}")
                 continue
             self.check_keys(entry, f"{key}.", self.SECTIONS["overlay"] or set())
             source = self.string(entry, f"{key}.source", None)
@@ -486,7 +411,7 @@ class _RecipeReader:
 
     def vars(self, value: Any) -> Mapping[str, str | int | float | bool]:
         if not isinstance(value, dict):
-            self.problem("vars", f"expected a table, got {_type_name(value)}")
+            self.problem("vars", f"expected a table, got {type_name(value)}")
             return MappingProxyType({})
         for name, item in value.items():
             if not VAR_NAME.match(name):
@@ -494,13 +419,13 @@ class _RecipeReader:
                              "digits, _)")
             elif not isinstance(item, str | int | float | bool):
                 self.problem(f"vars.{name}", f"expected a string, number or boolean, got "
-                             f"{_type_name(item)}")
+                             f"{type_name(item)}")
         return MappingProxyType(dict(sorted(value.items())))
 
     def flag(self, table: dict[str, Any], key: str) -> bool:
         value = table.get(key.rsplit(".", 1)[-1], False)
         if not isinstance(value, bool):
-            self.problem(key, f"expected true or false, got {_type_name(value)}")
+            self.problem(key, f"expected true or false, got {type_name(value)}")
             return False
         return value
 
@@ -525,7 +450,7 @@ class _RecipeReader:
         value = boot.get("labels", {})
         if not isinstance(value, dict):
             self.problem("boot.labels", f"expected a table of label = \"kernel line\", got "
-                         f"{_type_name(value)}")
+                         f"{type_name(value)}")
             return MappingProxyType({})
         labels = {}
         for name, line in value.items():
@@ -534,7 +459,7 @@ class _RecipeReader:
                 self.problem(key, "a label is 1-32 letters, digits, '_', '.', '-' and not "
                              f"'{DEFAULT_LABEL}' (the default label)")
             elif not isinstance(line, str):
-                self.problem(key, f"expected a kernel line (a string), got {_type_name(line)}")
+                self.problem(key, f"expected a kernel line (a string), got {type_name(line)}")
             else:
                 labels[name] = line
         return MappingProxyType(dict(sorted(labels.items())))
@@ -544,7 +469,7 @@ class _RecipeReader:
             return None
         if not isinstance(value, str):
             self.problem("inventory", f"expected a path to an inventory file, got "
-                         f"{_type_name(value)}")
+                         f"{type_name(value)}")
             return None
         return self.existing("inventory", value, "file")
 
@@ -581,7 +506,7 @@ class _RecipeReader:
                              "\"/opt/bootlocal.sh\"")
                 continue
             if not isinstance(value, dict):
-                self.problem(key, f"expected a table, got {_type_name(value)}")
+                self.problem(key, f"expected a table, got {type_name(value)}")
                 continue
             self.check_keys(value, f"{key}.", {"mode", "owner", "group", "secret"})
             result[normalized] = FileAttributes(
