@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -45,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tcbuild import FetchOptions, fetch, load_recipe  # noqa: E402
+from tcbuild.manifest import read_manifest  # noqa: E402
 from tcbuild.newc import NewcWriter, iter_initramfs  # noqa: E402
 from tcbuild.tcz import read_tcz  # noqa: E402
 from tests.mirrortree import MirrorServer, build_mirror  # noqa: E402
@@ -213,8 +213,9 @@ def overlay_tree(image: Path, core: list[Path], extensions: list[Path]) -> Path:
     tce.installed markers, setup.lst), as a directory the remaster copies in like an overlay."""
     known = {e.path for part in core for e in iter_initramfs(part, data=False)}
     known |= {e.path for tcz in extensions for e in read_tcz(tcz)}
-    manifest = json.loads((image.parent / "build.json").read_text())
-    overlay = {e["path"] for e in manifest["entries"] if e["origin"].startswith("overlay:")}
+    manifest = read_manifest(image.parent)
+    assert manifest is not None
+    overlay = {e["path"] for e in manifest.entries if e["origin"].startswith("overlay:")}
     tree = WORK / "overlay-tree"
     shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir()

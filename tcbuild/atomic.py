@@ -1,50 +1,129 @@
-"""Files appear whole or not at all: written beside their target, fsynced, renamed."""
+"""The one durable write: files appear whole or not at all, and stay after a power cut.
+
+Every file goes the same way: a temp file (locked while its writer lives), its bytes, fsync,
+rename onto the target, fsync of the directory. A writer killed with `kill -9` leaves its temp
+file behind, unlocked; the next write to that target (or `sweep` of the directory) removes it.
+Temp files are hidden (`.<name>.<random>.tcbuild-tmp`), so listings of a directory skip them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-
-def publish_files(out: Path, files: Mapping[str, bytes | Sequence[bytes | bytearray]],
-                  retire: str | None = None) -> None:
-    """Write every file (its bytes, or its parts in a row) beside its target and fsync it, then
-    rename them all into place, in order. `retire` (a file that vouches for the others) is
-    removed before the first rename."""
-    out.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for name, data in files.items():
-            fd, temp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
-            staged.append((Path(temp), out / name))
-            with os.fdopen(fd, "wb") as f:
-                f.writelines([data] if isinstance(data, bytes) else data)
-                f.flush()
-                os.fchmod(f.fileno(), 0o644)
-                os.fsync(f.fileno())
-        if retire:
-            (out / retire).unlink(missing_ok=True)
-        for tmp, target in staged:
-            tmp.replace(target)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+SUFFIX = ".tcbuild-tmp"
+Data = bytes | Sequence[bytes | bytearray | memoryview]
 
 
-def write_file(target: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Stream a file through `write` into a temp file beside `target`, fsync it, rename it into
-    place. On any error the temp file is removed and an existing `target` is left as it was."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+@contextlib.contextmanager
+def temp_file(directory: Path, prefix: str) -> Iterator[tuple[BinaryIO, Path]]:
+    """A new temp file in `directory`, locked while it is open; removed at exit unless `commit`
+    moved it into place."""
+    while True:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=SUFFIX)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # tells `sweep` (in this run or another) that it lives
+        try:
+            if Path(name).stat().st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # swept between its creation and the lock: take another
+    path = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            yield f, path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def commit(f: BinaryIO, temp: Path, target: Path, mode: int = 0o644,
+           owner: os.stat_result | None = None) -> None:
+    """Make a temp file of `temp_file` durable and rename it onto `target` (the same file
+    system), then make the rename durable."""
+    f.flush()
+    os.fchmod(f.fileno(), mode)
+    if owner is not None and os.geteuid() == 0:
+        os.fchown(f.fileno(), owner.st_uid, owner.st_gid)
+    os.fsync(f.fileno())
+    temp.replace(target)
+    fsync_dir(target.parent)
+
+
+def write_bytes(target: Path, data: Data, mode: int = 0o644,
+                owner: os.stat_result | None = None, temp_dir: Path | None = None) -> None:
+    """Write `data` (bytes, or parts in a row) to `target` durably. The temp file goes beside
+    the target, or into `temp_dir` (which the caller sweeps)."""
+    write_file(target, lambda f: f.writelines([data] if isinstance(data, bytes) else data),
+               mode, owner, temp_dir)
+
+
+def write_file(target: Path, write: Callable[[BinaryIO], object], mode: int = 0o644,
+               owner: os.stat_result | None = None, temp_dir: Path | None = None) -> None:
+    """Stream a file through `write` into a temp file and rename it onto `target` durably. On
+    any error the temp file is removed and an existing `target` is left as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if temp_dir is None:
+        sweep(target.parent, f".{target.name}.")
+    with temp_file(temp_dir or target.parent, f".{target.name}.") as (f, temp):
+        write(f)
+        commit(f, temp, target, mode, owner)
+
+
+def publish_files(out: Path, files: Mapping[str, Data], retire: str | None = None) -> None:
+    """Write every file beside its target and fsync it, then rename them all into place, in
+    order, and fsync the directory. `retire` (a file that vouches for the others) is removed
+    before the first rename."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        sweep(out, f".{name}.")
+    with contextlib.ExitStack() as stack:
+        staged = []
+        for name, data in files.items():
+            f, temp = stack.enter_context(temp_file(out, f".{name}."))
+            f.writelines([data] if isinstance(data, bytes) else data)
             f.flush()
             os.fchmod(f.fileno(), 0o644)
             os.fsync(f.fileno())
-        Path(temp).replace(target)
+            staged.append((temp, out / name))
+        if retire:
+            (out / retire).unlink(missing_ok=True)
+        for temp, target in staged:
+            temp.replace(target)
+        fsync_dir(out)
+
+
+def sweep(directory: Path, prefix: str = "", everything: bool = False) -> int:
+    """Remove the temp files (of this module) that no live writer holds: those of writers
+    killed mid-way. `prefix` narrows to one target's; `everything` takes any file (a directory
+    only for temp files). The number removed."""
+    removed = 0
+    try:
+        paths = list(directory.iterdir())
+    except OSError:
+        return 0
+    for path in paths:
+        if not path.name.startswith(prefix) or not (everything or path.name.endswith(SUFFIX)):
+            continue
+        try:
+            with path.open("rb") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if path.stat().st_ino == os.fstat(f.fileno()).st_ino:
+                    path.unlink()
+                    removed += 1
+        except OSError:
+            continue  # in use by a live writer, or gone already
+    return removed
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the names in a directory (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
     finally:
-        Path(temp).unlink(missing_ok=True)
+        os.close(fd)

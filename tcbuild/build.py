@@ -26,11 +26,11 @@ from .atomic import publish_files
 from .cache import Cache, default_cache_dir
 from .check import Finding
 from .compress import CHUNK, Compression, gzip_chunks
-from .errors import RecipeError, boundary
+from .errors import RecipeError, StateError, boundary
 from .fetch import fetch
 from .inputs import FetchOptions, Input, Inputs
 from .inventory import load_inventory
-from .manifest import MANIFEST, describe, read_manifest
+from .manifest import MANIFEST, FileRecord, Manifest, describe, read_manifest
 from .newc import Entry, iter_initramfs
 from .overlay import overlay_digest, read_overlay
 from .recipe import CheckPolicy, ExtensionMode, OutputMode, Recipe
@@ -88,15 +88,15 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     out = options.out_dir or default_out_dir(recipe)
     build_id = _build_id(recipe, inputs)
     kernel_out, initrd_out = out / recipe.flavor.kernel, out / recipe.initrd_name
-    previous = None if options.force else read_manifest(out)
-    if (not options.force and previous and previous.get("build_id") == build_id
-            and previous.get("settings") == _settings(recipe) and _intact(out, previous)):
+    previous = None if options.force else _previous(out)
+    if (not options.force and previous and previous.build_id == build_id
+            and previous.settings == _settings(recipe) and _intact(out, previous)):
         kept = [] if recipe.check is CheckPolicy.OFF else checkrun.restored(
-            previous, recipe.check_ignore)
+            previous.check, recipe.check_ignore)
         if kept is not None:
             _apply_policy(recipe, kept)
             return BuildResult(out, kernel_out, initrd_out, build_id, True,
-                               len(previous["entries"]), initrd_out.stat().st_size,
+                               len(previous.entries), initrd_out.stat().st_size,
                                time.monotonic() - started, tuple(kept))
     cache = Cache(options.fetch.cache_dir or default_cache_dir())
     append = recipe.output is OutputMode.APPEND
@@ -119,11 +119,11 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     size = sum(len(part) for part in parts)
     manifest = _manifest(recipe, inputs, build_id, tree, initrd.hexdigest(), size)
     if recipe.check is not CheckPolicy.OFF:
-        manifest["check"] = checkrun.stored(findings, recipe.check_ignore)
+        manifest = replace(manifest, check=checkrun.stored(findings, recipe.check_ignore))
     publish_files(out, {
         kernel_out.name: kernel,
         initrd_out.name: parts,
-        MANIFEST: _manifest_text(manifest),
+        MANIFEST: manifest.text(),
     }, retire=MANIFEST)  # outputs and their manifest never disagree
     return BuildResult(out, kernel_out, initrd_out, build_id, False, len(tree.items), size,
                        time.monotonic() - started, tuple(findings))
@@ -348,45 +348,36 @@ def _settings(recipe: Recipe) -> dict[str, Any]:
 
 
 def _manifest(recipe: Recipe, inputs: Inputs, build_id: str, tree: image.Tree,
-              initrd_sha256: str, initrd_size: int) -> dict[str, Any]:
+              initrd_sha256: str, initrd_size: int) -> Manifest:
     kernel = inputs.kernel
-    return {
-        "tcbuild": __version__,
-        "build_id": build_id,
-        "recipe": str(recipe.path),
-        "name": recipe.name,
-        "kernel_version": inputs.kernel_version,
-        "settings": _settings(recipe),
-        "inputs": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in inputs.files],
-        "outputs": {
-            "kernel": {"name": recipe.flavor.kernel, "sha256": kernel.sha256,
-                       "size": kernel.size},
-            "initrd": {"name": recipe.initrd_name, "sha256": initrd_sha256,
-                       "size": initrd_size},
-        },
-        "shadowed": tree.shadowed,
-        "entries": [{**item.facts, "origin": item.origin} if item.facts is not None
-                    else describe(image.shared(tree, item), item.origin)
-                    for _, item in image.provenance(tree)],
-    }
+    return Manifest(
+        tcbuild=__version__, build_id=build_id, recipe=str(recipe.path), name=recipe.name,
+        kernel_version=inputs.kernel_version, settings=_settings(recipe),
+        inputs=tuple(FileRecord(f.name, f.sha256, f.size) for f in inputs.files),
+        kernel=FileRecord(recipe.flavor.kernel, kernel.sha256, kernel.size),
+        initrd=FileRecord(recipe.initrd_name, initrd_sha256, initrd_size),
+        shadowed=tuple(tree.shadowed),
+        entries=tuple({**item.facts, "origin": item.origin} if item.facts is not None
+                      else describe(image.shared(tree, item), item.origin)
+                      for _, item in image.provenance(tree)))
 
 
-def _manifest_text(manifest: dict[str, Any]) -> bytes:
-    """`build.json`: indented, one entry per line (quick to write, easy to diff)."""
-    head = json.dumps({**manifest, "entries": []}, indent=1, sort_keys=True)
-    lines = ",\n  ".join(map(json.JSONEncoder(sort_keys=True).encode, manifest["entries"]))
-    text = head.replace('\n "entries": []', f'\n "entries": [\n  {lines}\n ]', 1)
-    return (text + "\n").encode()
+def _previous(out: Path) -> Manifest | None:
+    """The manifest of what `out` holds; a damaged one only means a rebuild (it is replaced)."""
+    try:
+        return read_manifest(out)
+    except StateError:
+        return None
 
 
-def _intact(out: Path, manifest: dict[str, Any]) -> bool:
+def _intact(out: Path, manifest: Manifest) -> bool:
     """The outputs a manifest names are there, unchanged."""
-    for output in manifest["outputs"].values():
-        path = out / output["name"]
+    for output in (manifest.kernel, manifest.initrd):
+        path = out / output.name
         try:
-            if path.stat().st_size != output["size"]:
+            if path.stat().st_size != output.size:
                 return False
-            if hashlib.sha256(path.read_bytes()).hexdigest() != output["sha256"]:
+            if hashlib.sha256(path.read_bytes()).hexdigest() != output.sha256:
                 return False
         except OSError:
             return False

@@ -14,21 +14,28 @@ Every file appears by `os.replace`, so a reader sees a complete file or none.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
-from .errors import FetchError
+from .atomic import commit, sweep, temp_file, write_bytes
+from .errors import FetchError, StateError
+from .statefile import Fields
 
 Buffer = bytes | bytearray | memoryview
 DERIVED_DAYS = 30  # derived data unused this long is swept
+
+
+class CacheError(StateError):
+    """A damaged file in the cache (a ref, a note)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message} (a damaged cache entry: delete it)")
 
 
 def default_cache_dir() -> Path:
@@ -69,13 +76,7 @@ class Cache:
     def _sweep(self) -> None:
         """Delete temp files left by killed runs (those no live writer holds a lock on), and
         derived data no build has used for `DERIVED_DAYS` days."""
-        for path in (self.root / "tmp").iterdir():
-            try:
-                with path.open("rb") as f:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    path.unlink()
-            except OSError:
-                continue  # in use by another run, or gone already
+        sweep(self.root / "tmp", everything=True)
         stale = time.time() - DERIVED_DAYS * 86400
         for path in (self.root / "derived").glob("*/*"):
             with contextlib.suppress(OSError):
@@ -91,43 +92,38 @@ class Cache:
         return self.root / "objects" / sha256[:2] / sha256
 
     def lookup(self, key: str) -> CachedObject | Absent | None:
-        """What the cache knows of a mirror path; None when it must be fetched."""
+        """What the cache knows of a mirror path; None when it must be fetched. A damaged ref
+        is a StateError naming it (delete it, and the file is fetched again)."""
         ref_path = self._ref_path(key)
         try:
-            ref = json.loads(ref_path.read_text())
-        except (OSError, ValueError):
+            ref = Fields.read(ref_path, CacheError)
+        except FileNotFoundError:
             return None
-        if ref.get("absent"):
-            return Absent(ref.get("source", ""))
-        path = self._object_path(ref["sha256"])
+        source = ref.string("source")
+        if ref.flag("absent"):
+            return Absent(source)
+        sha256, size = ref.sha256("sha256"), ref.number("size")
+        path = self._object_path(sha256)
         try:
-            if path.stat().st_size != ref["size"]:
+            if path.stat().st_size != size:
                 return None
         except OSError:
             return None
-        return CachedObject(path, ref["sha256"], ref["size"], ref.get("source", ""))
+        return CachedObject(path, sha256, size, source)
 
     @contextlib.contextmanager
-    def writer(self) -> Iterator[tuple[IO[bytes], Path]]:
+    def writer(self) -> Iterator[tuple[BinaryIO, Path]]:
         """A temp file in the cache; deleted unless `store` moved it into place."""
-        fd, path = self._locked_temp("download-")
-
-        try:
-            with os.fdopen(fd, "wb") as f:
-                yield f, path
-        finally:
-            path.unlink(missing_ok=True)
+        with temp_file(self.root / "tmp", "download-") as (f, path):
+            yield f, path
 
     def store(
-        self, key: str, out: IO[bytes], tmp: Path, sha256: str, size: int, source: str
+        self, key: str, out: BinaryIO, tmp: Path, sha256: str, size: int, source: str
     ) -> CachedObject:
         """Move a verified temp file (still open, so locked) into the objects; point `key` at it."""
         target = self._object_path(sha256)
         target.parent.mkdir(exist_ok=True)
-        out.flush()
-        os.fsync(out.fileno())
-        os.fchmod(out.fileno(), 0o444)
-        tmp.replace(target)
+        commit(out, tmp, target, 0o444)
         self._write_json(self._ref_path(key), {"sha256": sha256, "size": size, "source": source})
         return CachedObject(target, sha256, size, source)
 
@@ -143,10 +139,9 @@ class Cache:
     def note(self, sha256: str) -> dict[str, Any]:
         """Facts recorded about an object (empty when none)."""
         try:
-            data: dict[str, Any] = json.loads((self.root / "notes" / f"{sha256}.json").read_text())
-        except (OSError, ValueError):
+            return Fields.read(self.root / "notes" / f"{sha256}.json", CacheError).data
+        except FileNotFoundError:
             return {}
-        return data
 
     def add_note(self, sha256: str, **facts: Any) -> None:
         self._write_json(self.root / "notes" / f"{sha256}.json", {**self.note(sha256), **facts})
@@ -177,14 +172,7 @@ class Cache:
         digest = hashlib.sha256()
         for part in parts:
             digest.update(part)
-        fd, temp = self._locked_temp("derived-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(digest.digest())
-                f.writelines(parts)
-            temp.replace(target)
-        finally:
-            temp.unlink(missing_ok=True)
+        write_bytes(target, [digest.digest(), *parts], 0o644, temp_dir=self.root / "tmp")
 
     def _derived_path(self, key: str) -> Path:
         if len(key) != 64 or key.strip("0123456789abcdef"):
@@ -193,22 +181,5 @@ class Cache:
 
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = self._locked_temp("ref-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, sort_keys=True)
-            temp.replace(path)
-        finally:
-            temp.unlink(missing_ok=True)
-
-    def _locked_temp(self, prefix: str) -> tuple[int, Path]:
-        """A new temp file, locked, that no `_sweep` of another run removed meanwhile."""
-        while True:
-            fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix=prefix)
-            fcntl.flock(fd, fcntl.LOCK_EX)  # tells `_sweep` in other runs that this one lives
-            try:
-                if Path(name).stat().st_ino == os.fstat(fd).st_ino:
-                    return fd, Path(name)
-            except FileNotFoundError:
-                pass
-            os.close(fd)  # swept between its creation and the lock: take another
+        write_bytes(path, json.dumps(data, sort_keys=True).encode(), 0o644,
+                    temp_dir=self.root / "tmp")

@@ -20,7 +20,7 @@ from typing import Any
 from . import image, tcz
 from .cache import Cache
 from .check import Finding, check_image, parse_provides
-from .errors import InputError, TcbuildError, boundary
+from .errors import InputError, StateError, TcbuildError, boundary
 from .fetch import fetch_provides
 from .inputs import FetchOptions, Inputs
 from .loader import LD_SO_CONF, Program, read_program
@@ -135,7 +135,7 @@ def image_findings(target: Path, kernel: Path | None = None, provides: bytes | N
     """The findings of a build directory (its kernel too) or an initrd (with `kernel`)."""
     found = read_image(target)
     if kernel is None and found.manifest is not None:
-        candidate = found.source.parent / found.manifest["outputs"]["kernel"]["name"]
+        candidate = found.source.parent / found.manifest.kernel.name
         kernel = candidate if candidate.is_file() else None
     try:
         kernel_data = kernel.read_bytes() if kernel is not None else None
@@ -165,8 +165,13 @@ def check_target(target: Path, kernel: Path | None = None, recipe: Recipe | None
 @boundary
 def recipe_of(target: Path) -> Path | None:
     """The recipe a build directory (or an initrd in one) was built from, if it is still there."""
-    manifest = read_manifest(target if target.is_dir() else target.parent)
-    path = Path(manifest["recipe"]) if manifest and "recipe" in manifest else None
+    try:
+        manifest = read_manifest(target if target.is_dir() else target.parent)
+    except StateError:
+        if target.is_dir():
+            raise
+        manifest = None  # a file beside the image, not the image (as `read_image`)
+    path = Path(manifest.recipe) if manifest is not None else None
     return path if path is not None and path.is_file() else None
 
 
@@ -175,12 +180,14 @@ def stored(findings: Sequence[Finding], ignore: Sequence[str]) -> dict[str, Any]
     return {"ignore": list(ignore), "findings": [f.as_json() for f in findings]}
 
 
-def restored(manifest: Mapping[str, Any], ignore: Sequence[str]) -> list[Finding] | None:
-    """The findings an earlier build of the same image kept; None when it did not check with
-    these exceptions."""
-    kept = manifest.get("check")
-    if not isinstance(kept, dict) or kept.get("ignore") != list(ignore):
+def restored(kept: Mapping[str, Any] | None, ignore: Sequence[str]) -> list[Finding] | None:
+    """The findings an earlier build of the same image kept (`Manifest.check`); None when it
+    did not check with these exceptions, or kept them in a form this tcbuild does not read."""
+    if kept is None or kept.get("ignore") != list(ignore):
         return None
-    return [Finding(path=f["path"], origin=f["origin"], problem=f["problem"],
-                    missing=f["missing"], providers=tuple(f["providers"]), hint=f["hint"])
-            for f in kept["findings"]]
+    try:
+        return [Finding(path=f["path"], origin=f["origin"], problem=f["problem"],
+                        missing=f["missing"], providers=tuple(f["providers"]), hint=f["hint"])
+                for f in kept["findings"]]
+    except (KeyError, TypeError):
+        return None

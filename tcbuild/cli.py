@@ -210,23 +210,20 @@ def _releases(args: argparse.Namespace) -> int:
     found = tftp.releases(args.tftp)
     used = tftp.current(args.tftp)
     if args.json:
-        print(json.dumps([{"id": r.id, "recipe": r.recipe, "time": r.meta.get("time"),
+        print(json.dumps([{"id": r.id, "recipe": r.recipe, "time": r.time.isoformat(),
                            "size": r.size, "configs": sorted(used.get(r.id, ()))}
                           for r in found], indent=1))
         return 0
     for r in found:
         marker = f"  current: {', '.join(sorted(used[r.id]))}" if r.id in used else ""
-        print(f"{r.id}  {r.recipe}  {r.meta.get('time', '?')}  {format_size(r.size)}{marker}")
+        print(f"{r.id}  {r.recipe}  {r.time.isoformat()}  {format_size(r.size)}{marker}")
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    with tftp.locked(args.tftp):
-        now, before = tftp.previous(args.tftp)
-        target = args.release or before
-        changed = tftp.switch(args.tftp, now, target)
-    print(f"{args.tftp}: {', '.join(changed)} now boot{'s' if len(changed) == 1 else ''} "
-          f"{target} (was {now})")
+    done = tftp.rollback(args.tftp, args.release)
+    print(f"{args.tftp}: {', '.join(done.configs)} now boot{'s' if len(done.configs) == 1 else ''}"
+          f" {done.now} (was {done.was})")
     return 0
 
 

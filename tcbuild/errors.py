@@ -88,3 +88,8 @@ def boundary(function: Callable[P, R]) -> Callable[P, R]:
             raise ArchiveError(f"ISO 9660: {lines[0] if lines else type(e).__name__}") from e
 
     return guarded
+
+
+class StateError(TcbuildError):
+    """A file tcbuild keeps (build.json, release.json, a cache ref) is malformed: one line
+    naming the file and the key."""

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .errors import InputError
 from .recipe import Recipe
+from .statefile import SHA256, Fields
 from .version import __version__
+
+ABSENT = "absent"  # a `.dep` file the mirror does not have
 
 
 def lock_path(recipe: Recipe) -> Path:
@@ -21,20 +24,36 @@ def lock_path(recipe: Recipe) -> Path:
     return recipe.path.with_suffix(".lock")
 
 
+@dataclass(frozen=True)
+class LockFile:
+    """A recipe's lock file, checked: each input (mirror path) and its sha256 (or `absent`)."""
+
+    path: Path
+    files: Mapping[str, str]
+    recipe: str = ""
+    release: str = ""
+    flavor: str = ""
+
+    @classmethod
+    def read(cls, path: Path) -> LockFile:
+        """The lock file at `path`; FileNotFoundError when there is none."""
+        f = Fields.read(path, InputError)
+        files = f.strings("files")
+        for key, value in files.items():
+            if value != ABSENT and not SHA256.fullmatch(value):
+                f.obj("files").fail(key, "not a sha256 (64 lowercase hex digits) or \"absent\"")
+            if not key or key.startswith("/") or ".." in key.split("/"):
+                f.obj("files").fail(key, "not a mirror path")
+        return cls(path, files, f.string("recipe", ""), f.string("release", ""),
+                   f.string("flavor", ""))
+
+
 def read_lock(recipe: Recipe) -> dict[str, str] | None:
     """The recipe's lock (mirror path -> sha256), or None when it has none."""
-    path = lock_path(recipe)
     try:
-        data: Any = json.loads(path.read_text())
+        return dict(LockFile.read(lock_path(recipe)).files)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not a readable lock file ({e})") from e
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        raise InputError(f"{path}: not a tcbuild lock file (no \"files\" table of checksums)")
-    return files
 
 
 def lock_text(recipe: Recipe, used: Mapping[str, str]) -> str:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, boundary
+from .errors import InputError, StateError, boundary
 from .newc import Entry, iter_initramfs
+from .statefile import Fields, is_plain_name
 
 MANIFEST = "build.json"
 TYPES = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
@@ -42,12 +43,88 @@ def describe(entry: Entry, origin: str | None = None) -> dict[str, Any]:
     return facts
 
 
-def read_manifest(directory: Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class FileRecord:
+    """A file a build took or wrote: its name, sha256 and size."""
+
+    name: str
+    sha256: str
+    size: int
+
+    @classmethod
+    def read(cls, fields: Fields) -> FileRecord:
+        return cls(fields.string("name"), fields.sha256("sha256"), fields.number("size"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """`build.json`, checked: what went in, what came out, where every entry came from."""
+
+    tcbuild: str
+    build_id: str
+    recipe: str
+    name: str
+    kernel_version: str
+    settings: Mapping[str, Any]
+    inputs: tuple[FileRecord, ...]
+    kernel: FileRecord
+    initrd: FileRecord
+    shadowed: tuple[str, ...]
+    entries: tuple[Mapping[str, Any], ...]  # `describe` facts, each with its "origin"
+    check: Mapping[str, Any] | None = None  # what the build's check found (`checkrun`)
+
+    @classmethod
+    def parse(cls, text: str, file: str) -> Manifest:
+        return cls.read(Fields.parse(text, file))
+
+    @classmethod
+    def read(cls, f: Fields) -> Manifest:
+        outputs = f.obj("outputs")
+        kernel, initrd = FileRecord.read(outputs.obj("kernel")), FileRecord.read(
+            outputs.obj("initrd"))
+        for key, record in (("kernel", kernel), ("initrd", initrd)):
+            if not is_plain_name(record.name) or record.name == MANIFEST:
+                outputs.obj(key).fail("name", "not a plain file name beside build.json")
+        if kernel.name == initrd.name:
+            outputs.obj("initrd").fail("name", "the same name as the kernel")
+        shadowed = f.array("shadowed")
+        if not all(isinstance(line, str) for line in shadowed):
+            f.fail("shadowed", "not a list of strings")
+        entries = f.objects("entries")
+        for entry in entries:
+            entry.string("path"), entry.string("origin"), entry.number("mtime")
+        return cls(f.string("tcbuild"), f.sha256("build_id"), f.string("recipe"),
+                   f.string("name"), f.string("kernel_version"), f.obj("settings").data,
+                   tuple(FileRecord.read(i) for i in f.objects("inputs")), kernel, initrd,
+                   tuple(str(line) for line in shadowed), tuple(e.data for e in entries),
+                   f.obj("check").data if f.has("check") else None)
+
+    def text(self) -> bytes:
+        """`build.json`: indented, one entry per line (quick to write, easy to diff)."""
+        head = json.dumps({
+            "tcbuild": self.tcbuild, "build_id": self.build_id, "recipe": self.recipe,
+            "name": self.name, "kernel_version": self.kernel_version,
+            "settings": self.settings, "inputs": [i.to_json() for i in self.inputs],
+            "outputs": {"kernel": self.kernel.to_json(), "initrd": self.initrd.to_json()},
+            "shadowed": list(self.shadowed), "entries": [],
+            **({"check": self.check} if self.check is not None else {}),
+        }, indent=1, sort_keys=True)
+        lines = ",\n  ".join(map(json.JSONEncoder(sort_keys=True).encode, self.entries))
+        if lines:
+            head = head.replace('\n "entries": []', f'\n "entries": [\n  {lines}\n ]', 1)
+        return (head + "\n").encode()
+
+
+def read_manifest(directory: Path) -> Manifest | None:
+    """The directory's `build.json`, checked; None when it has none."""
+    path = directory / MANIFEST
     try:
-        data: dict[str, Any] = json.loads((directory / MANIFEST).read_text())
-    except (OSError, ValueError):
+        return Manifest.read(Fields.read(path))
+    except FileNotFoundError:
         return None
-    return data
 
 
 @dataclass(frozen=True)
@@ -56,7 +133,7 @@ class Listing:
 
     source: Path
     entries: dict[str, dict[str, Any]]
-    manifest: dict[str, Any] | None
+    manifest: Manifest | None
 
 
 @dataclass(frozen=True)
@@ -67,29 +144,32 @@ class Image:
     source: Path
     entries: list[Entry]
     origins: dict[str, str]
-    manifest: dict[str, Any] | None
+    manifest: Manifest | None
 
 
 def read_image(target: Path) -> Image:
     """A build directory (its `build.json` names the initrd) or an initramfs file."""
-    manifest: dict[str, Any] | None
+    manifest: Manifest | None
     if target.is_dir():
         manifest = read_manifest(target)
         if manifest is None:
             raise InputError(f"{target}: no {MANIFEST} here (not a tcbuild output directory)")
-        image = target / manifest["outputs"]["initrd"]["name"]
+        image = target / manifest.initrd.name
     else:
         image = target
-        manifest = read_manifest(target.parent)
-        if manifest is not None and manifest["outputs"]["initrd"]["name"] != target.name:
+        try:
+            manifest = read_manifest(target.parent)
+        except StateError:
+            manifest = None  # a file beside the image, not the image: provenance unknown
+        if manifest is not None and manifest.initrd.name != target.name:
             manifest = None
     if not image.is_file():
         raise InputError(f"{image}: no such image")
     origins: dict[str, str] = {}
     if manifest is not None:
         digest = hashlib.sha256(image.read_bytes()).hexdigest()
-        if digest == manifest["outputs"]["initrd"]["sha256"]:
-            origins = {e["path"]: e["origin"] for e in manifest["entries"]}
+        if digest == manifest.initrd.sha256:
+            origins = {e["path"]: e["origin"] for e in manifest.entries}
         else:
             manifest = None
     raw = list(iter_initramfs(image))

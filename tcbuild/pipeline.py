@@ -128,8 +128,9 @@ def image_epoch(out_dir: Path) -> int:
     epoch = source_date_epoch()
     if epoch is not None:
         return epoch
-    manifest = read_manifest(out_dir) or {}
-    return max((int(e.get("mtime", 0)) for e in manifest.get("entries", ())), default=0)
+    manifest = read_manifest(out_dir)
+    entries = manifest.entries if manifest is not None else ()
+    return max((int(e["mtime"]) for e in entries), default=0)
 
 
 @boundary

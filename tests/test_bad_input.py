@@ -238,7 +238,7 @@ CASES = [
     Case("locked without lock", lambda s: None, (*BUILD, "--locked"), 1,
          rf"{RCP}: --locked, but there is no lock file \(run tcbuild lock\)"),
     Case("broken lock file", lambda s: (s.root / "recipes/gameserver.lock").write_text("{"),
-         BUILD, 2, r"\S+/gameserver\.lock: not a readable lock file .*"),
+         BUILD, 2, r"\S+/gameserver\.lock: not a JSON file .*"),
     # archives
     Case("core not gzip", lambda s: s.replace_on_mirror(f"{DIST}/corepure64.gz", b"PK\3\4zip"),
          BUILD, 1, r"corepure64\.gz: not a gzip-compressed or plain cpio archive"),

@@ -21,5 +21,5 @@ def test_demo_runs_end_to_end(tmp_path: Path, kernel_kit: KernelKit) -> None:
     assert f"{tftp}: booted as {DEFAULT_MAC} in " in done.stdout
     (release,) = pub.releases(tftp)
     assert f"Loading {pub.RELEASES}/{release.id}/core.hts.gz...ok" in done.stdout
-    assert "bootlocal: game-server node, build " + release.meta["build_id"][:12] in done.stdout
+    assert "bootlocal: game-server node, build " + release.build_id[:12] in done.stdout
     assert pub.verify(tftp) == []

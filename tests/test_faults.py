@@ -146,12 +146,12 @@ def test_a_reader_sees_only_complete_matching_files_during_publishes(site: Path)
                 label = parse(text, "default").label("tinycore")
                 release = tftp / label.kernel.rsplit("/", 1)[0]
                 meta = pub.releases(tftp)
-                files = {r.id: r.meta["files"] for r in meta}
+                files = {r.id: r.files for r in meta}
                 rid = release.name
                 for name in (label.kernel, label.initrd):
                     data = (tftp / name).read_bytes()
-                    if hashlib.sha256(data).hexdigest() != files[rid][name.rsplit("/", 1)[1]][
-                            "sha256"]:
+                    if hashlib.sha256(data).hexdigest() != files[rid][
+                            name.rsplit("/", 1)[1]].sha256:
                         problems.append(f"{name}: content does not match")
                 seen.append(rid)
             except Exception as e:  # any torn read is a failure of the publish

@@ -169,7 +169,7 @@ def test_extensions_unpacked_with_markers_and_provenance(
     assert setup.data == b"/usr/local/tce.installed/tool\n"
     manifest = read_manifest(result.out_dir)
     assert manifest is not None
-    assert [i["name"] for i in manifest["inputs"]][-2:] == ["nrpe.tcz", "tool.tcz"]
+    assert [i.name for i in manifest.inputs][-2:] == ["nrpe.tcz", "tool.tcz"]
 
 
 def test_onboot_mode_ships_tcz_files_and_list(
@@ -275,10 +275,10 @@ def test_build_json_records_inputs_and_outputs(tmp_path: Path, mirror: MirrorSer
     result = run_build(tmp_path, recipe_file(tmp_path, mirror.url))
     manifest = read_manifest(result.out_dir)
     assert manifest is not None
-    assert manifest["outputs"]["initrd"]["sha256"] == hashlib.sha256(
+    assert manifest.initrd.sha256 == hashlib.sha256(
         result.initrd.read_bytes()).hexdigest()
-    assert manifest["kernel_version"] == "6.6.8-tinycore64"
-    origins = {e["origin"] for e in manifest["entries"]}
+    assert manifest.kernel_version == "6.6.8-tinycore64"
+    origins = {e["origin"] for e in manifest.entries}
     assert {"base", "extension:dhcp.tcz", "tcbuild"} <= origins
     assert any(o.startswith("overlay:") for o in origins)
 

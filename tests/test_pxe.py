@@ -73,7 +73,7 @@ def test_kill_9_mid_publish_boots_the_old_or_the_new_release(node: Path) -> None
     done, log = boot(node, OTHER)
     assert booted_build(done, log) in {old, new}
     assert serving <= {r.id for r in pub.releases(tftp)  # the configs name what booted
-                       if r.meta["build_id"].startswith(booted_build(done, log))}
+                       if r.build_id.startswith(booted_build(done, log))}
 
 
 def test_a_missing_initrd_fails_fast_and_verify_names_it(node: Path) -> None:
