@@ -357,7 +357,7 @@ def survey(inventory: Path, logs: Path | None = None, tftp: Path | None = None
         raise InputError(f"{logs}: no such log directory")
     if tftp is not None and not tftp.is_dir():
         raise InputError(f"{tftp}: the TFTP root does not exist")
-    builds = {r.id: str(r.meta.get("build_id", ""))[:12]
+    builds = {r.id: r.build_id[:12]
               for r in (releases(tftp) if tftp is not None else [])}
     statuses = []
     for host in inv.hosts:

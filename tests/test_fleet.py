@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import json
 import re
 import subprocess
@@ -27,6 +28,7 @@ from tcbuild.pxelinux import CONFIG_DIR, Label, PxeConfig, mac_config_name, rend
 from tcbuild.recipe import RELEASE_JSON, load_recipe
 from tcbuild.server import rsyslog_conf
 from tcbuild.tftp import RELEASES
+from tcbuild.tftpstate import Checksum, Release
 
 from .conftest import require_tool
 from .netns import Lab, run, wait_for
@@ -70,9 +72,12 @@ def tftp_tree(root: Path, default: str, per_mac: dict[str, str]) -> Path:
     for rid in (OLD, NEW):
         release = root / RELEASES / rid
         release.mkdir(parents=True)
-        (release / RELEASE_JSON).write_text(json.dumps(
-            {"id": rid, "build_id": rid.rsplit("-", 1)[1] * 5, "kernel": "vmlinuz64",
-             "initrd": "core.hts.gz"}))
+        stamp = datetime.strptime(rid[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        files = {name: Checksum(hashlib.sha256(b"").hexdigest(), 0)
+                 for name in ("vmlinuz64", "core.hts.gz")}
+        (release / RELEASE_JSON).write_bytes(Release(
+            rid, release, "recipes/gameserver.toml", "gameserver", rid[-1] * 64, stamp,
+            "vmlinuz64", "core.hts.gz", files).text())
     configs = root / CONFIG_DIR
     configs.mkdir()
     for name, rid in {"default": default,
