@@ -32,13 +32,14 @@ from .errors import (
     FileError,
     InputError,
     RecipeError,
+    StateError,
     TcbuildError,
 )
 from .fetch import fetch, resolve
 from .inputs import FetchOptions, Input, Inputs, kernel_version
 from .inventory import Inventory, load_inventory
-from .lockfile import lock_path, read_lock
-from .manifest import Listing, diff, load_listing
+from .lockfile import LockFile, lock_path, read_lock
+from .manifest import Listing, Manifest, diff, load_listing, read_manifest
 from .mirror import Policy
 from .pipeline import (
     IsoResult,
@@ -51,7 +52,9 @@ from .pipeline import (
 from .progress import Progress, ProgressBar
 from .recipe import ExtensionMode, Flavor, IsoInput, OutputMode, Overlay, Recipe, load_recipe
 from .server import Dhcp, server_files
-from .tftp import Plan, Release, current, releases, verify
+from .tftp import Plan, Rollback, rollback
+from .tftpstate import Release, current, releases
+from .verify import verify
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -93,6 +96,8 @@ __all__ = [
     "IsoPlan",
     "IsoResult",
     "Listing",
+    "LockFile",
+    "Manifest",
     "OutputMode",
     "Overlay",
     "Plan",
@@ -103,6 +108,8 @@ __all__ = [
     "RecipeError",
     "Release",
     "Resolution",
+    "Rollback",
+    "StateError",
     "TcbuildError",
     "__version__",
     "build",
@@ -122,8 +129,10 @@ __all__ = [
     "plan_iso",
     "publish",
     "read_lock",
+    "read_manifest",
     "releases",
     "resolve",
+    "rollback",
     "server_files",
     "verify",
     "write_iso",

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from tcbuild import tftp as pub
+from tcbuild.atomic import SUFFIX
 from tcbuild.cache import Cache
 from tcbuild.pxelinux import parse
 
@@ -56,27 +57,64 @@ def test_kill_9_during_downloads_never_leaves_an_unverified_file(
     assert list((cache / "tmp").iterdir()) == []  # leftovers of the killed runs swept
 
 
-def test_kill_9_during_a_build_keeps_the_previous_outputs(site: Path) -> None:
-    args = ("build", site / "recipes/gameserver.toml", "--cache", site / "cache", "--out",
-            site / "out", "-q")
-    assert tcbuild(site, *args).wait(timeout=120) == 0
-    before = {p.name: p.read_bytes() for p in (site / "out").iterdir()}
+def test_kill_9_during_a_build_leaves_the_old_or_the_new_outputs(site: Path) -> None:
+    """Builds alternate between two overlays and are killed at random moments, half of them
+    as soon as a build's temp file shows (the marker that it is writing its outputs). Every
+    visible output is byte-identical to the old build's or the new one's, build.json always
+    describes the files beside it, and the temp files the killed builds left are swept."""
+    motd = site / "overlays/gameserver/etc/motd"
+    motd.parent.mkdir(exist_ok=True)
+    out = site / "out"
+
+    def args(where: Path) -> tuple[str | Path, ...]:
+        return ("build", site / "recipes/gameserver.toml", "--cache", site / "cache", "--out",
+                where, "-q")
+
+    refs: dict[str, dict[str, bytes]] = {}
+    started = time.monotonic()
+    for variant in ("a", "b"):  # the two outputs every trial must end at one of
+        motd.write_text(f"variant {variant}\n")
+        assert tcbuild(site, *args(site / variant)).wait(timeout=120) == 0
+        refs[variant] = visible(site / variant)
+    took = (time.monotonic() - started) / 2
+    assert refs["a"]["core.hts.gz"] != refs["b"]["core.hts.gz"]
+    shutil.copytree(site / "a", out)
+    state: str | None = "a"
     rng = random.Random(5)
-    for i in range(24):
-        (site / "overlays/gameserver/etc").mkdir(exist_ok=True)
-        (site / "overlays/gameserver/etc/motd").write_text(f"change {i}\n")
-        proc = tcbuild(site, *args)
-        time.sleep(rng.uniform(0.1, 0.6))
+    marked = 0
+    for trial in range(24):
+        target = "b" if state == "a" else "a"
+        motd.write_text(f"variant {target}\n")
+        proc = tcbuild(site, *args(out))
+        if trial % 2:
+            while proc.poll() is None and not temps(out):
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0, 0.01))
+        else:
+            time.sleep(rng.uniform(0.05, took))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        now = {p.name: p.read_bytes() for p in (site / "out").iterdir()
-               if not p.name.startswith(".")}
-        manifest = now.get("build.json")
-        if manifest is None:  # killed between retiring the manifest and the renames: rebuild
-            continue
-        digest = hashlib.sha256(now["core.hts.gz"]).hexdigest()
-        assert digest.encode() in manifest  # the manifest always describes the initrd there
-    assert before  # the first build's files existed
+        marked += bool(temps(out))
+        now = visible(out)
+        for name, data in now.items():
+            assert data in (refs["a"][name], refs["b"][name]), (trial, name)
+        if "build.json" in now:  # the manifest always describes the files there
+            state = next((v for v, files in refs.items() if files == now), None)
+            assert state is not None, trial
+        else:  # killed between retiring the manifest and the renames
+            state = None
+    assert marked >= 6  # kills did land while builds wrote their outputs
+    assert tcbuild(site, *args(out)).wait(timeout=120) == 0
+    assert visible(out) == refs[target]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the leftovers swept
+
+
+def visible(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir() if not p.name.startswith(".")}
+
+
+def temps(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if p.name.endswith(SUFFIX)]
 
 
 def test_disk_full_during_a_build_is_one_line_and_keeps_the_old_outputs(

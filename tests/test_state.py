@@ -274,3 +274,16 @@ def test_state_readers_under_mutated_json(kind: str, draw: st.DataObject,
         except TcbuildError as e:
             assert len(str(e).splitlines()) == 1, str(e)
             assert str(e).startswith(tmp), str(e)
+
+
+def test_a_history_ahead_of_its_config_is_cut_back() -> None:
+    """A switch killed between writing the history and renaming the config: the config still
+    boots b, so c (never booted) is not in the history, and a rollback goes to a."""
+    ahead = History("default", ("a", "b", "c"))
+    assert ahead.upto("b").booted == ("a", "b") and ahead.upto("b").back({"a", "b"}) == "a"
+    assert ahead.upto("x").booted == ("a", "b", "c", "x")  # switched by hand: kept, and x added
+    now = ahead.upto("c")
+    assert now.back({"a", "c"}) == "a"  # b was pruned: the step goes past it
+    assert now.switched("a", {"a", "c"}).booted == ("a",)  # a rollback steps back
+    assert now.switched("b", {"a", "b", "c"}).booted == ("a", "b")
+    assert now.switched("a", {"a", "b", "c"}).booted == ("a", "b", "c", "a")  # a chosen one
