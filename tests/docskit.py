@@ -33,7 +33,7 @@ import tempfile
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,9 +260,8 @@ def node_logs(site: Site) -> None:
     # Times apart by more than any publish takes: no two lines share one (see Ids).
     for name, ip, release, after in [("server1", "10.1.1.5", found[-1], 120),
                                      ("server2", "10.1.1.6", found[0], 30)]:
-        at = datetime.fromisoformat(release.meta["time"]).replace(microsecond=0) + timedelta(
-            seconds=after)
-        build = str(release.meta["build_id"])[:12]
+        at = release.time.replace(microsecond=0) + timedelta(seconds=after)
+        build = release.build_id[:12]
         (logs / f"{name}.log").write_text(
             f"{at.isoformat()} {ip} bootlocal: game-server node, build {build}, release "
             f"{release.id}, kernel 6.6.8-tinycore64\n"
