@@ -75,26 +75,38 @@ def write_file(target: Path, write: Callable[[BinaryIO], object], mode: int = 0o
 
 
 def publish_files(out: Path, files: Mapping[str, Data], retire: str | None = None) -> None:
-    """Write every file beside its target and fsync it, then rename them all into place, in
-    order, and fsync the directory. `retire` (a file that vouches for the others) is removed
-    before the first rename."""
+    """Write every file of `out` beside its target and fsync it, then rename them all into
+    place, in order, and fsync the directory. `retire` (a file that vouches for the others) is
+    removed before the first rename."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in files:
-        sweep(out, f".{name}.")
+    write_all([(out / name, data) for name, data in files.items()],
+              retire=out / retire if retire else None)
+
+
+def write_all(files: Sequence[tuple[Path, Data]], mode: int = 0o644,
+              owner: os.stat_result | None = None, retire: Path | None = None) -> None:
+    """Several files switched together: each written to a temp file beside its target and
+    fsynced, then all renamed in a row (in order, after `retire` is removed), then each
+    directory fsynced. A reader sees the old files or the new ones, but for the moment between
+    two renames."""
     with contextlib.ExitStack() as stack:
         staged = []
-        for name, data in files.items():
-            f, temp = stack.enter_context(temp_file(out, f".{name}."))
+        for target, data in files:
+            sweep(target.parent, f".{target.name}.")
+            f, temp = stack.enter_context(temp_file(target.parent, f".{target.name}."))
             f.writelines([data] if isinstance(data, bytes) else data)
             f.flush()
-            os.fchmod(f.fileno(), 0o644)
+            os.fchmod(f.fileno(), mode)
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(f.fileno(), owner.st_uid, owner.st_gid)
             os.fsync(f.fileno())
-            staged.append((temp, out / name))
+            staged.append((temp, target))
         if retire:
-            (out / retire).unlink(missing_ok=True)
+            retire.unlink(missing_ok=True)
         for temp, target in staged:
             temp.replace(target)
-        fsync_dir(out)
+        for directory in dict.fromkeys(target.parent for target, _ in files):
+            fsync_dir(directory)
 
 
 def sweep(directory: Path, prefix: str = "", everything: bool = False) -> int:

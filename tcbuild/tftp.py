@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import ipxe, syslinux
-from .atomic import fsync_dir, write_bytes
+from .atomic import fsync_dir, write_all, write_bytes
 from .bootfile import IPXE_SCRIPT
 from .errors import InputError, TcbuildError, boundary
 from .inventory import Inventory
@@ -46,6 +46,7 @@ from .tftpstate import (
     configs,
     current,
     file_sha256,
+    history_path,
     read_bootsets,
     release_of,
     releases,
@@ -299,9 +300,8 @@ def _switch_configs(tftp: Path, changes: dict[str, tuple[str, History]],
         _mkdirs(tftp / directory, tftp, owner)
     for (name, (text, history)), (path, script) in zip(changes.items(), twins.items(),
                                                        strict=True):
-        history.write(tftp, owner)
-        write_bytes(tftp / path, script.encode(), owner=owner)
-        write_bytes(tftp / CONFIG_DIR / name, text.encode(), owner=owner)
+        write_all([(history_path(tftp, name), history.text()), (tftp / path, script.encode()),
+                   (tftp / CONFIG_DIR / name, text.encode())], owner=owner)
 
 
 def switch(tftp: Path, from_id: str, to_id: str) -> list[str]:

@@ -199,11 +199,9 @@ class History:
                 f.fail("booted", f"entry {i} is not a release id")
         return cls(config, tuple(str(rid) for rid in booted))
 
-    def write(self, tftp: Path, owner: os.stat_result) -> None:
-        path = history_path(tftp, self.config)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(path, dumps({"config": self.config, "booted": list(self.booted)}),
-                    owner=owner)
+    def text(self) -> bytes:
+        """`tcbuild/history/<config>.json` (written with its config: `tftp._switch_configs`)."""
+        return dumps({"config": self.config, "booted": list(self.booted)})
 
     def upto(self, now: str | None) -> History:
         """The history as far as the config's current release `now` (what follows was written
