@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import RecipeError, boundary
-from .tomlfile import CONTROL, control_characters, read_toml
+from .tomlfile import CONTROL, control_characters, control_problem, key_path, read_toml
 
 MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.IGNORECASE)
 LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
@@ -105,6 +105,14 @@ class Inventory:
     cluster: Cluster
     hosts: tuple[Host, ...]
     groups: Mapping[str, Group]
+
+    def __post_init__(self) -> None:
+        """A group's append line is a kernel line, however the inventory was made."""
+        problems = [f"{self.path}: {key_path('group', name)}.append: {problem}"
+                    for name, group in self.groups.items()
+                    if (problem := control_problem(group.append or ""))]
+        if problems:
+            raise RecipeError(problems)
 
 
 @boundary

@@ -6,7 +6,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +20,7 @@ from .tomlfile import (
     CONTROL,
     TEMPLATE_TEXT,
     control_characters,
+    control_problem,
     key_path,
     read_toml,
     type_name,
@@ -156,6 +157,13 @@ class Recipe:
     check: CheckPolicy = CheckPolicy.WARN  # the "will it run?" check at the end of a build
     check_ignore: tuple[str, ...] = ()  # image paths (globs) whose findings are deliberate
 
+    def __post_init__(self) -> None:
+        """The values that reach a boot config, a kernel line or an output's name obey the
+        rules however the recipe was made (`load_recipe` reports all of a file's problems)."""
+        problems = [f"{self.path}: {key}: {message}" for key, message in _boot_problems(self)]
+        if problems:
+            raise RecipeError(problems)
+
     @property
     def name(self) -> str:
         return self.path.stem
@@ -181,6 +189,48 @@ def normalize_mirror(url: str) -> str:
         shown = json.dumps(url) if CONTROL.search(url) else url
         raise InputError(f"{shown}: a mirror must be an http:// or https:// URL")
     return url.rstrip("/") + "/"
+
+
+def label_problem(name: str) -> str | None:
+    """What is wrong with an extra boot label's name (a `LABEL` line of its own)."""
+    if LABEL_NAME.fullmatch(name) and name != DEFAULT_LABEL:
+        return None
+    return (f"a label is 1-32 letters, digits, '_', '.', '-' and not '{DEFAULT_LABEL}' (the "
+            "default label)")
+
+
+def initrd_name_problem(name: str, flavor: Flavor, recipe_name: str) -> str | None:
+    """What is wrong with an initrd's name: it must be plain, and none of the other files beside
+    it in a build directory or a release (an ISO 9660 name has one case: so has the check)."""
+    if not FILE_NAME.fullmatch(name):
+        return (f"'{name}' is not a plain file name (up to 128 letters, digits and . _ + -, "
+                "starting with a letter or digit)")
+    reserved = {
+        flavor.kernel: "the kernel's name",
+        MANIFEST: "the build's manifest",
+        RELEASE_JSON: "a release's manifest in the TFTP root",
+        f"{recipe_name}.iso": "the name of the recipe's ISO",
+        f"{recipe_name}.lock": "the name of the recipe's lock file",
+    }
+    return next((f"'{name}' is {why}" for taken, why in reserved.items()
+                 if taken.lower() == name.lower()), None)
+
+
+def _boot_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
+    """(key, problem) for what reaches a boot config, a kernel line or an output's name."""
+    lines = [("boot.append", recipe.append), ("boot.serial", recipe.serial or "")]
+    lines += [(key_path("boot.labels", name), line) for name, line in recipe.labels.items()]
+    for key, text in lines:
+        problem = control_problem(text)
+        if problem:
+            yield key, problem
+    for name in recipe.labels:
+        problem = label_problem(name)
+        if problem:
+            yield key_path("boot.labels", name), problem
+    problem = initrd_name_problem(recipe.initrd_name, recipe.flavor, recipe.name)
+    if problem:
+        yield "boot.initrd_name", problem
 
 
 @boundary
@@ -226,7 +276,7 @@ class _RecipeReader:
         release = self.release(core)  # problems in the order of the file's keys
         flavor = self.choice(core, "tinycore.flavor", Flavor, Flavor.COREPURE64)
         install = self.install(ext)
-        recipe = Recipe(
+        fields: dict[str, Any] = dict(
             path=self.path,
             release=release,
             flavor=flavor,
@@ -254,7 +304,7 @@ class _RecipeReader:
         )
         if self.problems:
             raise RecipeError(self.problems)
-        return recipe
+        return Recipe(**fields)
 
     # -- generic checks ------------------------------------------------------------------------
 
@@ -455,9 +505,9 @@ class _RecipeReader:
         labels = {}
         for name, line in value.items():
             key = key_path("boot.labels", name)
-            if not LABEL_NAME.fullmatch(name) or name == DEFAULT_LABEL:
-                self.problem(key, "a label is 1-32 letters, digits, '_', '.', '-' and not "
-                             f"'{DEFAULT_LABEL}' (the default label)")
+            problem = label_problem(name)
+            if problem:
+                self.problem(key, problem)
             elif not isinstance(line, str):
                 self.problem(key, f"expected a kernel line (a string), got {type_name(line)}")
             else:
@@ -538,22 +588,10 @@ class _RecipeReader:
         return None
 
     def initrd_name(self, boot: dict[str, Any], flavor: Flavor) -> str:
-        """A plain file name, none of the other files beside it in a build or a release."""
         name = self.string(boot, "boot.initrd_name", "core.hts.gz")
         if name is None:
             return "core.hts.gz"
-        reserved = {
-            flavor.kernel: "the kernel's name",
-            MANIFEST: "the build's manifest",
-            RELEASE_JSON: "a release's manifest in the TFTP root",
-            f"{self.path.stem}.iso": "the name of the recipe's ISO",
-            f"{self.path.stem}.lock": "the name of the recipe's lock file",
-        }
-        clash = next((why for taken, why in reserved.items() if taken.lower() == name.lower()),
-                     None)
-        if not FILE_NAME.fullmatch(name):
-            self.problem("boot.initrd_name", f"'{name}' is not a plain file name (up to 128 "
-                         "letters, digits and . _ + -, starting with a letter or digit)")
-        elif clash:
-            self.problem("boot.initrd_name", f"'{name}' is {clash}")
+        problem = initrd_name_problem(name, flavor, self.path.stem)
+        if problem:
+            self.problem("boot.initrd_name", problem)
         return name

@@ -29,6 +29,9 @@ BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 def read_toml(path: Path, kind: str) -> dict[str, Any]:
     """A TOML file's tables; a syntax error names its line and column."""
+    if CONTROL.search(str(path)):  # its name reaches messages and config comments
+        raise InputError(f"{json.dumps(str(path))}: a {kind} file's name may not hold a control "
+                         "character")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
@@ -83,11 +86,19 @@ def _controls(value: Any, where: str, extra: str) -> Iterator[tuple[str, str]]:
         for i, item in enumerate(value):
             yield from _controls(item, f"{where}[{i}]", extra)
     elif isinstance(value, str):
-        found = next((c for c in CONTROL.finditer(value) if c[0] not in extra), None)
-        if found:
-            rule = ("template values may hold tabs and newlines, no other control character"
-                    if extra else _REFUSED)
-            yield where, f"{_char(found[0])} at character {found.start() + 1}; {rule}"
+        problem = control_problem(value, extra)
+        if problem:
+            yield where, problem
+
+
+def control_problem(text: str, allowed: str = "") -> str | None:
+    """The first control character of `text` not in `allowed`, described; None if none."""
+    found = next((c for c in CONTROL.finditer(text) if c[0] not in allowed), None)
+    if found is None:
+        return None
+    rule = ("template values may hold tabs and newlines, no other control character" if allowed
+            else _REFUSED)
+    return f"{_char(found[0])} at character {found.start() + 1}; {rule}"
 
 
 _REFUSED = ("control characters are refused (in a boot config or a kernel line they would "

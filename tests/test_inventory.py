@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
 from tcbuild import InputError, RecipeError
-from tcbuild.inventory import load_inventory
+from tcbuild.inventory import Group, load_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = """
@@ -222,3 +223,11 @@ second_ip = "172.16.1.5"
                         "characters are refused (in a boot config or a kernel line they would "
                         "break the line)")
     assert all("\r" not in line and "\n" not in line for line in info.value.problems)
+
+
+def test_an_inventory_made_in_code_obeys_the_same_rules() -> None:
+    inventory = load_inventory(ROOT / "examples/cluster.toml")
+    evil = Group("canary", None, "base\nLABEL evil")
+    with pytest.raises(RecipeError, match=r"^\S+/examples/cluster\.toml: group\.canary\.append: "
+                       r"a newline \(U\+000A\) at character 5; "):
+        dataclasses.replace(inventory, groups={"canary": evil})

@@ -374,3 +374,30 @@ def test_reserved_names_are_the_ones_build_and_publish_write() -> None:
     from tcbuild import manifest, tftp
 
     assert manifest.MANIFEST == "build.json" and tftp.RELEASE_JSON == "release.json"
+
+
+def test_a_recipe_made_in_code_obeys_the_same_rules() -> None:
+    """No way around them: the library API builds and publishes whatever Recipe it is given."""
+    recipe = load_recipe(ROOT / "recipes/gameserver.toml")
+    where = ROOT / "recipes/gameserver.toml"
+    for change, line in [
+        ({"append": "base\nLABEL evil"}, "boot.append: a newline (U+000A) at character 5; "),
+        ({"labels": {"debug": "x\ry"}}, "boot.labels.debug: a carriage return (U+000D) at "),
+        ({"labels": {"a b": "x"}}, 'boot.labels."a b": a label is 1-32 letters'),
+        ({"serial": "0\n115200"}, "boot.serial: a newline (U+000A) at character 2; "),
+        ({"initrd_name": "vmlinuz64"}, "boot.initrd_name: 'vmlinuz64' is the kernel's name"),
+        ({"initrd_name": "../x"}, "boot.initrd_name: '../x' is not a plain file name"),
+    ]:
+        with pytest.raises(RecipeError) as info:
+            dataclasses.replace(recipe, **change)  # type: ignore[arg-type]
+        assert len(info.value.problems) == 1, info.value.problems
+        assert info.value.problems[0].startswith(f"{where}: {line}"), info.value.problems
+    assert dataclasses.replace(recipe, append="base quiet").append == "base quiet"
+
+
+def test_a_recipe_file_named_with_a_newline_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[tinycore]\nrelease = "15.x"\n', name="x\nLABEL evil.toml")
+    with pytest.raises(InputError) as info:
+        load_recipe(path)
+    assert str(info.value) == (f'"{tmp_path}/x\\nLABEL evil.toml": a recipe file\'s name may '
+                               "not hold a control character")
