@@ -280,12 +280,15 @@ def install_bootloader(tftp: Path, files: dict[str, Path], owner: os.stat_result
     new = {name: hashlib.sha256(source.read_bytes()).hexdigest()
            for name, source in files.items()}
     recorded = read_bootsets(tftp)
-    if recorded == [new] and all(file_sha256(tftp / n) == d for n, d in new.items()):
+    names = {name for s in [new, *recorded] for name in s}
+    present = {name: digest for name in names if (digest := file_sha256(tftp / name))}
+    if recorded == [new] and all(present.get(n) == d for n, d in new.items()):
         return
     _mkdirs((tftp / BOOTLOADER).parent, tftp, owner)
-    old = recorded[-1] if recorded else {
-        name: digest for name in new if (digest := file_sha256(tftp / name)) is not None}
-    write_bootsets(tftp, [old, new] if old != new else [new], owner)
+    # the set the files are now: a recorded one they match, or (none recorded) what is there
+    old = next((s for s in recorded if all(present.get(n) == d for n, d in s.items())),
+               None if recorded else present)
+    write_bootsets(tftp, [old, new] if old and old != new else [new], owner)
     for name, source in files.items():
         if file_sha256(tftp / name) != new[name]:
             write_bytes(tftp / name, source.read_bytes(), owner=owner)

@@ -26,7 +26,15 @@ from tcbuild.lockfile import LockFile
 from tcbuild.manifest import FileRecord, Manifest
 from tcbuild.pipeline import publish
 from tcbuild.recipe import load_recipe
-from tcbuild.tftpstate import BOOTLOADER, History, Release, booting, history_path, read_bootsets
+from tcbuild.tftpstate import (
+    BOOTLOADER,
+    History,
+    Release,
+    booting,
+    history_path,
+    read_bootsets,
+    write_bootsets,
+)
 
 from .mirrortree import MirrorServer
 
@@ -185,6 +193,28 @@ def test_verify_reports_a_bootloader_file_of_another_set(site: Path) -> None:
     release(site, motd="with the new bootloader\n")  # the set replaced as a whole
     assert (tftp / "ldlinux.c32").read_bytes() == b"ldlinux.c32, next version\n"
     assert len(json.loads((tftp / "tcbuild/bootloader.json").read_text())["sets"]) == 1
+
+
+def test_a_bootloader_switch_killed_midway_is_found_and_mended(site: Path) -> None:
+    """The states a switch of the set leaves when killed: before any file is replaced the old
+    set is whole (sound), after one rename the files are mixed (reported); the next install
+    completes the new set."""
+    release(site)
+    tftp = site / "tftp"
+    old = read_bootsets(tftp)[-1]
+    newer = site / "bootloader-next"
+    shutil.copytree(site / "bootloader", newer)
+    for name in ("pxelinux.0", "ldlinux.c32"):
+        (newer / name).write_bytes(f"{name}, next version\n".encode())
+    new = {name: hashlib.sha256((newer / name).read_bytes()).hexdigest() for name in old}
+    write_bootsets(tftp, [old, new], tftp.stat())  # what the switch records first
+    assert pub.verify(tftp) == []
+    shutil.copy(newer / "pxelinux.0", tftp / "pxelinux.0")  # one file renamed, then killed
+    assert pub.verify(tftp) == [
+        f"{tftp}/ldlinux.c32: not the ldlinux.c32 of the bootloader set installed with the "
+        "others (recorded in tcbuild/bootloader.json)"]
+    pub.install_bootloader(tftp, pub.find_bootloader(newer), tftp.stat())
+    assert pub.verify(tftp) == [] and read_bootsets(tftp) == [new]
 
 
 # -- fuzz: every reader gives a value or one line naming its file --------------------------------
