@@ -65,6 +65,11 @@ def test_no_module_but_the_roof_imports_the_package_root() -> None:
     assert sorted(m for m, edges in graph.items() if "__init__" in edges) == []
 
 
+def test_no_module_is_over_600_lines() -> None:
+    sizes = {path.name: len(path.read_text().splitlines()) for path in PACKAGE.glob("*.py")}
+    assert {name: n for name, n in sizes.items() if n > 600} == {}
+
+
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})[0] == ["a", "b", "c", "a"]
 
