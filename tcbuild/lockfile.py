@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, boundary
 from .recipe import Recipe
 from .statefile import SHA256, Fields
 from .version import __version__
@@ -48,6 +48,7 @@ class LockFile:
                    f.string("flavor", ""))
 
 
+@boundary
 def read_lock(recipe: Recipe) -> dict[str, str] | None:
     """The recipe's lock (mirror path -> sha256), or None when it has none."""
     try:

@@ -118,6 +118,7 @@ class Manifest:
         return (head + "\n").encode()
 
 
+@boundary
 def read_manifest(directory: Path) -> Manifest | None:
     """The directory's `build.json`, checked; None when it has none."""
     path = directory / MANIFEST

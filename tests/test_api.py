@@ -161,6 +161,14 @@ def test_the_boundary_wraps_pycdlib_and_os_errors_and_lets_bugs_through(tmp_path
         buggy()
 
 
+def test_every_public_function_is_behind_the_boundary() -> None:
+    pure = {"default_cache_dir", "lock_path"}  # no I/O, nothing to wrap
+    functions = {name for name in tcbuild.__all__ if inspect.isfunction(getattr(tcbuild, name))}
+    assert {"build", "publish", "rollback", "verify"} <= functions
+    assert sorted(name for name in functions - pure
+                  if not hasattr(getattr(tcbuild, name), "__wrapped__")) == []
+
+
 def test_the_command_needs_no_oserror_handler() -> None:
     text = (ROOT / "tcbuild/cli.py").read_text()
     assert "except OSError" not in text and "except TcbuildError" in text
