@@ -11,7 +11,7 @@ from pathlib import Path
 import tcbuild
 
 PACKAGE = Path(tcbuild.__file__).parent
-HEAVY = ("pycdlib", "jinja2", "PySquashfsImage", "deflate", "libarchive", "tqdm")
+HEAVY = ("pycdlib", "jinja2", "PySquashfsImage", "deflate", "libarchive", "tqdm", "elftools")
 
 
 def import_graph() -> dict[str, set[str]]:
