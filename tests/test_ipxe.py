@@ -6,6 +6,8 @@ boots published trees over HTTP through QEMU's iPXE.
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from tcbuild import tftp as pub
 from tcbuild.build import BuildOptions, build
 from tcbuild.errors import InputError
 from tcbuild.fetch import FetchOptions
+from tcbuild.httptree import TreeServer
 from tcbuild.inventory import load_inventory
 from tcbuild.pxelinux import Label, PxeConfig, parse
 
@@ -145,3 +148,24 @@ def test_verify_names_the_http_side(site: Path) -> None:
     again = publish(site, 1_800_000_100)
     assert not again.unchanged
     assert pub.verify(tftp) == []
+
+
+def test_the_tree_server_serves_files_of_the_tree_only(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "ipxe").mkdir(parents=True)
+    (tree / "boot.ipxe").write_text(ipxe.ENTRY)
+    (tree / "ipxe/out").symlink_to("/etc/hostname")
+    with TreeServer(tree) as server:
+        def get(path: str) -> tuple[int, bytes]:
+            try:
+                with urllib.request.urlopen(server.url + path, timeout=10) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as e:
+                return e.code, b""
+
+        assert get("boot.ipxe") == (200, ipxe.ENTRY.encode())
+        assert get("ipxe/01-52-54-00-12-34-56.ipxe")[0] == 404
+        assert get("ipxe/out")[0] == 404  # a symlink out of the tree
+        assert get("ipxe/")[0] == 404  # no listings
+        assert get("../" * 5 + "etc/hostname")[0] == 404
+    assert server.requests[:2] == [("/boot.ipxe", 200), ("/ipxe/01-52-54-00-12-34-56.ipxe", 404)]
