@@ -248,8 +248,8 @@ def _boot_test(args: argparse.Namespace) -> int:
                           "via": via.value, "seconds": round(result.seconds, 1),
                           "log": str(result.log)}, indent=1))
     elif result.ok:
-        print(f"{args.tftp}: booted as {args.mac} ({firmware} over {via}) in "
-              f"{result.seconds:.1f} s ({result.reason})")
+        print(f"{args.tftp}: booted as {args.mac} in {result.seconds:.1f} s ({firmware} over "
+              f"{via}, {result.reason})")
     else:
         print(f"{args.tftp}: boot failed after {result.seconds:.1f} s: {result.reason}",
               file=sys.stderr)
