@@ -1,10 +1,13 @@
 """`tcbuild build`: fetch, compose the initramfs, write kernel + initrd + build.json atomically.
 
 The same recipe and inputs give byte-identical outputs; an unchanged recipe is not rebuilt.
-Repack compresses the whole image on both cores (`compress`). Append mode leaves the base core as
-it is and reads neither it nor the extensions again once the cache holds their index; each
-extension's part of the appended segment is compressed once and kept in the cache, named by
-everything its bytes depend on, so a rebuild compresses only what changed (the overlay).
+Both modes cut the image into runs of entries where the entries say (`image.split`), each run a
+gzip member compressed on both cores (`compress`) once and kept in the cache, named by everything
+its bytes depend on, so a rebuild compresses only the runs that changed (an edited overlay file's,
+an added extension's and their neighbours') and gives the bytes a cold build gives. Repack names a
+run by the digest of its archive; append mode leaves the base core as it is and reads neither it
+nor the extensions again once the cache holds their index, naming an extension's runs by their
+entries' facts so that their data is read only for a run it has not compressed before.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import json
 import logging
 import os
 import stat
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,7 @@ from . import checkrun, image, tcz
 from .atomic import publish_files
 from .cache import Cache, default_cache_dir
 from .check import Finding
-from .compress import CHUNK, Compression, gzip_chunks
+from .compress import Compression, gzip_member, in_threads
 from .errors import RecipeError, StateError, boundary
 from .fetch import fetch
 from .inputs import FetchOptions, Input, Inputs
@@ -63,13 +67,15 @@ class BuildResult:
     size: int
     seconds: float
     findings: tuple[Finding, ...] = ()  # what the check found (`[image] check`)
+    compressed: int = 0  # gzip members compressed by this build (the others came from the cache)
 
     def as_json(self) -> dict[str, object]:
         """The result as JSON-ready data (`tcbuild build --json`)."""
         return {"out_dir": str(self.out_dir), "kernel": str(self.kernel),
                 "initrd": str(self.initrd), "build_id": self.build_id,
                 "up_to_date": self.up_to_date, "entries": self.entries, "size": self.size,
-                "seconds": round(self.seconds, 3), "findings": [f.as_json() for f in self.findings]}
+                "seconds": round(self.seconds, 3), "compressed": self.compressed,
+                "findings": [f.as_json() for f in self.findings]}
 
 
 def default_out_dir(recipe: Recipe) -> Path:
@@ -108,11 +114,15 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
         _apply_policy(recipe, findings)
     if append:
         parts: list[bytes | bytearray] = [part.path.read_bytes() for part in inputs.core]
-        parts += _append_members(tree, inputs, recipe.compression, cache, options.jobs)
+        members, compressed = _append_members(tree, inputs, recipe.compression, cache,
+                                              options.jobs)
+        parts += members
     else:
-        chunks = image.repack(tree, CHUNK)
-        parts = [*gzip_chunks([functools.partial(image.archive, chunk) for chunk in chunks],
-                              recipe.compression, options.jobs)]
+        parts, compressed = _members([(None, functools.partial(image.archive, run))
+                                      for run in image.repack(tree)],
+                                     recipe.compression, cache, options.jobs)
+    log.debug("build: %d of %d gzip members compressed, the rest from the cache", compressed,
+              len(parts))
     initrd = hashlib.sha256()
     for part in parts:
         initrd.update(part)
@@ -126,7 +136,7 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
         MANIFEST: manifest.text(),
     }, retire=MANIFEST)  # outputs and their manifest never disagree
     return BuildResult(out, kernel_out, initrd_out, build_id, False, len(tree.items), size,
-                       time.monotonic() - started, tuple(findings))
+                       time.monotonic() - started, tuple(findings), compressed)
 
 
 def _apply_policy(recipe: Recipe, findings: list[Finding]) -> None:
@@ -247,58 +257,80 @@ def _extension(ext: Input, cache: Cache | None, indexed: bool
 
 
 def _member_key(items: list[image.Item], compression: Compression) -> str:
-    """Everything the compressed bytes of a run of entries depend on."""
+    """A run's cache name from its entries (their facts, data not needed)."""
     rows = []
     for item in items:
         e = item.entry
         linked = stat.S_ISREG(e.mode) and e.nlink > 1
         rows.append([e.name, e.mode, e.uid, e.gid, e.nlink, e.mtime, e.size, *e.rdev,
                      e.ino if linked else 0, image.content_digest(item)])
+    text = json.dumps(rows, separators=(",", ":"))
+    return _compressed_key(hashlib.sha256(text.encode()).hexdigest(), compression)
+
+
+def _compressed_key(digest: str, compression: Compression) -> str:
+    """Everything the gzip member of a run depends on: what names the run, the settings."""
     import deflate  # loaded where used: `import tcbuild` stays light
 
-    text = json.dumps(rows, separators=(",", ":"))
     return _derived_key("member", compression.value, str(compression.level),
-                        deflate.__version__, hashlib.sha256(text.encode()).hexdigest())
+                        deflate.__version__, digest)
+
+
+Run = Callable[[], bytes]  # a run's archive, made when called
+
+
+def _members(runs: list[tuple[str | None, Run]], compression: Compression, cache: Cache,
+             jobs: int) -> tuple[list[bytes | bytearray], int]:
+    """The gzip members of the runs, in order, on `jobs` threads, and how many were compressed
+    now: each from the cache under its key (None: the digest of the run's archive) when kept
+    there intact, else compressed and kept."""
+    def member(key: str | None, run: Run) -> tuple[bytes | bytearray, bool]:
+        data = None
+        if key is None:
+            data = run()
+            key = _compressed_key(hashlib.sha256(data).hexdigest(), compression)
+        cached = cache.derived(key)
+        if cached is not None:
+            return cached, False
+        compressed = gzip_member(run() if data is None else data, compression)
+        _store(cache, key, [compressed])
+        return compressed, True
+
+    done = in_threads([functools.partial(member, key, run) for key, run in runs], jobs)
+    return [m for m, _ in done], sum(now for _, now in done)
 
 
 def _append_members(tree: image.Tree, inputs: Inputs, compression: Compression, cache: Cache,
-                    jobs: int) -> list[bytes | bytearray]:
-    """The appended gzip members: each extension's part from the cache if compressed before,
-    the rest (overlays, generated files, the directories on the way) compressed now."""
+                    jobs: int) -> tuple[list[bytes | bytearray], int]:
+    """The appended gzip members (see `_members`): an extension's runs looked up by their
+    entries, its data read only for a run not kept; the rest (overlays, generated files, the
+    directories on the way) by their bytes."""
     extensions = {ext.name: ext for ext in inputs.extensions}
-    members: list[bytes | bytearray | None] = []
-    todo: list[tuple[int, str | None, list[Entry]]] = []
     loaded: dict[str, dict[str, bytes | None]] = {}
-    for name, paths in image.append_groups(tree):
-        items = [tree.items[p] for p in paths]
-        start = 0
-        for chunk in image.split([item.entry for item in items], CHUNK):
-            chunk_items, start = items[start : start + len(chunk)], start + len(chunk)
-            key = None
-            if name is not None:
-                key = _member_key(chunk_items, compression)
-                cached = cache.derived(key)
-                if cached is not None:
-                    members.append(cached)
-                    continue
-            if any(e.data is None and stat.S_ISREG(e.mode) for e in chunk):
-                assert name is not None  # only an extension's files come without their data
+    lock = threading.Lock()
+
+    def archive(name: str | None, chunk: list[Entry], paths: list[str]) -> bytes:
+        if any(e.data is None and stat.S_ISREG(e.mode) for e in chunk):
+            assert name is not None  # only an extension's files come without their data
+            with lock:  # read once, when a run of it is not kept
                 if name not in loaded:
                     ext = extensions[name]
                     loaded[name] = {e.path: e.data for e in tcz.read_tcz(ext.path, _label(ext))}
-                data = loaded[name]
-                chunk = [replace(e, data=data[path]) if e.data is None and stat.S_ISREG(e.mode)
-                         else e for e, path in zip(chunk, paths[start - len(chunk) : start],
-                                                   strict=True)]
-            todo.append((len(members), key, chunk))
-            members.append(None)
-    built = gzip_chunks([functools.partial(image.archive, chunk) for _, _, chunk in todo],
-                        compression, jobs)
-    for (i, key, _), member in zip(todo, built, strict=True):
-        members[i] = member
-        if key is not None:
-            _store(cache, key, [member])
-    return [m for m in members if m is not None]
+            data = loaded[name]
+            chunk = [replace(e, data=data[path]) if e.data is None and stat.S_ISREG(e.mode)
+                     else e for e, path in zip(chunk, paths, strict=True)]
+        return image.archive(chunk)
+
+    runs: list[tuple[str | None, Run]] = []
+    for name, paths in image.append_groups(tree):
+        items = [tree.items[p] for p in paths]
+        start = 0
+        for chunk in image.split([item.entry for item in items]):
+            chunk_items, start = items[start : start + len(chunk)], start + len(chunk)
+            key = None if name is None else _member_key(chunk_items, compression)
+            runs.append((key, functools.partial(archive, name, chunk,
+                                                paths[start - len(chunk) : start])))
+    return _members(runs, compression, cache, jobs)
 
 
 def _label(ext: Input) -> str:

@@ -1,12 +1,12 @@
 """gzip for initramfs segments: libdeflate, no timestamp or name in the header, both cores.
 
 The kernel reads several gzip members in a row as long as each ends on a cpio trailer, so an
-image is cut at entry boundaries into chunks of about `CHUNK` bytes, each a complete cpio
-archive in its own gzip member. Worker threads build and compress the chunks (libdeflate
-releases the GIL); many small chunks keep both cores busy to the end whatever each chunk's
-data costs to compress, and only the chunks being worked on are held uncompressed. The chunk
-size is fixed, never derived from the number of threads, so the bytes depend on the input alone.
-A member boundary costs about 400 bytes of output (the window restarts empty).
+image is cut at entry boundaries into runs (`image.split`), each a complete cpio archive in its
+own gzip member. Worker threads build and compress the runs (libdeflate releases the GIL); many
+small runs keep both cores busy to the end whatever each run's data costs to compress, and only
+the runs being worked on are held uncompressed. Where runs end depends on the entries alone,
+never on the number of threads, so the bytes depend on the input alone. A member boundary costs
+about 400 bytes of output (the window restarts empty).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
+from typing import TypeVar
 
-CHUNK = 4 << 20  # uncompressed bytes per gzip member (entries are never split)
+T = TypeVar("T")
 
 
 class Compression(StrEnum):
@@ -37,14 +38,9 @@ def gzip_member(data: bytes | bytearray | memoryview, compression: Compression) 
     return deflate.gzip_compress(data, compression.level)
 
 
-def gzip_chunks(chunks: Sequence[Callable[[], bytes]], compression: Compression,
-                jobs: int = 2) -> list[bytearray]:
-    """Build (call) and compress every chunk on `jobs` threads; the gzip members in order."""
-    def work(chunk: Callable[[], bytes]) -> bytearray:
-        return gzip_member(chunk(), compression)
-
-    if jobs <= 1 or len(chunks) <= 1:
-        return [work(chunk) for chunk in chunks]
-    with ThreadPoolExecutor(min(jobs, len(chunks)), thread_name_prefix="gzip") as pool:
-        return list(pool.map(work, chunks))
-
+def in_threads(work: Sequence[Callable[[], T]], jobs: int = 2) -> list[T]:
+    """Call every function on `jobs` threads; the results in order."""
+    if jobs <= 1 or len(work) <= 1:
+        return [call() for call in work]
+    with ThreadPoolExecutor(min(jobs, len(work)), thread_name_prefix="gzip") as pool:
+        return list(pool.map(lambda call: call(), work))

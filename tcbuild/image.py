@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import stat
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -365,8 +366,8 @@ def check(tree: Tree) -> None:
             raise InputError(f"/{path}: /{_parent(path)} is not a directory in the image")
 
 
-def repack(tree: Tree, chunk: int) -> list[list[Entry]]:
-    """The whole image as runs of entries of about `chunk` bytes, each to be one archive.
+def repack(tree: Tree) -> list[list[Entry]]:
+    """The whole image as runs of entries (see `split`), each to be one archive.
 
     Entries are sorted (parents first); hard-linked ones go last, all in the last run,
     because the kernel forgets link groups at each `TRAILER!!!`.
@@ -376,7 +377,7 @@ def repack(tree: Tree, chunk: int) -> list[list[Entry]]:
     ordered = sorted((p for p in tree.items if p not in linked), key=_key)
     entries = [tree.items[p].entry for p in ordered]
     entries += [linked[p] for p in sorted(linked, key=_key)]
-    return _split(entries, chunk, set(linked))
+    return _split(entries, set(linked))
 
 
 def append_groups(tree: Tree) -> list[tuple[str | None, list[str]]]:
@@ -424,24 +425,38 @@ def append_groups(tree: Tree) -> list[tuple[str | None, list[str]]]:
     return groups
 
 
-def split(entries: list[Entry], chunk: int) -> list[list[Entry]]:
-    """Consecutive runs of about `chunk` bytes (see `_split`)."""
-    return _split(entries, chunk, set())
+# Where runs end: after an entry whose name hashes to 0 modulo `CUT_EVERY` once a run holds
+# `MIN_RUN` bytes of data, and before an entry that would take it past `MAX_RUN`. The rule looks
+# at the entries alone (never at a cache or the number of cores), so every build of the same
+# entries cuts in the same places, and an edited, added or removed entry moves at most the
+# cuts next to it: the other runs keep their bytes, and their compressed members can be reused.
+MIN_RUN = 512 << 10
+MAX_RUN = 4 << 20
+CUT_EVERY = 64
 
 
-def _split(entries: list[Entry], chunk: int, linked: set[str]) -> list[list[Entry]]:
-    """Consecutive runs of at most `chunk` bytes of data, or one entry when it is bigger.
+def split(entries: list[Entry]) -> list[list[Entry]]:
+    """Consecutive runs of entries, cut where the entries say (see `MIN_RUN`)."""
+    return _split(entries, set())
+
+
+def _split(entries: list[Entry], linked: set[str]) -> list[list[Entry]]:
+    """Consecutive runs of at most `MAX_RUN` bytes of data, or one entry when it is bigger.
 
     Order is kept, so parents still come first; `linked` names stay together at the end.
     """
     chunks: list[list[Entry]] = [[]]
     size = 0
     for entry in entries:
-        if chunks[-1] and size + entry.size > chunk and entry.name not in linked:
+        if chunks[-1] and size + entry.size > MAX_RUN and entry.name not in linked:
             chunks.append([])
             size = 0
         chunks[-1].append(entry)
         size += entry.size
+        if (size >= MIN_RUN and entry.name not in linked
+                and zlib.crc32(entry.name.encode("utf-8", "surrogateescape")) % CUT_EVERY == 0):
+            chunks.append([])
+            size = 0
     return [c for c in chunks if c]
 
 

@@ -1,0 +1,104 @@
+"""Incremental builds: the cache keeps each compressed run, a rebuild compresses only the runs
+that changed and gives, byte for byte, what a cold build from an empty cache gives."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from pathlib import Path
+
+import pytest
+
+from tcbuild import image, load_recipe
+from tcbuild.build import BuildOptions, BuildResult, build
+from tcbuild.fetch import FetchOptions
+from tcbuild.newc import Entry
+
+from .mirrortree import MirrorServer
+from .test_image import members, recipe_file
+
+
+@pytest.fixture
+def small_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of a few entries, so that the small test image is cut into many."""
+    monkeypatch.setattr(image, "MIN_RUN", 64)
+    monkeypatch.setattr(image, "MAX_RUN", 4096)
+    monkeypatch.setattr(image, "CUT_EVERY", 2)
+
+
+def built(recipe: Path, out: Path, cache: Path, **kw: object) -> BuildResult:
+    options = BuildOptions(out_dir=out, fetch=FetchOptions(cache_dir=cache), **kw)  # type: ignore[arg-type]
+    return build(load_recipe(recipe), options)
+
+
+def same_as_cold(tmp_path: Path, recipe: Path, warm: BuildResult, name: str, shipped: int
+                 ) -> None:
+    """A cold build of the same recipe in an empty cache gives the same bytes."""
+    cold = built(recipe, tmp_path / f"cold-{name}", tmp_path / f"cache-{name}")
+    assert cold.compressed == len(members(cold.initrd)) - shipped
+    assert warm.initrd.read_bytes() == cold.initrd.read_bytes()
+    assert (warm.out_dir / "build.json").read_bytes() == (cold.out_dir / "build.json").read_bytes()
+
+
+@pytest.mark.parametrize("output", ["repack", "append"])
+def test_a_rebuild_compresses_only_what_changed_and_gives_the_cold_bytes(
+    tmp_path: Path, mirror: MirrorServer, small_runs: None, output: str
+) -> None:
+    recipe = recipe_file(tmp_path, mirror.url, f'[image]\noutput = "{output}"\n',
+                         install='"dhcp"')
+    cache = tmp_path / "c"
+    first = built(recipe, tmp_path / "out", cache)
+    shipped = 2 if output == "append" else 0  # the base's members, as the mirror ships them
+    total = len(members(first.initrd)) - shipped
+    assert total >= 4 and first.compressed == total
+    again = built(recipe, tmp_path / "out", cache, force=True)
+    assert again.compressed == 0 and again.initrd.read_bytes() == first.initrd.read_bytes()
+
+    (tmp_path / "overlay/opt/bootlocal.sh").write_text("#!/bin/sh\necho changed\n")
+    edited = built(recipe, tmp_path / "out", cache)
+    assert 1 <= edited.compressed <= 2, edited.compressed  # the edited file's run, a neighbour
+    same_as_cold(tmp_path, recipe, edited, "edited", shipped)
+
+    recipe.write_text(recipe.read_text().replace('install = ["dhcp"]',
+                                                 'install = ["dhcp", "libtirpc"]'))
+    added = built(recipe, tmp_path / "out", cache)
+    runs = len(members(added.initrd)) - shipped
+    assert 1 <= added.compressed <= runs // 2, (added.compressed, runs)
+    same_as_cold(tmp_path, recipe, added, "added", shipped)
+
+
+def test_a_damaged_run_in_the_cache_is_compressed_again(tmp_path: Path, mirror: MirrorServer,
+                                                       small_runs: None) -> None:
+    recipe = recipe_file(tmp_path, mirror.url)
+    cache = tmp_path / "c"
+    first = built(recipe, tmp_path / "out", cache)
+    kept = [p for p in (cache / "derived").rglob("*")  # the members (not the indexes)
+            if p.is_file() and p.read_bytes()[32:34] == b"\x1f\x8b"]
+    assert len(kept) == first.compressed
+    for path in kept:
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 1
+        path.write_bytes(data)
+    again = built(recipe, tmp_path / "out", cache, force=True)
+    assert again.compressed == first.compressed == len(members(first.initrd))
+    assert again.initrd.read_bytes() == first.initrd.read_bytes()
+    assert all(hashlib.sha256(p.read_bytes()[32:]).digest() == p.read_bytes()[:32] for p in kept)
+
+
+def entry(name: str, size: int) -> Entry:
+    return Entry(name, stat.S_IFREG | 0o644, 0, 0, 1, 0, size, 0, (0, 0), b"x" * size)
+
+
+def test_runs_are_cut_where_the_entries_say(small_runs: None) -> None:
+    """An inserted or removed entry moves at most the cuts next to it."""
+    entries = [entry(f"usr/share/file{i:04}", 40 + i % 97) for i in range(600)]
+    runs = [[e.name for e in run] for run in image.split(entries)]
+    assert len(runs) > 30 and all(sum(len(n) for n in run) for run in runs)
+    assert all(len(run) == 1 or sum(e.size for e in entries if e.name in run) <= 4096
+               for run in runs)
+    for changed in ([*entries[:300], entry("usr/share/new", 900), *entries[300:]],
+                    entries[:300] + entries[301:],
+                    [*entries[:300], entry(entries[300].name, 2000), *entries[301:]]):
+        after = [[e.name for e in run] for run in image.split(changed)]
+        kept = [run for run in after if run in runs]
+        assert len(after) - len(kept) <= 2 and len(runs) - len(kept) <= 2, (runs, after)
