@@ -40,6 +40,19 @@ def verified(tftp: Path) -> Path:
     return tftp
 
 
+def require_ovmf() -> None:
+    """Skip a UEFI boot without OVMF (Debian's ovmf) or QEMU; in CI (CI=true) fail instead."""
+    from tcbuild.boottest import find_ovmf
+
+    require_tool("qemu-system-x86_64", "qemu-system-x86")
+    try:
+        find_ovmf()
+    except TcbuildError as e:
+        if IN_CI:
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+
+
 def require_root(why: str) -> None:
     """Skip a test that needs root (e.g. network namespaces); in CI (CI=true) fail instead."""
     if os.geteuid() != 0:

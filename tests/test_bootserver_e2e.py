@@ -26,7 +26,7 @@ from tcbuild.boottest import Firmware
 from tcbuild.inventory import Host, Inventory, load_inventory
 from tcbuild.server import Dhcp, server_files, tftpd_hpa
 
-from .conftest import require_tool
+from .conftest import require_ovmf, require_tool
 from .dhcplab import acknowledged, start_dhcp_server, start_kea
 from .netns import Daemon, Lab, wait_for
 from .nodekit import BUILD_ID, CANARY, MARKER, kernel_line, publish
@@ -158,6 +158,8 @@ def assert_own_kernel_line(tftp: Path, host: Host, console: str) -> None:
     ids=[*(str(d) for d in [*Dhcp, "proxy"]), "isc-uefi"])
 def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab, dhcp_server: Dhcp | str,
                                                    firmware: Firmware) -> None:
+    if firmware is Firmware.UEFI:
+        require_ovmf()
     inventory = load_inventory(node / "examples/cluster.toml")  # the one publish reads
     c = inventory.cluster
     (host,) = [h for h in inventory.hosts if h.mac == CANARY]  # the node QEMU plays

@@ -32,7 +32,7 @@ from tcbuild.pipeline import build_iso, image_epoch
 from tcbuild.pxelinux import for_recipe, parse
 
 from .bootkit import FAILURE_MARKERS
-from .conftest import require_tool
+from .conftest import require_ovmf, require_tool
 from .mirrortree import ISO_NAMES, MirrorServer, MirrorTree
 
 X64 = "15.x/x86_64"
@@ -411,6 +411,8 @@ def test_the_iso_boots(tmp_path: Path, boot_mirror_tree: MirrorTree, medium: str
     the distribution files; both again under UEFI (OVMF: the El Torito EFI entry as a CD, the
     EFI system partition as a stick). The loader's banner on the serial line proves SERIAL; the
     hostname proves the APPEND line reached the kernel."""
+    if firmware == "uefi":
+        require_ovmf()
     with MirrorServer(boot_mirror_tree.root) as mirror:
         recipe = load_recipe(write_recipe(
             tmp_path, mirror.url, name=medium, overlay=BOOTLOCAL,

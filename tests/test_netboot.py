@@ -17,22 +17,14 @@ from pathlib import Path
 import pytest
 
 from tcbuild import tftp as pub
-from tcbuild.boottest import find_ovmf
-from tcbuild.errors import TcbuildError
 
-from .conftest import IN_CI, require_tool
+from .conftest import require_ovmf
 from .nodekit import CANARY, OTHER, boot, booted_build, kernel_line, publish, tcbuild
 
 
 @pytest.fixture
 def ovmf() -> None:
-    require_tool("qemu-system-x86_64", "qemu-system-x86")
-    try:
-        find_ovmf()
-    except TcbuildError as e:
-        if IN_CI:
-            pytest.fail(str(e))
-        pytest.skip(str(e))
+    require_ovmf()
 
 
 def test_uefi_over_tftp_honours_the_per_mac_config(node: Path, ovmf: None) -> None:
