@@ -1,12 +1,13 @@
 """Test support: boot Tiny Core-like images for real under QEMU (standard library only).
 
-``debian_kernel(cache)`` takes a real kernel (and the few modules needed to loop-mount a
-squashfs) out of Debian's ``linux-image-*-amd64`` package, fetched with ``apt-get download``.
+``debian_kernel(cache)`` takes a real kernel (and the modules the stand-in init loads: loop and
+squashfs, e1000, the NFSv4 client) out of Debian's ``linux-image-*-amd64`` package, fetched with
+``apt-get download``.
 
 ``build_boot_mirror(root, kit)`` builds the stand-in mirror of :mod:`tests.mirrortree` with a
 BOOTABLE ``15.x/x86_64`` tree: the Debian kernel, a static busybox rootfs whose ``/init``
 imitates Tiny Core's boot (see ``INIT_SCRIPT``), the real modules, and extensions whose
-``tce.installed`` hooks report on the serial line.
+``tce.installed`` hooks report on the serial line (``dhcp.tcz`` with Debian's real dhclient).
 
 ``boot(kernel, initrd, append, log, expect)`` boots a kernel + initramfs with QEMU (TCG, direct
 kernel boot, serial console to ``log``) and returns as soon as ``expect`` or a failure shows up.
@@ -31,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from tcbuild import boottest
 from tcbuild.boottest import BootResult
 
+from .debianpayload import PAYLOADS
 from .mirrortree import (
     EXTENSIONS,
     KERNEL_VERSIONS,
@@ -66,8 +68,10 @@ DEFAULT_KERNEL_CACHE = Path.home() / ".cache" / "tcbuild-tests" / "kernel"
 KERNEL_METAPACKAGE = "linux-image-amd64"
 """Debian's metapackage that names the current kernel package."""
 
-WANTED_MODULES: tuple[str, ...] = ("loop", "squashfs")
-"""Modules the init needs to loop-mount a squashfs extension (unless built in)."""
+WANTED_MODULES: tuple[str, ...] = ("loop", "squashfs", "e1000", "nfsv4")
+"""Modules the init loads (unless built in): loop and squashfs to loop-mount an extension,
+e1000 for QEMU's network cards, the NFSv4 client (nfs, sunrpc, lockd, ... as the modules say)
+to mount the game server's share."""
 
 _CONFIG_SYMBOLS = {"loop": "CONFIG_BLK_DEV_LOOP", "squashfs": "CONFIG_SQUASHFS"}
 
@@ -126,27 +130,34 @@ def debian_kernel(cache: Path, *, refresh: bool = False) -> KernelKit:
     _sweep(cache)
     current = cache / "current"
     if not refresh and current.is_file():
-        kit = _load_kit(cache / current.read_text().strip())
+        kit = _load_kit(_kit_dir(cache, current.read_text().strip()))
         if kit is not None:
             return kit
     try:
         package = _kernel_package()
     except RuntimeError:
-        if current.is_file() and (kit := _load_kit(cache / current.read_text().strip())):
+        if current.is_file() and (kit := _load_kit(_kit_dir(cache, current.read_text().strip()))):
             return kit  # apt cannot answer (no package lists): keep the kit we have
         raise
     version = package.removeprefix("linux-image-")
-    kit = _load_kit(cache / version)
+    kit = _load_kit(_kit_dir(cache, version))
     if kit is None:
         deb = _download(package, cache)
         _extract_kit(deb, version, cache)
-        kit = _load_kit(cache / version)
+        kit = _load_kit(_kit_dir(cache, version))
         if kit is None:
-            raise RuntimeError(f"kernel kit in {cache / version} is unreadable after extraction")
+            raise RuntimeError(f"kernel kit in {_kit_dir(cache, version)} is unreadable "
+                               "after extraction")
     tmp = cache / f".current-{os.getpid()}"
     tmp.write_text(f"{version}\n")
     tmp.replace(current)
     return kit
+
+
+def _kit_dir(cache: Path, version: str) -> Path:
+    """Where the kit of `version` with today's `WANTED_MODULES` is kept (another set, another
+    directory: a kit made for fewer modules is never taken for this one)."""
+    return cache / f"{version}+{'-'.join(WANTED_MODULES)}"
 
 
 def _sweep(cache: Path, age: float = 3600) -> None:
@@ -371,9 +382,9 @@ def _extract_kit(deb: Path, version: str, cache: Path) -> None:
         }
         (kit / "kit.json").write_text(json.dumps(manifest, indent=2) + "\n")
         try:
-            kit.rename(cache / version)
+            kit.rename(_kit_dir(cache, version))
         except OSError:
-            if not (cache / version / "kit.json").is_file():  # not a concurrent run's kit
+            if not (_kit_dir(cache, version) / "kit.json").is_file():  # not a concurrent run's
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -403,7 +414,8 @@ INIT_SCRIPT = r"""#!/bin/sh
 # for tests (tc-config -> tce-setup -> tce-load -i -b, then bootsync.sh / bootlocal.sh) and
 # reports every step on the serial line as "tc-init: ...". A failure prints
 # "tc-init: FAILED ..." and powers off. Boot codes: host=NAME, tcinit_wait=SECONDS (how long
-# to wait for a background bootlocal.sh, default 30).
+# to wait for a background bootlocal.sh before saying so, default 30; the node stays up as long
+# as it runs, e.g. a game server it started).
 PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin:/usr/local/sbin
 export PATH
 TTY=/dev/ttyS0
@@ -453,7 +465,6 @@ load_modules() {
             load_module "$dir" "$rel"
         done
     done <"$dir/modules.dep"
-    grep -qw squashfs /proc/filesystems || fail "to find squashfs in /proc/filesystems"
 }
 
 link_tree() {
@@ -524,11 +535,10 @@ bootlocal_running() {
 wait_bootlocal() {
     local n=0
     while bootlocal_running; do
-        if [ "$n" -ge $((WAIT * 5)) ]; then
-            say "bootlocal.sh still running after ${WAIT}s"
-            return 0
+        if [ "$n" -eq $((WAIT * 5)) ]; then
+            say "bootlocal.sh still running after ${WAIT}s: staying up while it runs"
         fi
-        sleep 0.2
+        if [ "$n" -lt $((WAIT * 5)) ]; then sleep 0.2; else sleep 5; fi
         n=$((n + 1))
     done
     say "bootlocal.sh finished"
@@ -557,9 +567,12 @@ for d in / /tmp /opt /home; do
     say "mode $d $(stat -c '%a %u:%g' "$d")"
 done
 
-if [ -f "$BUILTIN/onboot.lst" ]; then
+if [ -f "/lib/modules/$KVER/modules.dep" ]; then
     say "loading modules from /lib/modules/$KVER"
     load_modules
+fi
+if [ -f "$BUILTIN/onboot.lst" ]; then
+    grep -qw squashfs /proc/filesystems || fail "to find squashfs in /proc/filesystems"
     mkdir -p /tmp/tcloop "$INSTALLED"
     for e in $(awk '{ sub(/#.*/, ""); if (NF) print $1 }' "$BUILTIN/onboot.lst" | tr -d '\r'); do
         load_ext "$e"
@@ -680,7 +693,8 @@ def build_boot_mirror(
     ``lib/modules/<kit.version>/``, ``corepure64.gz`` both, ``CorePure64-15.0.iso`` the
     kernel and ``corepure64.gz`` in its ``/boot``; the extensions are the usual
     ones (``filesystems-<kit.version>`` instead of the stand-in kernel's), each with a
-    ``usr/local/tce.installed/<name>`` hook (:func:`install_script`).
+    ``usr/local/tce.installed/<name>`` hook (:func:`install_script`), and ``dhcp.tcz`` with
+    Debian's real dhclient (tests/debianpayload.py).
     """
     root = Path(root)
     plain = build_mirror(root, busybox=busybox)
@@ -701,7 +715,10 @@ def build_boot_mirror(
             name: _make_tcz(
                 name,
                 work / "tcz",
-                {f"usr/local/tce.installed/{name}": (0o755, install_script(name))},
+                {
+                    f"usr/local/tce.installed/{name}": (0o755, install_script(name)),
+                    **(PAYLOADS[name]() if name in PAYLOADS else {}),
+                },
             )
             for name in names
         }

@@ -94,12 +94,12 @@ def _boot_ok(tree: MirrorTree, initrd: Path, log: Path, expect: str) -> BootResu
 
 
 def test_kernel_kit_facts(kernel_kit: KernelKit) -> None:
-    """A bzImage, its version, and loop/squashfs modules built for exactly that kernel."""
+    """A bzImage, its version, and loop/squashfs/NFS modules built for exactly that kernel."""
     assert re.fullmatch(r"\d+\.\d+\.\d+-\d+-amd64", kernel_kit.version)
     assert kernel_kit.vmlinuz.name == f"vmlinuz-{kernel_kit.version}"
     assert kernel_kit.vmlinuz.read_bytes()[0x202:0x206] == b"HdrS"
     names = {Path(rel).name for rel in kernel_kit.load_order}
-    for wanted in ("loop", "squashfs"):
+    for wanted in ("loop", "squashfs", "nfsv4", "nfs", "sunrpc"):
         assert f"{wanted}.ko" in names or wanted in kernel_kit.builtin
     for rel, data in kernel_kit.modules.items():
         assert rel.startswith("kernel/") and rel.endswith(".ko")
