@@ -148,13 +148,17 @@ def firmware_log(log: Path) -> Path:
 
 def pxe_command(tftp: Path, log: Path, mac: str = DEFAULT_MAC, memory_mb: int = 256,
                 netdev: str | None = None, firmware: Firmware = Firmware.BIOS,
-                bootfile: str | None = None) -> list[str]:
+                bootfile: str | None = None, external: tuple[str, str] | None = None
+                ) -> list[str]:
     """QEMU network-booting `tftp` over its user-mode network, headless.
 
     `bootfile` is what its DHCP hands out: by default the firmware's loader over TFTP; an
     http:// URL boots through the NIC's iPXE ROM. `netdev`, if given, replaces that network:
     a `-netdev` value with `id=n0` (e.g. a tap device reaching real DHCP and TFTP servers;
     `tftp` and `bootfile` are then not used).
+    `external`, if given, is a second NIC (a `-netdev` value with `id=ext`, and its MAC) placed
+    before the booting one, so the node sees it as eth0 and the booting NIC as eth1, like the
+    seed's nodes; it has no boot ROM, so the firmware boots from the other.
     The node's serial console (COM1: the loader's SERIAL, the kernel's ttyS0) goes to `log`.
     Under BIOS the firmware's screen (SeaBIOS, iPXE, pxelinux before it reads a config) is
     redirected to COM2 and `firmware_log(log)`: on one port the two would interleave
@@ -167,6 +171,9 @@ def pxe_command(tftp: Path, log: Path, mac: str = DEFAULT_MAC, memory_mb: int = 
                "-netdev", netdev or f"user,id=n0,{tftp_arg}bootfile={bootfile}",
                "-chardev", f"file,id=com1,path={_qemu_path(log)}",
                "-device", _COM.format("com1", "0x3f8", 4)]
+    if external:
+        command += ["-netdev", external[0], "-device",
+                    f"e1000,netdev=ext,mac={external[1]},romfile="]
     if firmware is Firmware.UEFI:
         return [*command, *uefi_args(log), "-device", f"e1000,netdev=n0,mac={mac},bootindex=1"]
     return [*command, "-boot", "n", "-device", f"e1000,netdev=n0,mac={mac}",

@@ -26,30 +26,13 @@ from tcbuild.boottest import Firmware
 from tcbuild.inventory import Host, Inventory, load_inventory
 from tcbuild.server import Dhcp, server_files, tftpd_hpa
 
+from .clusterlab import bound, shell_defaults
 from .conftest import require_ovmf, require_tool
 from .dhcplab import acknowledged, start_dhcp_server, start_kea
 from .netns import Daemon, Lab, wait_for
 from .nodekit import BUILD_ID, CANARY, MARKER, kernel_line, publish
 
 TFTP_PORT = 69
-
-
-def defaults(text: str) -> dict[str, str]:
-    """The variables of a shell-sourced defaults file such as /etc/default/tftpd-hpa."""
-    values = {}
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, value = line.partition("=")
-            (values[name.strip()],) = shlex.split(value)
-    return values
-
-
-def udp_bound(daemon: Daemon, address: str, port: int) -> bool:
-    """Whether the daemon's network namespace has a UDP socket bound to address:port."""
-    octets = bytes(int(o) for o in address.split("."))
-    local = f"{int.from_bytes(octets, 'little'):08X}:{port:04X}"
-    rows = Path(f"/proc/{daemon.pid}/net/udp").read_text().splitlines()[1:]
-    return any(row.split()[1] == local for row in rows)
 
 
 SITE_RANGE = ("10.1.1.100", "10.1.1.109")  # the site's own DHCP server, for proxy DHCP
@@ -83,13 +66,13 @@ def start_tftpd(lab: Lab, namespace: str, name: str, inventory: Inventory, tftp:
     """tftpd-hpa as Debian's init script runs it, with the generated values; only the
     directory is ours."""
     require_tool("in.tftpd", "tftpd-hpa")
-    conf = defaults(tftpd_hpa(inventory))
+    conf = shell_defaults(tftpd_hpa(inventory))
     assert conf["TFTP_DIRECTORY"] == inventory.cluster.tftp_root
     tftpd = lab.start(namespace, name, [
         "in.tftpd", "-L", "--user", conf["TFTP_USERNAME"], "--address", conf["TFTP_ADDRESS"],
         *shlex.split(conf["TFTP_OPTIONS"]), tftp])
     address = conf["TFTP_ADDRESS"].rsplit(":", 1)[0] or "0.0.0.0"
-    wait_for(lambda: udp_bound(tftpd, address, TFTP_PORT), f"{name} listening", watch=[tftpd])
+    wait_for(lambda: bound(tftpd, "udp", address, TFTP_PORT), f"{name} listening", watch=[tftpd])
     return tftpd
 
 
@@ -171,7 +154,7 @@ def test_node_boots_from_the_generated_boot_server(node: Path, lab: Lab, dhcp_se
     else:
         dhcp = start_proxy(lab, server, inventory, node)
     tftpd = start_tftpd(lab, server, "tftpd", inventory, tftp)
-    assert defaults(tftpd_hpa(inventory))["TFTP_ADDRESS"] == f"{c.boot_server}:{TFTP_PORT}"
+    assert shell_defaults(tftpd_hpa(inventory))["TFTP_ADDRESS"] == f"{c.boot_server}:{TFTP_PORT}"
     console, screen = pxe_boot(node, server, host, build_id, [dhcp, tftpd], firmware)
 
     # The DHCP server gave the host its fixed address and the boot server (the firmware shows

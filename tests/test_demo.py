@@ -1,4 +1,9 @@
-"""`make demo` works: the stand-in mirror, build, publish, verify and a PXE boot, offline."""
+"""`make demo` works: the stand-in mirror, build, publish, verify, then the cluster, offline.
+
+Run as root (as the tests are) it boots both nodes of the example cluster in namespaces and
+ends with the boot server's view and `tcbuild fleet`; tests/test_cluster_e2e.py checks the
+same cluster in detail.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,29 @@ import sys
 from pathlib import Path
 
 from tcbuild import tftp as pub
-from tcbuild.boottest import DEFAULT_MAC
+from tcbuild.inventory import load_inventory
 
 from .bootkit import KernelKit
-from .conftest import ROOT
+from .conftest import ROOT, require_root
 
 
 def test_demo_runs_end_to_end(tmp_path: Path, kernel_kit: KernelKit) -> None:
+    require_root("the demo's cluster runs in network namespaces")
     tftp, work = tmp_path / "tftpboot", tmp_path / "demo"
     done = subprocess.run([sys.executable, "-m", "tests.demo", "--tftp", str(tftp), "--work",
                            str(work)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    assert f"{tftp}: booted as {DEFAULT_MAC} in " in done.stdout
     (release,) = pub.releases(tftp)
-    assert f"Loading {pub.RELEASES}/{release.id}/core.hts.gz...ok" in done.stdout
-    assert "bootlocal: game-server node, build " + release.build_id[:12] in done.stdout
+    build = release.build_id[:12]
+    out = done.stdout
+    for host in load_inventory(ROOT / "examples/cluster.toml").hosts:
+        assert f"DHCPACK on {host.ip} to {host.mac} via int0" in out
+        assert f"  second address: {host.second_ip} on eth0: answers a ping from beyond" in out
+        view = out[out.index(f"\n{host.name} ({host.mac}, {host.ip})"):]
+        assert "  NFS share:      10.1.1.1:/srv/gameserver mounted (Ganesha serves it)" in view
+        assert "  game server:    running, last master: heartbeat " in view
+        assert f"bootlocal: game-server node, build {build}, release {release.id}" in view
+        fleet = [line for line in out.splitlines() if line.startswith(f"{host.name}  ")]
+        assert len(fleet) == 1 and f"  build {build}  release {release.id}  " in fleet[0], out
+        assert fleet[0].startswith(f"{host.name}  current  booted ")
     assert pub.verify(tftp) == []
