@@ -64,9 +64,11 @@ def assert_node_up(cluster: Cluster, host: Host) -> None:
     fqdn = host.fqdn(c.domain)
     log = lines(cluster.log(f"{name}.log"))
 
-    # dhcpd handed its fixed address twice: to the PXE firmware, then to the image's dhclient.
+    # dhcpd handed its fixed address twice: to the PXE firmware, then to the image's dhclient
+    # (the firmware once more for each power cycle).
     dhcpd = cluster.daemons["dhcpd"].output()
-    assert dhcpd.count(f"DHCPACK on {host.ip} to {host.mac} via int0") == 2, dhcpd
+    acks = dhcpd.count(f"DHCPACK on {host.ip} to {host.mac} via int0")
+    assert acks == 2 + cluster.nodes[name].restarts, dhcpd
     assert any(re.fullmatch(rf"dhclient\[\d+\]: bound to {host.ip} -- renewal in \d+ seconds\.",
                             m) for m in log), log
     # The exit hook took option 187 and the host name, and said what it did.
