@@ -53,7 +53,7 @@ from .progress import Progress, ProgressBar
 from .recipe import ExtensionMode, Flavor, IsoInput, OutputMode, Overlay, Recipe, load_recipe
 from .server import Dhcp, server_files
 from .tftp import Plan, Rollback, rollback
-from .tftpstate import Release, current, releases
+from .tftpstate import Release, current, releases, served
 from .verify import verify
 from .version import __version__
 
@@ -133,6 +133,7 @@ __all__ = [
     "releases",
     "resolve",
     "rollback",
+    "served",
     "server_files",
     "verify",
     "write_iso",

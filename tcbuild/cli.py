@@ -27,6 +27,7 @@ from .progress import ProgressBar, format_size
 from .pxelinux import CONFIG_DIR
 from .recipe import CheckPolicy, OutputMode, Recipe, load_recipe, normalize_mirror
 from .server import Dhcp
+from .tftpstate import served
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,15 +208,13 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _releases(args: argparse.Namespace) -> int:
-    found = tftp.releases(args.tftp)
-    used = tftp.current(args.tftp)
+    found = served(args.tftp)
     if args.json:
         print(json.dumps([{"id": r.id, "recipe": r.recipe, "time": r.time.isoformat(),
-                           "size": r.size, "configs": sorted(used.get(r.id, ()))}
-                          for r in found], indent=1))
+                           "size": r.size, "configs": configs} for r, configs in found], indent=1))
         return 0
-    for r in found:
-        marker = f"  current: {', '.join(sorted(used[r.id]))}" if r.id in used else ""
+    for r, configs in found:
+        marker = f"  current: {', '.join(configs)}" if configs else ""
         print(f"{r.id}  {r.recipe}  {r.time.isoformat()}  {format_size(r.size)}{marker}")
     return 0
 

@@ -120,6 +120,13 @@ def releases(tftp: Path) -> list[Release]:
     return found
 
 
+@boundary
+def served(tftp: Path) -> list[tuple[Release, list[str]]]:
+    """Every release, oldest first, with the configs that boot it (`tcbuild releases`)."""
+    used = current(tftp)
+    return [(release, sorted(used.get(release.id, ()))) for release in releases(tftp)]
+
+
 def configs(tftp: Path, strict: bool = False) -> dict[str, PxeConfig]:
     """Every pxelinux config by file name; one tcbuild cannot read is skipped unless `strict`."""
     directory = tftp / CONFIG_DIR

@@ -208,6 +208,8 @@ def test_publish_returns_its_plan_and_logs_its_warnings(site: Path,
     verified(site / "tftp")
     assert [r.id for r in tcbuild.releases(site / "tftp")] == [plan.release_id]
     assert tcbuild.current(site / "tftp") == {plan.release_id: {"default"}}
+    assert [(r.id, configs) for r, configs in tcbuild.served(site / "tftp")] == [
+        (plan.release_id, ["default"])]
 
 
 def test_server_config_check_is_a_library_function(tmp_path: Path) -> None:
