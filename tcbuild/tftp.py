@@ -304,14 +304,18 @@ def _history(tftp: Path, name: str, config: PxeConfig | None, target: str,
 
 def _switch_configs(tftp: Path, changes: dict[str, tuple[str, History]],
                     owner: os.stat_result) -> None:
-    """Each pxelinux config's new text, its history and its iPXE twin written just before it."""
+    """The configs switched together: every file written first, then each config's history and
+    iPXE twin renamed just before it, all in a row (a node booting meanwhile finds the configs
+    as they were, or as they are now, but for the moment between two renames)."""
     twins = _twins({name: text for name, (text, _) in changes.items()})
     for directory in (CONFIG_DIR, ipxe.SCRIPT_DIR, HISTORY):
         _mkdirs(tftp / directory, tftp, owner)
+    files: list[tuple[Path, bytes]] = []
     for (name, (text, history)), (path, script) in zip(changes.items(), twins.items(),
                                                        strict=True):
-        write_all([(history_path(tftp, name), history.text()), (tftp / path, script.encode()),
-                   (tftp / CONFIG_DIR / name, text.encode())], owner=owner)
+        files += [(history_path(tftp, name), history.text()), (tftp / path, script.encode()),
+                  (tftp / CONFIG_DIR / name, text.encode())]
+    write_all(files, owner=owner)
 
 
 def switch(tftp: Path, from_id: str, to_id: str) -> list[str]:
