@@ -270,8 +270,11 @@ def execute(plan: Plan) -> None:
     _switch_configs(tftp, {name: (text, _history(tftp, name, found.get(name), plan.release_id,
                                                  exists))
                            for name, text in plan.configs.items()}, owner)
-    for rid in plan.prune:
-        shutil.rmtree(releases_dir / rid, ignore_errors=True)
+    for rid in plan.prune:  # out of the listing by one rename, then removed
+        doomed = releases_dir / f".{rid}.partial"
+        with contextlib.suppress(FileNotFoundError):
+            (releases_dir / rid).replace(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def install_bootloader(tftp: Path, files: dict[str, Path], owner: os.stat_result) -> None:
