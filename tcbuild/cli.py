@@ -188,22 +188,27 @@ def _diff(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     recipe, fetch_options = _recipe_and_options(args)
     inventory = load_inventory(args.inventory) if args.inventory else None
-    plan = pipeline.publish(
+    plans = pipeline.publish_all(
         recipe, args.tftp, build_options=BuildOptions(out_dir=args.out, fetch=fetch_options),
         inventory=inventory, keep=args.keep, bootloader_dir=args.bootloader_dir,
         dry_run=args.dry_run, wait=args.wait, force=args.force)
     if args.json:
-        print(json.dumps({**plan.as_json(), "dry_run": args.dry_run}, indent=1))
-    elif args.dry_run:
-        for line in plan.describe():
-            print(line)
-    elif plan.unchanged and not args.quiet:
-        print(f"{args.tftp}: release {plan.release_id} is already published and current; "
-              "nothing to do")
-    elif not args.quiet:
-        print(f"{args.tftp}: published release {plan.release_id}")
-        for name in plan.configs:
-            print(f"  {CONFIG_DIR}/{name}")
+        shown = [{**plan.as_json(), "dry_run": args.dry_run} for plan in plans]
+        print(json.dumps(shown[0] if len(shown) == 1 else shown, indent=1))
+        return 0
+    for plan in plans:
+        if args.dry_run:
+            if len(plans) > 1:
+                print(f"{plan.tftp}:")
+            for line in plan.describe():
+                print(line)
+        elif plan.unchanged and not args.quiet:
+            print(f"{plan.tftp}: release {plan.release_id} is already published and current; "
+                  "nothing to do")
+        elif not args.quiet:
+            print(f"{plan.tftp}: published release {plan.release_id}")
+            for name in plan.configs:
+                print(f"  {CONFIG_DIR}/{name}")
     return 0
 
 

@@ -89,7 +89,10 @@ def parser() -> argparse.ArgumentParser:
     inspect.add_argument("image", type=Path, help="a build directory or an initramfs file")
 
     publish_cmd = command("publish", "build and publish into a TFTP root, atomically",
-                          *recipe_json, tftp_root, quiet)
+                          *recipe_json, quiet)
+    publish_cmd.add_argument("--tftp", type=Path, required=True, action="append", metavar="DIR",
+                             help="the TFTP root (repeatable: boot servers that serve one tree "
+                             "switch only once every root holds the release)")
     publish_cmd.add_argument("--inventory", type=Path, metavar="FILE",
                              help="hosts whose group boots another recipe or boot line")
     publish_cmd.add_argument("--keep", type=int, default=5, metavar="N",

@@ -8,10 +8,11 @@ dependency cycle) go to the `tcbuild` logger, never into return values.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -53,25 +54,60 @@ class IsoResult:
 
 
 @boundary
-def publish(recipe: Recipe, tftp_root: Path, build_options: BuildOptions | None = None,
-            inventory: Inventory | None = None, keep: int = 5,
-            bootloader_dir: Path | None = None, dry_run: bool = False,
+def publish(recipe: Recipe, tftp_root: Path | Sequence[Path],
+            build_options: BuildOptions | None = None, inventory: Inventory | None = None,
+            keep: int = 5, bootloader_dir: Path | None = None, dry_run: bool = False,
             wait: float = 30.0, force: bool = False) -> tftp.Plan:
     """Build the recipe, check the image, and publish it into `tftp_root` (or only plan it).
 
-    Returns the plan (`Plan.unchanged` when the tree already serves this build).
+    Several roots (boot servers that serve one tree) get one release: it is written into every
+    root first, and the configs of any root switch to it only once every root holds it. A root
+    that fails before the switch leaves every root booting what it booted before.
+    Returns the plan of the first root (`Plan.unchanged` when it already serves this build).
     """
-    if not tftp_root.is_dir():
-        raise InputError(f"{tftp_root}: the TFTP root does not exist")
+    return publish_all(recipe, tftp_root, build_options, inventory, keep, bootloader_dir,
+                       dry_run, wait, force)[0]
+
+
+@boundary
+def publish_all(recipe: Recipe, tftp_root: Path | Sequence[Path],
+                build_options: BuildOptions | None = None, inventory: Inventory | None = None,
+                keep: int = 5, bootloader_dir: Path | None = None, dry_run: bool = False,
+                wait: float = 30.0, force: bool = False) -> list[tftp.Plan]:
+    """`publish` into one or more TFTP roots; the plan of each root, in the order given."""
+    roots = [tftp_root] if isinstance(tftp_root, Path) else list(tftp_root)
+    if not roots:
+        raise InputError("publish: no TFTP root given")
+    if len({root.resolve() for root in roots}) != len(roots):
+        raise InputError(f"{roots[0]}: a TFTP root is named twice")
+    for root in roots:
+        if not root.is_dir():
+            raise InputError(f"{root}: the TFTP root does not exist")
     bootloader = tftp.find_bootloader(bootloader_dir)
     result = build(recipe, build_options)
     check_secrets(recipe, result.initrd)
-    with tftp.locked(tftp_root, wait):
-        planned = tftp.plan(recipe, result.kernel, result.initrd, result.build_id, tftp_root,
-                            inventory, keep, bootloader, force=force)
-        if not dry_run:
-            tftp.execute(planned)
-    return planned
+    now = time.time()  # one release time (and so one release id) for every root
+    with contextlib.ExitStack() as held:
+        for root in sorted(roots, key=lambda r: str(r.resolve())):  # one order: no deadlock
+            held.enter_context(tftp.locked(root, wait))
+        plans = [tftp.plan(recipe, result.kernel, result.initrd, result.build_id, root,
+                           inventory, keep, bootloader, now=now, force=force)
+                 for root in roots]
+        if dry_run:
+            return plans
+        written: list[tftp.Plan] = []
+        try:
+            for planned in plans:
+                written.append(planned)
+                tftp.write_release(planned)
+        except BaseException:
+            for planned in written:
+                with contextlib.suppress(OSError):
+                    tftp.discard_release(planned)
+            raise
+        for planned in plans:
+            tftp.make_current(planned)
+    return plans
 
 
 def check_secrets(recipe: Recipe, initrd: Path) -> None:

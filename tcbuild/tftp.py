@@ -241,6 +241,13 @@ def locked(tftp: Path, wait: float = 30.0) -> Iterator[None]:
 def execute(plan: Plan) -> None:
     """Write the release, the bootloader set, switch the configs to the release, prune. Call
     with the lock held."""
+    write_release(plan)
+    make_current(plan)
+
+
+def write_release(plan: Plan) -> None:
+    """The first half of `execute`: the release and the bootloader set, no config switched yet
+    (what boots is unchanged). Call with the lock held."""
     tftp = plan.tftp
     if plan.unchanged:
         return
@@ -265,6 +272,15 @@ def execute(plan: Plan) -> None:
     install_bootloader(tftp, plan.bootloader, owner)
     if _read_text(tftp / IPXE_ENTRY) != ipxe.ENTRY:
         write_bytes(tftp / IPXE_ENTRY, ipxe.ENTRY.encode(), owner=owner)
+
+
+def make_current(plan: Plan) -> None:
+    """The second half of `execute`: switch the configs to the written release, prune."""
+    tftp = plan.tftp
+    if plan.unchanged:
+        return
+    owner = tftp.stat()
+    releases_dir = tftp / RELEASES
     found = configs(tftp)
     exists = {r.id for r in releases(tftp)}
     _switch_configs(tftp, {name: (text, _history(tftp, name, found.get(name), plan.release_id,
@@ -275,6 +291,18 @@ def execute(plan: Plan) -> None:
         with contextlib.suppress(FileNotFoundError):
             (releases_dir / rid).replace(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
+
+
+def discard_release(plan: Plan) -> None:
+    """Undo `write_release` before `make_current`: its release leaves the listing by one rename
+    (nothing boots it yet), then is removed."""
+    if plan.unchanged:
+        return
+    releases_dir = plan.tftp / RELEASES
+    doomed = releases_dir / f".{plan.release_id}.partial"
+    with contextlib.suppress(FileNotFoundError):
+        (releases_dir / plan.release_id).replace(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def install_bootloader(tftp: Path, files: dict[str, Path], owner: os.stat_result) -> None:

@@ -291,3 +291,41 @@ def test_secrets_are_refused_unless_allowed(site: Path) -> None:
     assert all(line.startswith("warning: ") and line.endswith("published anyway "
                "(allow_secrets)") for line in allowed.stderr.splitlines())
     verified(tftp)
+
+
+def test_one_release_into_several_roots_switches_only_once_every_root_holds_it(
+        site: Path) -> None:
+    first, second = site / "tftp", site / "tftp2"
+    second.mkdir()
+    args = ["publish", site / "recipes/gameserver.toml", "--tftp", first, "--tftp", second,
+            "--cache", site / "cache", "--bootloader-dir", site / "bootloader"]
+    done = tcbuild(*args, cwd=site)
+    assert done.returncode == 0, done.stderr
+    ids = {line.split()[-1] for line in done.stdout.splitlines() if "published release" in line}
+    assert len(ids) == 1 and len(done.stdout.splitlines()) > 2, done.stdout
+    (release,) = ids
+    for root in (first, second):
+        verified(root)
+        assert set(pub.current(root)) == {release}
+
+    # the second root cannot take the next release: neither root switches, nothing is left
+    (site / "overlays/gameserver/etc").mkdir()
+    (site / "overlays/gameserver/etc/motd").write_text("next\n")
+    (second / "pxelinux.0").unlink()
+    (second / "pxelinux.0").mkdir()
+    before = {root: tree(root) for root in (first, second)}
+    failed = tcbuild(*args, cwd=site)
+    assert failed.returncode == 1
+    assert len(failed.stderr.splitlines()) == 1 and str(second / "pxelinux.0") in failed.stderr
+    assert {root: tree(root) for root in (first, second)} == before
+    verified(first)
+
+    (second / "pxelinux.0").rmdir()
+    again = tcbuild(*args, cwd=site)
+    assert again.returncode == 0, again.stderr
+    (new,) = {line.split()[-1] for line in again.stdout.splitlines() if "published" in line}
+    assert new != release
+    for root in (first, second):
+        verified(root)
+        assert set(pub.current(root)) == {new}
+        assert {r.id for r in pub.releases(root)} == {release, new}
