@@ -471,15 +471,10 @@ def incremental(tcbuild: str, mirror: str) -> list[Pipeline]:
         return Pipeline(key, label, f"{command} > {WORK / out}.json", WORK / out / "core.hts.gz",
                         setup)
 
-    def edit(state: State) -> tuple[State, State]:
-        return state, (state[0], state[1] + b"# edited\n")
-
-    def add(state: State) -> tuple[State, State]:
-        assert f'"{ADDED}", ' in state[0]
-        return (state[0].replace(f'"{ADDED}", ', ""), state[1]), state
-
-    return [row("7", "7 rebuild after an overlay edit (one file)", "edited", edit),
-            row("8", f"8 rebuild after adding an extension ({ADDED})", "added", add)]
+    return [row("7", "7 rebuild after an overlay edit (one file)", "edited",
+                lambda state: (state, (state[0], state[1] + b"# edited\n"))),
+            row("8", f"8 rebuild after adding an extension ({ADDED})", "added",
+                lambda state: ((state[0].replace(f'"{ADDED}", ', ""), state[1]), state))]
 
 
 def cold_twin(p: Pipeline) -> str:
@@ -487,9 +482,8 @@ def cold_twin(p: Pipeline) -> str:
     how many gzip members the rebuild compressed, of how many."""
     cache, out = WORK / f"cache-cold-{p.key}", WORK / f"cold-{p.key}"
     shutil.rmtree(cache, ignore_errors=True)
-    shutil.copytree(WORK / "cache-edit/objects", cache / "objects")  # downloads, no derived data
-    shutil.copytree(WORK / "cache-edit/refs", cache / "refs")
-    shutil.copytree(WORK / "cache-edit/notes", cache / "notes")
+    for part in ("objects", "refs", "notes"):  # the downloads, no derived data
+        shutil.copytree(WORK / "cache-edit" / part, cache / part)
     assert p.output is not None
     result = json.loads((WORK / f"{p.output.parent.name}.json").read_text())
     cold = run(p.command.replace(str(WORK / "cache-edit"), str(cache))
