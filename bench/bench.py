@@ -482,6 +482,7 @@ def cold_twin(p: Pipeline) -> str:
     how many gzip members the rebuild compressed, of how many."""
     cache, out = WORK / f"cache-cold-{p.key}", WORK / f"cold-{p.key}"
     shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     for part in ("objects", "refs", "notes"):  # the downloads, no derived data
         shutil.copytree(WORK / "cache-edit" / part, cache / part)
     assert p.output is not None
