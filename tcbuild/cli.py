@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from . import boottest, checkrun, cliargs, doctor, fleet, pipeline, tftp
+from . import boottest, checkrun, cliargs, doctor, fleet, pipeline
 from .build import BuildOptions, build
 from .compress import Compression
 from .deps import render_tree
@@ -28,6 +28,7 @@ from .pxelinux import CONFIG_DIR
 from .recipe import CheckPolicy, OutputMode, Recipe, load_recipe, normalize_mirror
 from .server import Dhcp
 from .tftpstate import served
+from .verify import verify_all
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,21 +226,22 @@ def _releases(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    done = tftp.rollback(args.tftp, args.release)
-    print(f"{args.tftp}: {', '.join(done.configs)} now boot{'s' if len(done.configs) == 1 else ''}"
-          f" {done.now} (was {done.was})")
+    for done in pipeline.rollback_all(args.tftp, args.release):
+        print(f"{done.tftp}: {', '.join(done.configs)} now "
+              f"boot{'s' if len(done.configs) == 1 else ''} {done.now} (was {done.was})")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    problems = tftp.verify(args.tftp)
+    problems = verify_all(args.tftp)
+    shown = ", ".join(map(str, args.tftp))
     if args.json:
-        print(json.dumps({"tftp": str(args.tftp), "problems": problems}, indent=1))
+        print(json.dumps({"tftp": shown, "problems": problems}, indent=1))
     else:
         for line in problems:
             print(line, file=sys.stderr)
         if not problems:
-            print(f"{args.tftp}: ok")
+            print(f"{shown}: ok")
     return 1 if problems else 0
 
 

@@ -29,6 +29,9 @@ def parser() -> argparse.ArgumentParser:
     tftp_root = argparse.ArgumentParser(add_help=False)
     tftp_root.add_argument("--tftp", type=Path, required=True, metavar="DIR",
                            help="the TFTP root")
+    tftp_roots = argparse.ArgumentParser(add_help=False)
+    tftp_roots.add_argument("--tftp", type=Path, required=True, action="append", metavar="DIR",
+                            help="the TFTP root (repeatable: boot servers that serve one tree)")
     json_output = argparse.ArgumentParser(add_help=False)
     json_output.add_argument("--json", action="store_true", help="print the result as JSON")
     quiet = argparse.ArgumentParser(add_help=False)
@@ -89,10 +92,7 @@ def parser() -> argparse.ArgumentParser:
     inspect.add_argument("image", type=Path, help="a build directory or an initramfs file")
 
     publish_cmd = command("publish", "build and publish into a TFTP root, atomically",
-                          *recipe_json, quiet)
-    publish_cmd.add_argument("--tftp", type=Path, required=True, action="append", metavar="DIR",
-                             help="the TFTP root (repeatable: boot servers that serve one tree "
-                             "switch only once every root holds the release)")
+                          *recipe_json, tftp_roots, quiet)
     publish_cmd.add_argument("--inventory", type=Path, metavar="FILE",
                              help="hosts whose group boots another recipe or boot line")
     publish_cmd.add_argument("--keep", type=int, default=5, metavar="N",
@@ -109,9 +109,10 @@ def parser() -> argparse.ArgumentParser:
 
     command("releases", "list the releases of a TFTP root", tftp_root, json_output)
     rollback_cmd = command("rollback", "boot the previous (or a given) release",
-                           tftp_root)
+                           tftp_roots)
     rollback_cmd.add_argument("release", nargs="?", help="release id (default: the previous)")
-    command("verify", "check a published TFTP root", tftp_root, json_output)
+    command("verify", "check a published TFTP root (or several that serve one tree)",
+            tftp_roots, json_output)
 
     boot_cmd = command("boot-test", "network-boot a published tree under QEMU", tftp_root,
                        json_output)

@@ -110,6 +110,32 @@ def publish_all(recipe: Recipe, tftp_root: Path | Sequence[Path],
     return plans
 
 
+@boundary
+def rollback_all(roots: Sequence[Path], release: str | None = None, wait: float = 30.0
+                 ) -> list[tftp.Rollback]:
+    """`tftp.rollback` of several roots (boot servers of one tree) as one step: every root
+    must boot the same release now and have the same one to go back to, else none changes."""
+    if len(roots) == 1:
+        return [tftp.rollback(roots[0], release, wait)]
+    for root in roots:
+        if not root.is_dir():
+            raise InputError(f"{root}: the TFTP root does not exist")
+    with contextlib.ExitStack() as held:
+        for root in sorted(roots, key=lambda r: str(r.resolve())):
+            held.enter_context(tftp.locked(root, wait))
+        steps = {root: tftp.previous(root) if release is None
+                 else (tftp.default_release(root), release) for root in roots}
+        if len(set(steps.values())) > 1:
+            says = "; ".join(f"{root} boots {now}, would go to {to}"
+                             for root, (now, to) in steps.items())
+            raise InputError(f"rollback: the roots disagree ({says}); roll back each alone")
+        for root in roots:  # a release missing in one root is named before any switch
+            if not any(r.id == steps[root][1] for r in tftp.releases(root)):
+                raise InputError(f"{root}: no release {steps[root][1]}")
+        return [tftp.Rollback(root, now, to, tuple(tftp.switch(root, now, to)))
+                for root, (now, to) in steps.items()]
+
+
 def check_secrets(recipe: Recipe, initrd: Path) -> None:
     """Refuse an image that holds secrets, unless the recipe allows them: then each is logged as
     a warning."""

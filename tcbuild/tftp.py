@@ -372,7 +372,8 @@ def switch(tftp: Path, from_id: str, to_id: str) -> list[str]:
     return list(changes)
 
 
-def _default_release(tftp: Path) -> str:
+def default_release(tftp: Path) -> str:
+    """The release `pxelinux.cfg/default` boots."""
     config = configs(tftp).get("default")
     now = booting(config) if config is not None else None
     if now is None:
@@ -383,7 +384,7 @@ def _default_release(tftp: Path) -> str:
 def previous(tftp: Path) -> tuple[str, str]:
     """(current, previous) release ids of `default`: what it boots, and what it booted before
     (the latest such release still in the tree), whoever published them."""
-    now = _default_release(tftp)
+    now = default_release(tftp)
     exists = {r.id for r in releases(tftp)}
     back = History.read(tftp, "default").upto(now).back(exists)
     if back is None:
@@ -398,7 +399,7 @@ def rollback(tftp: Path, release: str | None = None, wait: float = 30.0) -> Roll
     if not tftp.is_dir():
         raise InputError(f"{tftp}: the TFTP root does not exist")
     with locked(tftp, wait):
-        now, target = previous(tftp) if release is None else (_default_release(tftp), release)
+        now, target = previous(tftp) if release is None else (default_release(tftp), release)
         changed = switch(tftp, now, target)
     return Rollback(tftp, now, target, tuple(changed))
 

@@ -17,6 +17,7 @@ from .tftpstate import (
     BOOTLOADER,
     History,
     Release,
+    booting,
     configs,
     file_sha256,
     read_bootsets,
@@ -24,6 +25,30 @@ from .tftpstate import (
     scan,
     scripts,
 )
+
+
+@boundary
+def verify_all(roots: list[Path]) -> list[str]:
+    """`verify` of each root, then what several roots (boot servers of one tree) disagree on:
+    every config must boot the same release in each of them."""
+    problems = [line for root in roots for line in verify(root)]
+    booted: dict[str, dict[Path, str | None]] = {}
+    for root in roots:
+        if not root.is_dir():
+            continue
+        try:
+            found = configs(root)
+        except StateError:
+            continue  # already named by verify
+        for name, config in found.items():
+            booted.setdefault(name, {})[root] = booting(config)
+    for name, where in sorted(booted.items()):
+        if len(roots) > 1 and (len(where) < len(roots) or len(set(where.values())) > 1):
+            says = ", ".join(f"{root} {rid or 'nothing'}" for root, rid in where.items())
+            missing = [str(root) for root in roots if root not in where]
+            problems.append(f"{CONFIG_DIR}/{name}: the roots disagree: boots {says}"
+                            + (f"; missing in {', '.join(missing)}" if missing else ""))
+    return problems
 
 
 @boundary

@@ -329,3 +329,23 @@ def test_one_release_into_several_roots_switches_only_once_every_root_holds_it(
         verified(root)
         assert set(pub.current(root)) == {new}
         assert {r.id for r in pub.releases(root)} == {release, new}
+
+    # verify and rollback take both roots: one step back in each, and a disagreement is named
+    both = ["--tftp", first, "--tftp", second]
+    assert tcbuild("verify", *both, cwd=site).stdout == f"{first}, {second}: ok\n"
+    back = tcbuild("rollback", *both, cwd=site)
+    assert back.returncode == 0, back.stderr
+    assert back.stdout.splitlines() == [f"{root}: default now boots {release} (was {new})"
+                                        for root in (first, second)]
+    for root in (first, second):
+        assert set(pub.current(root)) == {release}
+    assert tcbuild("rollback", "--tftp", second, new, cwd=site).returncode == 0
+    split = tcbuild("verify", *both, cwd=site)
+    assert split.returncode == 1
+    assert split.stderr == (f"pxelinux.cfg/default: the roots disagree: boots {first} {release}, "
+                            f"{second} {new}\n")
+    before = {root: tree(root) for root in (first, second)}
+    refused = tcbuild("rollback", *both, release, cwd=site)
+    assert refused.returncode == 2 and "the roots disagree" in refused.stderr, refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    assert {root: tree(root) for root in (first, second)} == before
