@@ -15,9 +15,9 @@ TCBUILD_FLAGS := $(if $(MIRROR),--mirror $(MIRROR))
 APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-x86 ipxe-qemu \
 	pxelinux syslinux-common isolinux xorriso advancecomp isc-dhcp-server isc-dhcp-client \
 	tftpd-hpa rsyslog iproute2 util-linux bsdutils curl nfs-ganesha nfs-ganesha-vfs \
-	kea-dhcp4-server dnsmasq-base ovmf syslinux-efi mtools
+	kea-dhcp4-server dnsmasq-base ovmf syslinux-efi mtools nginx-light
 
-.PHONY: demo image fetch deps test bench tools venv mirror extras clean
+.PHONY: demo image fetch deps test bench storm tools venv mirror extras clean
 
 # Offline, end to end: a stand-in mirror, build, publish into build/tftpboot, a QEMU PXE boot.
 demo: tools $(BIN)/tcbuild
@@ -42,6 +42,12 @@ venv: $(BIN)/tcbuild
 # Speed, memory and size against Tiny Core's own remaster (as root; see bench/bench.py).
 bench: tools $(BIN)/tcbuild
 	$(BIN)/python bench/bench.py
+
+# The boot storm: 1, 10, 50 clients fetching kernel + initrd from in.tftpd and from nginx at once,
+# in network namespaces (as root; see bench/storm.py); redraws docs/boot-storm.svg.
+storm: tools $(BIN)/tcbuild
+	$(BIN)/pip install -q -e .[bench]
+	$(BIN)/python bench/storm.py
 
 tools:
 	@missing=$$(for p in $(APT_PACKAGES); do \
