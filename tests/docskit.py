@@ -13,7 +13,8 @@ the repository's recipes, overlays and examples, served by the stand-in mirror.
 - A ```toml block without that is a fragment: it must parse.
 What differs between runs is compared by its place, not its value: release and build ids,
 sha256 sums and times become <release1>, <build2>, ... in order of appearance (on each side);
-durations, KiB/MiB sizes and entry counts become N. The names a doc shows for the site's places
+durations, KiB/MiB sizes and entry counts become N, and gaps between columns two blanks. The
+names a doc shows for the site's places
 (`/tftpboot`, `/var/log/remote`, `/srv/tcbuild`, the mirror `http://127.0.0.1:8000/`) stand for
 the site's own.
 
@@ -48,7 +49,9 @@ IDS = re.compile(r"(?P<release>\b\d{8}T\d{6}Z-[0-9a-f]{12}(?:\.\d+)?\b)"
 FUZZY = [(re.compile(r"\b\d+(?:\.\d+)? s\b"), "N s"),
          (re.compile(r"\b\d+(?:\.\d+)? (KiB|MiB)\b"), r"N \1"),
          (re.compile(r"\b\d+ entries\b"), "N entries"),
-         (re.compile(r"\b\d+ -> \d+ bytes\b"), "N -> N bytes")]
+         (re.compile(r"\b\d+ -> \d+ bytes\b"), "N -> N bytes"),
+         # Columns padded to a varying value (a release id with a .2) shift: any gap is one.
+         (re.compile(r"(?<=\S)  +(?=\S)"), "  ")]
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import require_tool
-from .docskit import DOCS, ROOT, blocks, check, prepare, steps
+from .docskit import DOCS, ROOT, Ids, blocks, check, prepare, steps
 from .mirrortree import MirrorServer
 
 README = ROOT / "README.md"
@@ -24,6 +24,15 @@ def test_doc_matches_what_tcbuild_does(doc: Path, tmp_path: Path, mirror: Mirror
     assert not outcome.problems, "\n\n".join(outcome.problems) + (
         "\n\n(when tcbuild changed on purpose: python -m tests.docskit --update "
         f"{doc.relative_to(ROOT)}, then read the diff)")
+
+
+def test_what_varies_is_compared_by_its_place() -> None:
+    """Two publishes in one second make a release id longer by `.2`, and columns shift."""
+    shown, seen = Ids(), Ids()
+    a = shown.normalize("s1  release 20261130T160220Z-49e327b78a12    took 1.40 s  981.2 KiB")
+    b = seen.normalize("s1  release 20261130T172415Z-5f2fb024e12d.2  took 0.12 s  1.0 MiB")
+    assert a == "s1  release <release1>  took N s  N KiB" and b.replace("MiB", "KiB") == a
+    assert Ids().normalize("build 49e327b78a12 and 49e327b78a12") == "build <build1> and <build1>"
 
 
 def test_readme_is_a_front_page() -> None:
