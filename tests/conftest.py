@@ -33,6 +33,17 @@ def require_tool(tool: str, package: str) -> None:
         pytest.skip(message)
 
 
+def small_overlay(root: Path) -> None:
+    """A small overlay tree: an executable `opt/bootlocal.sh` and a template using a var."""
+    bootlocal = root / "opt/bootlocal.sh"
+    bootlocal.parent.mkdir(parents=True, exist_ok=True)
+    bootlocal.write_text("#!/bin/sh\necho bootlocal\n")
+    bootlocal.chmod(0o755)
+    conf = root / "usr/local/etc/site.conf.j2"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text("server {{ nfs_server }}\n")
+
+
 def verified(tftp: Path) -> Path:
     """A published tree that `verify` finds sound: every test that publishes checks its result."""
     problems = pub.verify(tftp)

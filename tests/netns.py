@@ -119,6 +119,13 @@ class Lab:
         self.ip(a, "link", "set", a_name, "up")
         self.ip(b, "link", "set", b_name, "up")
 
+    def bridge(self, namespace: str, address: str, name: str = "br0") -> None:
+        """A bridge in `namespace` holding `address` (CIDR), up; ports join it with `link`."""
+        self.ip(namespace, "link", "add", name, "type", "bridge")
+        self.interfaces.add(name)
+        self.ip(namespace, "addr", "add", address, "dev", name)
+        self.ip(namespace, "link", "set", name, "up")
+
     def start(self, namespace: str, name: str, argv: Sequence[str | Path], *,
               uts: bool = False, private: Sequence[str] = (), setup: str = "") -> Daemon:
         """Start argv in the namespace, in new mount (and with `uts`, UTS) namespaces.

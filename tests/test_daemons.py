@@ -148,10 +148,7 @@ def test_live_syslog(tmp_path: Path, lab: Lab, inventory: Inventory) -> None:
 
     prefix = c.internal_subnet.prefixlen
     loghost = lab.namespace("loghost")
-    lab.ip(loghost, "link", "add", "br0", "type", "bridge")
-    lab.interfaces.add("br0")
-    lab.ip(loghost, "addr", "add", f"{c.log_host}/{prefix}", "dev", "br0")
-    lab.ip(loghost, "link", "set", "br0", "up")
+    lab.bridge(loghost, f"{c.log_host}/{prefix}")
     rsyslogd = lab.start(loghost, "rsyslogd",
                          ["rsyslogd", "-n", "-f", rules, "-i", tmp_path / "rsyslogd.pid"])
     wait_for(lambda: listening(rsyslogd, c.syslog_port), "rsyslogd listening", watch=[rsyslogd])

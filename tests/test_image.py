@@ -18,7 +18,7 @@ from tcbuild.fetch import FetchOptions
 from tcbuild.manifest import diff, load_listing, read_manifest
 from tcbuild.newc import iter_initramfs, read_entries
 
-from .conftest import require_root, require_tool
+from .conftest import require_root, require_tool, small_overlay
 from .mirrortree import MirrorServer, MirrorTree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +29,7 @@ def recipe_file(tmp_path: Path, mirror: str, body: str = "", install: str = '"dh
                 mode: str = "unpacked", overlay: bool = True) -> Path:
     """A recipe beside a small overlay and a copy of the example's local extension."""
     shutil.copytree(ROOT / "recipes/extras", tmp_path / "extras", dirs_exist_ok=True)
-    bootlocal = tmp_path / "overlay/opt/bootlocal.sh"
-    bootlocal.parent.mkdir(parents=True, exist_ok=True)
-    bootlocal.write_text("#!/bin/sh\necho bootlocal\n")
-    bootlocal.chmod(0o755)
-    conf = tmp_path / "overlay/usr/local/etc/site.conf.j2"
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text("server {{ nfs_server }}\n")
+    small_overlay(tmp_path / "overlay")
     path = tmp_path / "r.toml"
     overlay_table = '[[overlay]]\nsource = "overlay"\n' if overlay else ""
     path.write_text(

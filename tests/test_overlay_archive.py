@@ -25,7 +25,7 @@ from tcbuild.fetch import FetchOptions
 from tcbuild.newc import Entry, iter_initramfs
 from tcbuild.overlay import read_overlay
 
-from .conftest import require_tool
+from .conftest import require_tool, small_overlay
 from .mirrortree import MirrorServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,13 +34,7 @@ SUFFIXES = {"tar": [], "tar.gz": [], "tar.xz": [], "zip": [], "cpio": ["--format
 
 def recipe_file(tmp_path: Path, mirror: str, body: str = "") -> Path:
     """A recipe with one overlay (`overlay/`, a script and a template) and no extension."""
-    bootlocal = tmp_path / "overlay/opt/bootlocal.sh"
-    bootlocal.parent.mkdir(parents=True, exist_ok=True)
-    bootlocal.write_text("#!/bin/sh\necho bootlocal\n")
-    bootlocal.chmod(0o755)
-    conf = tmp_path / "overlay/usr/local/etc/site.conf.j2"
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text("server {{ nfs_server }}\n")
+    small_overlay(tmp_path / "overlay")
     path = tmp_path / "r.toml"
     path.write_text(f'[tinycore]\nrelease = "15.x"\nmirrors = ["{mirror}"]\n'
                     f'[[overlay]]\nsource = "overlay"\n{body}\n[vars]\nnfs_server = "10.1.1.1"\n')
