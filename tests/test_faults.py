@@ -87,9 +87,8 @@ def test_kill_9_during_a_build_leaves_the_old_or_the_new_outputs(site: Path) -> 
         motd.write_text(f"variant {target}\n")
         proc = tcbuild(site, *args(out))
         if trial % 2:
-            while proc.poll() is None and not temps(out):
-                time.sleep(0.001)
-            time.sleep(rng.uniform(0, 0.01))
+            while proc.poll() is None and not temps(out):  # killed the moment it writes:
+                time.sleep(0.001)  # with cached members the write itself takes milliseconds
         else:
             time.sleep(rng.uniform(0.05, took))
         proc.send_signal(signal.SIGKILL)
