@@ -3,6 +3,7 @@ node (tests/test_pxe.py, tests/test_bootserver_e2e.py) and the namespace `lab` (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -128,17 +129,23 @@ def site(tmp_path: Path, mirror: MirrorServer) -> Path:
     return tmp_path
 
 
+@contextlib.contextmanager
+def tmpfs(directory: Path, options: str, why: str) -> Iterator[Path]:
+    """A tmpfs mounted on `directory` (made here) with `options`, unmounted again (needs root)."""
+    require_root(why)
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 512 KiB tmpfs: a disk that fills up (mounting needs root)."""
-    require_root("mounting a small tmpfs")
-    disk = tmp_path / "tiny"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], check=True)
-    try:
+    with tmpfs(tmp_path / "tiny", "size=512k", "mounting a small tmpfs") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 import tcbuild
 from tcbuild import BuildOptions, FetchOptions, syslinux
 
-from .conftest import require_root, require_tool, verified
+from .conftest import require_tool, tmpfs, verified
 from .mirrortree import MirrorServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,15 +41,8 @@ def write_recipe(directory: Path, url: str, iso: str | None = None) -> Path:
 @pytest.fixture
 def read_only(tmp_path: Path) -> Iterator[Path]:
     """A directory no one may write in, root included: a read-only tmpfs (mounting needs root)."""
-    require_root("mounting a read-only tmpfs")
-    directory = tmp_path / "ro"
-    directory.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(directory)],
-                   check=True)
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=64k", "mounting a read-only tmpfs") as directory:
         yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
 # -- lock files ----------------------------------------------------------------------------------

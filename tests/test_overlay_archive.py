@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -161,14 +160,10 @@ def test_the_example_as_a_tar_gz_builds_the_image_of_its_directory(
     assert from_archive.initrd.read_bytes() == from_tree.initrd.read_bytes()
 
 
-def test_the_shipped_example_overlay_as_a_tar_gz(tmp_path: Path, mirror: MirrorServer) -> None:
+def test_the_shipped_example_overlay_as_a_tar_gz(site: Path) -> None:
     """The example's own overlay: every entry the same but the build id its bootlocal.sh says."""
-    for name in ("recipes", "overlays", "examples"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    path = tmp_path / "recipes/gameserver.toml"
-    path.write_text(path.read_text().replace(
-        'mirrors = ["http://repo.tinycorelinux.net/", "http://distro.ibiblio.org/tinycorelinux/"]',
-        f'mirrors = ["{mirror.url}"]'))
+    tmp_path = site  # the site fixture's copy of the example lives in the test's tmp_path
+    path = site / "recipes/gameserver.toml"
     from_tree = run_build(tmp_path, path, out="tree")
     bsdtar(tmp_path / "overlays/gameserver.tar.gz", tmp_path / "overlays/gameserver")
     path.write_text(path.read_text().replace('"../overlays/gameserver"',
