@@ -22,7 +22,6 @@ from pathlib import Path
 
 from .bootfile import BOOTX64_EFI, IPXE_SCRIPT, PXELINUX
 from .errors import TcbuildError, boundary
-from .httptree import TreeServer
 
 QEMU = "qemu-system-x86_64"
 DEFAULT_MAC = "52:54:00:12:34:56"  # QEMU's own default for the first NIC
@@ -253,6 +252,8 @@ def pxe_boot(tftp: Path, log: Path, expect: str, mac: str = DEFAULT_MAC,
     if via is Via.TFTP:
         return watch(pxe_command(tftp, log, mac, firmware=firmware), log, expect, timeout,
                      console_to_log=False, firmware=second)
+    from .httptree import TreeServer  # http.server is loaded only to boot over HTTP
+
     with TreeServer(tftp) as server:
         url = f"http://{GUEST_HOST}:{server.port}/{IPXE_SCRIPT}"
         return watch(pxe_command(tftp, log, mac, firmware=firmware, bootfile=url), log,

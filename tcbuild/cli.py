@@ -1,34 +1,27 @@
 """The `tcbuild` command: each command calls one library function and prints its result.
 
 The arguments are `cliargs`'s; a `TcbuildError` is printed as its lines (a traceback only with
-`--debug`) and decides the exit status.
+`--debug`) and decides the exit status. Each command imports what it uses, so a command loads
+only its own part of the library (`tcbuild build` on an unchanged recipe starts in a blink).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from . import boottest, checkrun, cliargs, doctor, fleet, pipeline
-from .build import BuildOptions, build
-from .compress import Compression
-from .deps import render_tree
+from . import cliargs
 from .errors import InputError, TcbuildError
-from .fetch import fetch, resolve
-from .inputs import FetchOptions
-from .inventory import load_inventory
-from .manifest import MANIFEST, diff, format_diff, format_entry, load_listing
 from .progress import ProgressBar, format_size
-from .pxelinux import CONFIG_DIR
-from .recipe import CheckPolicy, OutputMode, Recipe, load_recipe, normalize_mirror
-from .server import Dhcp
-from .tftpstate import served
-from .verify import verify_all
+
+if TYPE_CHECKING:
+    from .inputs import FetchOptions
+    from .recipe import Recipe
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,6 +55,9 @@ def _warnings_to_stderr() -> None:
 
 
 def _recipe_and_options(args: argparse.Namespace) -> tuple[Recipe, FetchOptions]:
+    from .inputs import FetchOptions
+    from .recipe import load_recipe, normalize_mirror
+
     recipe = load_recipe(args.recipe)
     if args.mirror:
         try:
@@ -77,6 +73,9 @@ def _recipe_and_options(args: argparse.Namespace) -> tuple[Recipe, FetchOptions]
 
 
 def _deps(args: argparse.Namespace) -> int:
+    from .deps import render_tree
+    from .fetch import resolve
+
     recipe, options = _recipe_and_options(args)
     resolution = resolve(recipe, options)
     if args.json:
@@ -92,6 +91,8 @@ def _deps(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    from .fetch import fetch
+
     recipe, options = _recipe_and_options(args)
     inputs = fetch(recipe, options)
     if args.json:
@@ -103,14 +104,21 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _lock(args: argparse.Namespace) -> int:
+    from .pipeline import lock
+
     recipe, options = _recipe_and_options(args)
-    path, inputs = pipeline.lock(recipe, options)
+    path, inputs = lock(recipe, options)
     if not args.quiet:
         print(f"{path}: {len(inputs.used)} inputs locked")
     return 0
 
 
 def _build(args: argparse.Namespace) -> int:
+    from .build import BuildOptions, build
+    from .compress import Compression
+    from .manifest import MANIFEST
+    from .recipe import CheckPolicy, OutputMode
+
     recipe, fetch_options = _recipe_and_options(args)
     options = BuildOptions(
         out_dir=args.out, fetch=fetch_options, force=args.force,
@@ -132,9 +140,11 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _iso(args: argparse.Namespace) -> int:
+    from .build import BuildOptions
+    from .pipeline import build_iso
+
     recipe, fetch_options = _recipe_and_options(args)
-    result = pipeline.build_iso(recipe, args.out, BuildOptions(fetch=fetch_options),
-                                args.bootloader_dir)
+    result = build_iso(recipe, args.out, BuildOptions(fetch=fetch_options), args.bootloader_dir)
     built = result.build
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
@@ -147,6 +157,8 @@ def _iso(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from .manifest import format_entry, load_listing
+
     listing = load_listing(args.image)
     if args.json:
         print(json.dumps({"image": str(listing.source), "entries": list(listing.entries.values())},
@@ -158,6 +170,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from . import checkrun
+
     args.recipe = args.recipe or checkrun.recipe_of(args.image)
     recipe, options = _recipe_and_options(args) if args.recipe else (None, None)
     findings = checkrun.check_target(args.image, args.kernel, recipe, options, args.ignore)
@@ -174,6 +188,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
+    from .manifest import diff, format_diff, load_listing
+
     result = diff(load_listing(args.old), load_listing(args.new))
     if args.json:
         print(json.dumps(result, indent=1))
@@ -187,9 +203,14 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from .build import BuildOptions
+    from .inventory import load_inventory
+    from .pipeline import publish_all
+    from .pxelinux import CONFIG_DIR
+
     recipe, fetch_options = _recipe_and_options(args)
     inventory = load_inventory(args.inventory) if args.inventory else None
-    plans = pipeline.publish_all(
+    plans = publish_all(
         recipe, args.tftp, build_options=BuildOptions(out_dir=args.out, fetch=fetch_options),
         inventory=inventory, keep=args.keep, bootloader_dir=args.bootloader_dir,
         dry_run=args.dry_run, wait=args.wait, force=args.force)
@@ -214,6 +235,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _releases(args: argparse.Namespace) -> int:
+    from .tftpstate import served
+
     found = served(args.tftp)
     if args.json:
         print(json.dumps([{"id": r.id, "recipe": r.recipe, "time": r.time.isoformat(),
@@ -226,13 +249,17 @@ def _releases(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    for done in pipeline.rollback_all(args.tftp, args.release):
+    from .pipeline import rollback_all
+
+    for done in rollback_all(args.tftp, args.release):
         print(f"{done.tftp}: {', '.join(done.configs)} now "
               f"boot{'s' if len(done.configs) == 1 else ''} {done.now} (was {done.was})")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from .verify import verify_all
+
     problems = verify_all(args.tftp)
     shown = ", ".join(map(str, args.tftp))
     if args.json:
@@ -246,6 +273,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _boot_test(args: argparse.Namespace) -> int:
+    from . import boottest
+
     firmware, via = boottest.Firmware(args.firmware), boottest.Via(args.via)
     result = boottest.pxe_boot(args.tftp, args.log, args.expect, args.mac, args.timeout,
                                firmware, via)
@@ -264,6 +293,10 @@ def _boot_test(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from . import doctor
+
     found = doctor.checks()
     if args.json:
         print(json.dumps([dataclasses.asdict(c) for c in found], indent=1))
@@ -276,13 +309,17 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _server_config(args: argparse.Namespace) -> int:
+    from .inventory import load_inventory
+    from .pipeline import check_server_config, write_server_config
+    from .server import Dhcp
+
     inventory = load_inventory(args.inventory)
     dhcp = [Dhcp(d) for d in args.dhcp or Dhcp]
     if not args.check:
-        for path in pipeline.write_server_config(inventory, args.out, dhcp):
+        for path in write_server_config(inventory, args.out, dhcp):
             print(path)
         return 0
-    diffs = pipeline.check_server_config(inventory, args.out, dhcp)
+    diffs = check_server_config(inventory, args.out, dhcp)
     for lines in diffs.values():
         sys.stdout.writelines(lines)
     differ = sum(1 for lines in diffs.values() if lines)
@@ -292,6 +329,8 @@ def _server_config(args: argparse.Namespace) -> int:
 
 
 def _fleet(args: argparse.Namespace) -> int:
+    from . import fleet
+
     nodes = fleet.survey(args.inventory, args.logs, args.tftp)
     if args.json:
         print(json.dumps([n.as_json() for n in nodes], indent=1))

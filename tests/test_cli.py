@@ -16,6 +16,7 @@ import termios
 from pathlib import Path
 
 from .mirrortree import MirrorServer
+from .test_structure import HEAVY, loaded_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "recipes/gameserver.toml"
@@ -182,6 +183,20 @@ def test_build_inspect_and_diff(tmp_path: Path, mirror: MirrorServer) -> None:
     assert changed[-1] == "1 added, 0 removed, 1 content, 0 metadata"
     assert re.match(r"\+ -rw-r--r-- +0:0 +6  etc/motd  \[overlay:", changed[0]), changed
     assert changed[1].startswith("~ opt/bootlocal.sh: content ")  # it logs the build id
+
+
+def test_an_unchanged_rebuild_loads_only_what_it_needs(tmp_path: Path, mirror: MirrorServer
+                                                       ) -> None:
+    args = [EXAMPLE, "--mirror", mirror.url, "--cache", tmp_path / "c", "--out", tmp_path / "a"]
+    assert tcbuild("build", *args).returncode == 0
+    built = (tmp_path / "a/build.json").stat()
+    loaded = loaded_modules("import sys; from tcbuild.cli import main; "
+                            "assert main(['build', '-q', *sys.argv[1:]]) == 0", *args)
+    assert "tcbuild.build" in loaded  # it ran, and found the build up to date:
+    assert (tmp_path / "a/build.json").stat().st_ino == built.st_ino
+    assert {m for m in loaded if m.split(".")[0] in (*HEAVY, "http")} == set()
+    assert {f"tcbuild.{m}" for m in ("pipeline", "tftp", "iso", "isoread", "fleet", "doctor",
+                                      "httptree", "verify")} & loaded == set()
 
 
 def test_unwritable_output_is_one_line(tmp_path: Path, mirror: MirrorServer) -> None:

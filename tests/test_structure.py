@@ -79,6 +79,24 @@ def test_import_tcbuild_loads_no_heavy_dependency() -> None:
             f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+    assert {m for m in loaded_modules("import tcbuild") if m.startswith("tcbuild.")} == {
+        "tcbuild.version"}  # each name loads its module on first use
+
+
+def loaded_modules(code: str, *args: str | Path) -> set[str]:
+    """The modules a fresh interpreter holds after running `code` (which prints nothing)."""
+    code += "; import json, sys; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                         text=True, check=True)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_the_command_line_loads_a_command_s_modules_only_to_run_it() -> None:
+    loaded = loaded_modules("import tcbuild.cli")
+    assert {"tcbuild.cli", "tcbuild.cliargs"} <= loaded
+    assert {f"tcbuild.{m}" for m in ("build", "fetch", "pipeline", "fleet", "doctor", "httptree",
+                                      "tftp", "verify", "image")} & loaded == set()
+    assert {m for m in loaded if m.split(".")[0] in (*HEAVY, "http")} == set()
 
 
 def test_the_lazy_names_still_work() -> None:
@@ -87,4 +105,14 @@ def test_the_lazy_names_still_work() -> None:
             "'pycdlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["tcbuild.iso", "IsoPlan", "True"]
-    assert set(tcbuild.__all__) <= set(dir(tcbuild)) | {"IsoPlan", "plan_iso", "write_iso"}
+    assert set(tcbuild.__all__) <= set(dir(tcbuild))
+
+
+def test_a_submodule_does_not_hide_the_function_of_its_name() -> None:
+    code = ("import tcbuild, tcbuild.build, tcbuild.fetch; from tcbuild import verify; "
+            "import tcbuild.verify; print(tcbuild.build.__module__, tcbuild.fetch.__module__, "
+            "tcbuild.verify.__module__, verify.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["tcbuild.build", "tcbuild.fetch", "tcbuild.verify",
+                                  "tcbuild.verify"]  # the functions, from their modules
+    assert callable(tcbuild.build) and callable(tcbuild.fetch) and callable(tcbuild.verify)
