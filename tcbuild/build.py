@@ -94,9 +94,9 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     out = options.out_dir or default_out_dir(recipe)
     build_id = _build_id(recipe, inputs)
     kernel_out, initrd_out = out / recipe.flavor.kernel, out / recipe.initrd_name
-    previous = None if options.force else _previous(out)
-    if (not options.force and previous and previous.build_id == build_id
-            and previous.settings == _settings(recipe) and _intact(out, previous)):
+    previous, written = (None, None) if options.force else _previous(out)
+    if (previous and previous.build_id == build_id
+            and previous.settings == _settings(recipe) and _intact(out, previous, written)):
         kept = [] if recipe.check is CheckPolicy.OFF else checkrun.restored(
             previous.check, recipe.check_ignore)
         if kept is not None:
@@ -394,21 +394,37 @@ def _manifest(recipe: Recipe, inputs: Inputs, build_id: str, tree: image.Tree,
                       for _, item in image.provenance(tree)))
 
 
-def _previous(out: Path) -> Manifest | None:
-    """The manifest of what `out` holds; a damaged one only means a rebuild (it is replaced)."""
+def _previous(out: Path) -> tuple[Manifest | None, os.stat_result | None]:
+    """The manifest of what `out` holds, and the stat of its file taken before it was read (see
+    `_intact`); a damaged one only means a rebuild (it is replaced)."""
     try:
-        return read_manifest(out)
+        written: os.stat_result | None = (out / MANIFEST).stat()
+    except OSError:
+        written = None  # reading it says what is wrong
+    try:
+        return read_manifest(out), written
     except StateError:
-        return None
+        return None, None
 
 
-def _intact(out: Path, manifest: Manifest) -> bool:
-    """The outputs a manifest names are there, unchanged."""
+def _intact(out: Path, manifest: Manifest, written: os.stat_result | None) -> bool:
+    """The outputs a manifest names are there, unchanged: of the size it records, and unless
+    untouched since the build, of the sha256 it records.
+
+    A build writes its manifest after the outputs and renames it into place after them, so an
+    output the file system shows modified before the manifest was written (mtime) and changed
+    no later than it was renamed (ctime, which no tool sets back) is the one that build wrote;
+    any other is read and hashed. Unseen: damage below the file system, a clock set back, and
+    a change with its mtime set back within the clock tick of the build's last rename."""
     for output in (manifest.kernel, manifest.initrd):
         path = out / output.name
         try:
-            if path.stat().st_size != output.size:
+            found = path.stat()
+            if found.st_size != output.size:
                 return False
+            if (written is not None and found.st_mtime_ns < written.st_mtime_ns
+                    and found.st_ctime_ns <= written.st_ctime_ns):
+                continue
             if hashlib.sha256(path.read_bytes()).hexdigest() != output.sha256:
                 return False
         except OSError:

@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 import zlib
 from pathlib import Path
 
@@ -118,6 +119,38 @@ def test_build_is_reproducible_up_to_date_and_keeps_the_base(
     assert out["dev/console"][0] == "crw--w--w-" and out["dev/console"][4:6] == ["5,", "1"]
     assert out["bin/su-standin"][0] == "-rwsr-xr-x"
     assert out["."][2:4] == ["0", "0"] and out["usr"][2:4] == ["0", "0"]  # not 1001:50
+
+
+def test_an_output_changed_after_its_build_is_rebuilt_even_at_the_same_size(
+    tmp_path: Path, mirror: MirrorServer
+) -> None:
+    recipe = recipe_file(tmp_path, mirror.url, overlay=False)
+    first = run_build(tmp_path, recipe)
+    good = {path: path.read_bytes() for path in (first.kernel, first.initrd)}
+
+    def flip(path: Path, keep_mtime: bool = False) -> None:
+        """One byte changed in place: the same size and inode (and mtime, if kept)."""
+        before = path.stat()
+        with path.open("r+b") as f:
+            f.seek(before.st_size // 2)
+            byte = f.read(1)[0]
+            f.seek(before.st_size // 2)
+            f.write(bytes([byte ^ 1]))
+        if keep_mtime:
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert path.stat().st_size == before.st_size and path.read_bytes() != good[path]
+
+    for path in good:
+        flip(path)
+        assert not run_build(tmp_path, recipe).up_to_date and path.read_bytes() == good[path]
+    time.sleep(0.05)  # a later clock tick than the build's renames (which set the ctimes)
+    flip(first.initrd, keep_mtime=True)  # the ctime still tells
+    assert not run_build(tmp_path, recipe).up_to_date
+    assert first.initrd.read_bytes() == good[first.initrd]
+    copy = tmp_path / "copy"  # replaced by a copy of itself: hashed, found the same
+    shutil.copy2(first.initrd, copy)
+    copy.replace(first.initrd)
+    assert run_build(tmp_path, recipe).up_to_date
 
 
 def test_extraction_by_gnu_cpio_keeps_devices_and_hard_links(
