@@ -8,6 +8,7 @@ does, and names everything the cache lacks.
 from __future__ import annotations
 
 import difflib
+import functools
 import gzip
 import hashlib
 import logging
@@ -50,7 +51,7 @@ def fetch(recipe: Recipe, options: FetchOptions | None = None) -> Inputs:
 def fetch_provides(recipe: Recipe, options: FetchOptions | None = None) -> bytes | None:
     """The mirror's `provides.db` (see `_Fetcher.provides`)."""
     with _Fetcher(recipe, options or FetchOptions()) as fetcher:
-        return fetcher.finish(fetcher.provides())
+        return fetcher.finish(fetcher.provides())()
 
 
 def _provides(data: bytes, key: str) -> bytes:
@@ -63,6 +64,15 @@ def _provides(data: bytes, key: str) -> bytes:
     if text.strip() and not first.endswith(b".tcz"):
         raise FetchError(f"{key}: not a provides.db (its first record is not a .tcz name)")
     return text
+
+
+def _read_provides(data: bytes | None, key: str) -> bytes | None:
+    """`provides.db` out of the gzip `_Fetcher.provides` found; None (a warning) if damaged."""
+    try:
+        return None if data is None else _provides(data, key)
+    except FetchError as e:
+        log.warning("%s (the check names no extensions)", e)
+        return None
 
 
 def _md5(path: Path) -> str:
@@ -298,20 +308,20 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
                 self._kernel_version = version
             return self._kernel_version
 
-    def provides(self) -> bytes | None:
+    def provides(self) -> Callable[[], bytes | None]:
         """The mirror's `provides.db` (gzipped), cached like a `.dep` once its gzip checksum and
-        records check out; None when the mirror has none or, offline, the cache has none: the
-        check then names no extension."""
+        records check out; given as its reader, which decompresses it when called (a build, only
+        to check an image) and gives None when the mirror has none or, offline, the cache has
+        none: the check then names no extension."""
         key = self.tcz_key(PROVIDES)
+        data = None
         try:
             data = self.small(key, cache_absence=True, verify=lambda body: _provides(body, key))
-            return None if data is None else _provides(data, key)
         except _Offline:
             log.debug("%s: not in the cache; the check names no extensions", key)
-            return None
         except FetchError as e:
             self.warnings.append(f"{e} (the check names no extensions)")
-            return None
+        return functools.partial(_read_provides, data, key)
 
     # -- extensions ----------------------------------------------------------------------------
 
@@ -456,7 +466,7 @@ class _Fetcher(AbstractContextManager["_Fetcher"]):
             resolution=resolution,
             extensions=tuple(e for e in extensions if e is not None),
             used=dict(sorted(self.used.items())),
-            provides=None if provides is None else provides.result(),
+            read_provides=None if provides is None else provides.result(),
         )
 
     def check_locked(self) -> None:

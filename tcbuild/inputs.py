@@ -6,9 +6,10 @@ and the facts read from them (the kernel version a core ships modules for).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +60,14 @@ class Inputs:
     resolution: Resolution
     extensions: tuple[Input, ...]
     used: Mapping[str, str] = field(default_factory=dict)  # every input file -> sha256
-    provides: bytes | None = None  # the mirror's provides.db, for the check's hints
+    read_provides: Callable[[], bytes | None] | None = field(default=None, repr=False,
+                                                             compare=False)
+
+    @functools.cached_property
+    def provides(self) -> bytes | None:
+        """The mirror's provides.db, for the check's hints: read when first asked for (an
+        unchanged rebuild never asks)."""
+        return self.read_provides() if self.read_provides is not None else None
 
     @property
     def files(self) -> tuple[Input, ...]:

@@ -120,6 +120,24 @@ def test_a_program_without_its_libraries_then_with_them(
     assert with_libs.findings == ()
 
 
+def test_provides_db_is_read_only_to_check_an_image(
+        tmp_path: Path, debian_mirror: MirrorServer, caplog: pytest.LogCaptureFixture) -> None:
+    path = recipe(tmp_path, debian_mirror.url, ["xz"])
+    assert "(add `glibc` to extensions.install)" in lines(run(tmp_path, path))[0]
+    ref = json.loads((tmp_path / f"cache-out/refs/{TCZ}/provides.db.gz.json").read_text())
+    cached = tmp_path / "cache-out/objects" / ref["sha256"][:2] / ref["sha256"]
+    cached.chmod(0o644)
+    cached.write_bytes(bytes(ref["size"]))  # damaged in the cache: the same size, not a gzip
+    caplog.set_level("WARNING", "tcbuild")
+    assert run(tmp_path, path).up_to_date  # an unchanged build does not look
+    assert not [r for r in caplog.records if "provides.db.gz" in r.getMessage()]
+    forced = run(tmp_path, path, force=True)  # a check does, and does without its hints
+    assert [r.getMessage() for r in caplog.records if "provides.db.gz" in r.getMessage()] == [
+        f"{TCZ}/provides.db.gz: not a gzip file (Not a gzipped file (b'\\x00\\x00')) "
+        "(the check names no extensions)"]
+    assert "add `glibc`" not in lines(forced)[0] and forced.initrd.is_file()
+
+
 def test_append_mode_and_the_kept_programs_find_the_same(
         tmp_path: Path, debian_mirror: MirrorServer) -> None:
     repacked = run(tmp_path, recipe(tmp_path, debian_mirror.url, ["xz", "glibc"]), "repack")
