@@ -12,12 +12,13 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 SUFFIX = ".tcbuild-tmp"
-Data = bytes | Sequence[bytes | bytearray | memoryview]
+Data = bytes | Iterable[bytes | bytearray | memoryview]  # the bytes, or parts in a row
+Content = Data | Callable[[], Data]  # a file of several written together: made when its turn comes
 
 
 @contextlib.contextmanager
@@ -74,7 +75,7 @@ def write_file(target: Path, write: Callable[[BinaryIO], object], mode: int = 0o
         commit(f, temp, target, mode, owner)
 
 
-def publish_files(out: Path, files: Mapping[str, Data], retire: str | None = None) -> None:
+def publish_files(out: Path, files: Mapping[str, Content], retire: str | None = None) -> None:
     """Write every file of `out` beside its target and fsync it, then rename them all into
     place, in order, and fsync the directory. `retire` (a file that vouches for the others) is
     removed before the first rename."""
@@ -83,17 +84,20 @@ def publish_files(out: Path, files: Mapping[str, Data], retire: str | None = Non
               retire=out / retire if retire else None)
 
 
-def write_all(files: Sequence[tuple[Path, Data]], mode: int = 0o644,
+def write_all(files: Sequence[tuple[Path, Content]], mode: int = 0o644,
               owner: os.stat_result | None = None, retire: Path | None = None) -> None:
     """Several files switched together: each written to a temp file beside its target and
     fsynced, then all renamed in a row (in order, after `retire` is removed), then each
     directory fsynced. A reader sees the old files or the new ones, but for the moment between
-    two renames."""
+    two renames. Parts are written as they come; a callable is called when its file's turn
+    comes (after the files before it are written)."""
     with contextlib.ExitStack() as stack:
         staged = []
         for target, data in files:
             sweep(target.parent, f".{target.name}.")
             f, temp = stack.enter_context(temp_file(target.parent, f".{target.name}."))
+            if callable(data):  # made now: it may depend on the files written before it
+                data = data()
             f.writelines([data] if isinstance(data, bytes) else data)
             f.flush()
             os.fchmod(f.fileno(), mode)

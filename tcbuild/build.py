@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
 import stat
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import checkrun, image, tcz
 from .atomic import publish_files
 from .cache import Cache, default_cache_dir
 from .check import Finding
-from .compress import Compression, gzip_member, in_threads
+from .compress import Compression, gzip_member, in_order
 from .errors import RecipeError, StateError, boundary
 from .fetch import fetch
 from .inputs import FetchOptions, Input, Inputs
@@ -38,6 +38,8 @@ from .manifest import MANIFEST, FileRecord, Manifest, describe, read_manifest
 from .newc import Entry, iter_initramfs
 from .overlay import overlay_digest, read_overlay
 from .recipe import CheckPolicy, ExtensionMode, OutputMode, Recipe
+from .store import Damaged, NotKept, Store
+from .store import writing as store_writing
 from .version import __version__
 
 log = logging.getLogger("tcbuild")
@@ -105,38 +107,66 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
                                len(previous.entries), initrd_out.stat().st_size,
                                time.monotonic() - started, tuple(kept))
     cache = Cache(options.fetch.cache_dir or default_cache_dir())
-    append = recipe.output is OutputMode.APPEND
-    tree = compose(recipe, inputs, build_id, cache, indexed=append)
-    kernel = inputs.kernel.path.read_bytes()
-    findings: list[Finding] = []
-    if recipe.check is not CheckPolicy.OFF:
-        findings = checkrun.tree_findings(tree, inputs, kernel, recipe.check_ignore, cache)
-        _apply_policy(recipe, findings)
-    if append:
-        parts: list[bytes | bytearray] = [part.path.read_bytes() for part in inputs.core]
-        members, compressed = _append_members(tree, inputs, recipe.compression, cache,
-                                              options.jobs)
-        parts += members
-    else:
-        parts, compressed = _members([(None, functools.partial(image.archive, run))
-                                      for run in image.repack(tree)],
-                                     recipe.compression, cache, options.jobs)
-    log.debug("build: %d of %d gzip members compressed, the rest from the cache", compressed,
-              len(parts))
-    initrd = hashlib.sha256()
-    for part in parts:
-        initrd.update(part)
-    size = sum(len(part) for part in parts)
-    manifest = _manifest(recipe, inputs, build_id, tree, initrd.hexdigest(), size)
-    if recipe.check is not CheckPolicy.OFF:
-        manifest = replace(manifest, check=checkrun.stored(findings, recipe.check_ignore))
-    publish_files(out, {
-        kernel_out.name: kernel,
-        initrd_out.name: parts,
-        MANIFEST: manifest.text(),
-    }, retire=MANIFEST)  # outputs and their manifest never disagree
-    return BuildResult(out, kernel_out, initrd_out, build_id, False, len(tree.items), size,
-                       time.monotonic() - started, tuple(findings), compressed)
+    try:
+        result = _build(recipe, inputs, build_id, out, cache, options.jobs)
+    except Damaged as e:
+        log.debug("cache: %s: reading the inputs again", e)
+        result = _build(recipe, inputs, build_id, out, cache, options.jobs, fresh=True)
+    return replace(result, seconds=time.monotonic() - started)
+
+
+def _build(recipe: Recipe, inputs: Inputs, build_id: str, out: Path, cache: Cache, jobs: int,
+           *, fresh: bool = False) -> BuildResult:
+    """Compose, check, and write the outputs as their gzip members come (see the module doc).
+    `fresh`: read every input again, its index and data made anew (they were damaged)."""
+    kernel_out, initrd_out = out / recipe.flavor.kernel, out / recipe.initrd_name
+    with Store() as store:
+        tree = compose(recipe, inputs, build_id, cache, store, fresh=fresh)
+        kernel = inputs.kernel.path.read_bytes()
+        findings: list[Finding] = []
+        if recipe.check is not CheckPolicy.OFF:
+            findings = checkrun.tree_findings(tree, inputs, kernel, recipe.check_ignore, cache)
+            _apply_policy(recipe, findings)
+        append = recipe.output is OutputMode.APPEND
+        runs = _append_runs(tree) if append else image.repack(tree)
+        initrd = hashlib.sha256()
+        size = compressed = count = 0
+
+        def parts() -> Iterator[bytes | bytearray]:
+            nonlocal size, compressed, count
+            shipped = (_chunks(part.path) for part in inputs.core) if append else ()
+            for part in itertools.chain(*shipped):  # the base core as the mirror ships it
+                initrd.update(part)
+                size += len(part)
+                yield part
+            for member, now in _members(tree, runs, recipe.compression, cache, jobs):
+                initrd.update(member)
+                size += len(member)
+                compressed += now
+                count += 1
+                yield member
+
+        def manifest() -> bytes:  # once the initrd is written: it records its digest
+            log.debug("build: %d of %d gzip members compressed, the rest from the cache",
+                      compressed, count)
+            made = _manifest(recipe, inputs, build_id, tree, initrd.hexdigest(), size)
+            if recipe.check is not CheckPolicy.OFF:
+                made = replace(made, check=checkrun.stored(findings, recipe.check_ignore))
+            return made.text()
+
+        publish_files(out, {
+            kernel_out.name: kernel,
+            initrd_out.name: parts(),
+            MANIFEST: manifest,
+        }, retire=MANIFEST)  # outputs and their manifest never disagree
+    return BuildResult(out, kernel_out, initrd_out, build_id, False, len(tree.items), size, 0.0,
+                       tuple(findings), compressed)
+
+
+def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(size):
+            yield chunk
 
 
 def _apply_policy(recipe: Recipe, findings: list[Finding]) -> None:
@@ -153,14 +183,16 @@ def source_date_epoch() -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def compose(recipe: Recipe, inputs: Inputs, build_id: str, cache: Cache | None = None, *,
-            indexed: bool = False) -> image.Tree:
+def compose(recipe: Recipe, inputs: Inputs, build_id: str, cache: Cache, store: Store, *,
+            fresh: bool = False) -> image.Tree:
     """The image tree: base, removals, extensions, overlays, attributes.
 
-    With a cache, the base's and the extensions' indexes are kept in it; `indexed` composes
-    from them where they are there (entries without data, for append mode).
+    The base's and the extensions' entries come from their indexes in the cache, their data
+    left there until a file's is needed (`store`); an input read for the first time (or
+    `fresh`) is indexed and its data kept.
     """
-    tree = _base(inputs, cache, indexed)
+    tree = _base(inputs, cache, store, fresh)
+    tree.load = store.read
     epoch = source_date_epoch()
     tree.mtime = epoch if epoch is not None else max(
         (item.entry.mtime for item in tree.items.values()), default=0)
@@ -169,7 +201,7 @@ def compose(recipe: Recipe, inputs: Inputs, build_id: str, cache: Cache | None =
     deps = inputs.resolution.graph
     if recipe.mode is ExtensionMode.UNPACKED:
         scripts = [ext.name.removesuffix(".tcz") for ext in inputs.extensions
-                   if image.add_extension(tree, ext.name, _extension(ext, cache, indexed))]
+                   if image.add_extension(tree, ext.name, _extension(ext, cache, store, fresh))]
         image.add_setup_list(tree, scripts)
     else:
         for ext in inputs.extensions:
@@ -211,49 +243,65 @@ def _store(cache: Cache, key: str, parts: Iterable[bytes | bytearray]) -> None:
         log.debug("cache: cannot keep derived data: %s", e)
 
 
-def _index(cache: Cache | None, key: str, indexed: bool) -> tuple[bytes | None, bool]:
-    """A cached index (when `indexed`), and whether one should be stored (none, or damaged)."""
-    if cache is None:
-        return None, False
-    if indexed:
-        data = cache.derived(key)
-        return data, data is None
-    return None, not cache.has_derived(key)
+T = TypeVar("T")
 
 
-def _base(inputs: Inputs, cache: Cache | None, indexed: bool) -> image.Tree:
-    """The base core, from its index when `indexed` and cached, else read (and indexed)."""
-    key = _derived_key("base", *(part.sha256 for part in inputs.core))
-    data, store = _index(cache, key, indexed)
-    if data is not None:
-        try:
-            return image.read_base_index(data)
-        except (ValueError, KeyError, TypeError):
-            store = True  # not an index this tcbuild reads: make it again
-    tree = image.read_base(iter_initramfs(part.path, label=part.name) for part in inputs.core)
-    for path, item in tree.items.items():  # build.json's facts, hashed once
-        tree.items[path] = replace(item, facts=describe(image.shared(tree, item)))
-    if cache is not None and store:
-        _store(cache, key, [image.base_index(tree)])
-    return tree
+def _indexed(cache: Cache, store: Store, key: str, fresh: bool,
+             parse: Callable[[bytes], tuple[T, image.Places]],
+             read: Callable[[image.Keep | None], T],
+             index: Callable[[T, image.Places], bytes]) -> T:
+    """An input's entries: from its index (`parse`) with its data file in `store`; else `read`
+    (its data kept in a new data file, indexed); else, when the cache cannot take the data,
+    read with the data in memory."""
+    data_key = _derived_key("data", key)
+    if not fresh:
+        kept, path = cache.derived(key), cache.derived_file(data_key)
+        if kept is not None and path is not None:
+            try:
+                value, places = parse(kept)
+                store.add(path, places)
+                return value
+            except (ValueError, KeyError, TypeError, OSError):
+                pass  # not an index this tcbuild reads, or its data file is gone: read again
+    try:
+        with store_writing(cache.derived_writer(data_key)) as writer:
+            value = read(writer.add)
+        path = cache.derived_file(data_key)
+        if path is None:
+            raise NotKept("its data file is gone")
+        store.add(path, writer.table)
+    except NotKept as e:
+        log.debug("cache: cannot keep an input's data: %s", e)
+        return read(None)
+    _store(cache, key, [index(value, writer.table)])
+    return value
 
 
-def _extension(ext: Input, cache: Cache | None, indexed: bool
+def _base(inputs: Inputs, cache: Cache, store: Store, fresh: bool) -> image.Tree:
+    """The base core, from its index (see `_indexed`)."""
+    def read(keep: image.Keep | None) -> image.Tree:
+        return image.read_base((iter_initramfs(part.path, label=part.name)
+                                for part in inputs.core), keep)
+
+    return _indexed(cache, store, _derived_key("base", *(part.sha256 for part in inputs.core)),
+                    fresh, image.read_base_index, read, image.base_index)
+
+
+def _extension(ext: Input, cache: Cache, store: Store, fresh: bool
                ) -> list[tuple[Entry, Mapping[str, Any]]]:
-    """An extension's entries with their facts: from its index (without data) when `indexed`
-    and cached, else read in full (and indexed)."""
-    key = _derived_key("tcz", ext.sha256)
-    data, store = _index(cache, key, indexed)
-    if data is not None:
-        try:
-            return list(image.read_entry_index(data))
-        except (ValueError, KeyError, TypeError):
-            store = True  # not an index this tcbuild reads: make it again
-    entries: list[tuple[Entry, Mapping[str, Any]]] = [
-        (entry, describe(entry)) for entry in tcz.read_tcz(ext.path, _label(ext))]
-    if cache is not None and store:
-        _store(cache, key, [image.entry_index(entries)])
-    return entries
+    """An extension's entries with their facts, from its index (see `_indexed`)."""
+    def read(keep: image.Keep | None) -> list[tuple[Entry, Mapping[str, Any]]]:
+        entries: list[tuple[Entry, Mapping[str, Any]]] = []
+        for entry in tcz.read_tcz(ext.path, _label(ext)):
+            facts = describe(entry)
+            if keep is not None and stat.S_ISREG(entry.mode):
+                keep(entry.data or b"", facts["sha256"])
+                entry = replace(entry, data=None)
+            entries.append((entry, facts))
+        return entries
+
+    return _indexed(cache, store, _derived_key("tcz", ext.sha256), fresh,
+                    image.read_entry_index, read, image.entry_index)
 
 
 def _member_key(items: list[image.Item], compression: Compression) -> str:
@@ -264,73 +312,36 @@ def _member_key(items: list[image.Item], compression: Compression) -> str:
         linked = stat.S_ISREG(e.mode) and e.nlink > 1
         rows.append([e.name, e.mode, e.uid, e.gid, e.nlink, e.mtime, e.size, *e.rdev,
                      e.ino if linked else 0, image.content_digest(item)])
-    text = json.dumps(rows, separators=(",", ":"))
-    return _compressed_key(hashlib.sha256(text.encode()).hexdigest(), compression)
-
-
-def _compressed_key(digest: str, compression: Compression) -> str:
-    """Everything the gzip member of a run depends on: what names the run, the settings."""
     import deflate  # loaded where used: `import tcbuild` stays light
 
+    digest = hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
     return _derived_key("member", compression.value, str(compression.level),
                         deflate.__version__, digest)
 
 
-Run = Callable[[], bytes]  # a run's archive, made when called
-
-
-def _members(runs: list[tuple[str | None, Run]], compression: Compression, cache: Cache,
-             jobs: int) -> tuple[list[bytes | bytearray], int]:
-    """The gzip members of the runs, in order, on `jobs` threads, and how many were compressed
-    now: each from the cache under its key (None: the digest of the run's archive) when kept
-    there intact, else compressed and kept."""
-    def member(key: str | None, run: Run) -> tuple[bytes | bytearray, bool]:
-        data = None
-        if key is None:
-            data = run()
-            key = _compressed_key(hashlib.sha256(data).hexdigest(), compression)
+def _members(tree: image.Tree, runs: list[list[image.Item]], compression: Compression,
+             cache: Cache, jobs: int) -> Iterator[tuple[bytes | bytearray, bool]]:
+    """The gzip members of the runs in order, and whether each was compressed now: from the
+    cache under its entries' name (`_member_key`) when kept there intact, else made (the data
+    its files need loaded then) and compressed on `jobs` threads, and kept."""
+    def member(run: list[image.Item]) -> tuple[bytes | bytearray, bool]:
+        key = _member_key(run, compression)
         cached = cache.derived(key)
         if cached is not None:
             return cached, False
-        compressed = gzip_member(run() if data is None else data, compression)
+        archive = image.archive(image.with_data(tree, item) for item in run)
+        compressed = gzip_member(archive, compression)
         _store(cache, key, [compressed])
         return compressed, True
 
-    done = in_threads([functools.partial(member, key, run) for key, run in runs], jobs)
-    return [m for m, _ in done], sum(now for _, now in done)
+    return in_order([functools.partial(member, run) for run in runs], jobs)
 
 
-def _append_members(tree: image.Tree, inputs: Inputs, compression: Compression, cache: Cache,
-                    jobs: int) -> tuple[list[bytes | bytearray], int]:
-    """The appended gzip members (see `_members`): an extension's runs looked up by their
-    entries, its data read only for a run not kept; the rest (overlays, generated files, the
-    directories on the way) by their bytes."""
-    extensions = {ext.name: ext for ext in inputs.extensions}
-    loaded: dict[str, dict[str, bytes | None]] = {}
-    lock = threading.Lock()
-
-    def archive(name: str | None, chunk: list[Entry], paths: list[str]) -> bytes:
-        if any(e.data is None and stat.S_ISREG(e.mode) for e in chunk):
-            assert name is not None  # only an extension's files come without their data
-            with lock:  # read once, when a run of it is not kept
-                if name not in loaded:
-                    ext = extensions[name]
-                    loaded[name] = {e.path: e.data for e in tcz.read_tcz(ext.path, _label(ext))}
-            data = loaded[name]
-            chunk = [replace(e, data=data[path]) if e.data is None and stat.S_ISREG(e.mode)
-                     else e for e, path in zip(chunk, paths, strict=True)]
-        return image.archive(chunk)
-
-    runs: list[tuple[str | None, Run]] = []
-    for name, paths in image.append_groups(tree):
-        items = [tree.items[p] for p in paths]
-        start = 0
-        for chunk in image.split([item.entry for item in items]):
-            chunk_items, start = items[start : start + len(chunk)], start + len(chunk)
-            key = None if name is None else _member_key(chunk_items, compression)
-            runs.append((key, functools.partial(archive, name, chunk,
-                                                paths[start - len(chunk) : start])))
-    return _members(runs, compression, cache, jobs)
+def _append_runs(tree: image.Tree) -> list[list[image.Item]]:
+    """What append mode adds to the base, as runs: each extension's (where the entries say),
+    then the rest (`image.append_groups`)."""
+    return [run for _, paths in image.append_groups(tree)
+            for run in image.split([tree.items[p] for p in paths])]
 
 
 def _label(ext: Input) -> str:

@@ -4,9 +4,9 @@ Layout under the cache root:
     objects/ab/ab12...   file contents, named by sha256, read-only
     refs/<mirror path>.json   what a mirror path held: {"sha256", "size", "source"} or {"absent"}
     notes/<sha256>.json  facts derived from an object (e.g. a core's kernel version)
-    derived/ab/ab12...   data derived from objects (a core's index, compressed image parts),
-                         named by the sha256 of everything that decides it; safe to delete,
-                         and deleted when no build has used it for `DERIVED_DAYS` days
+    derived/ab/ab12...   data derived from objects (a core's index, its files' data, compressed
+                         image parts), named by the sha256 of everything that decides it; safe
+                         to delete, and deleted when no build has used it for `DERIVED_DAYS` days
     tmp/                 downloads in progress; renamed into objects/ only after verification
 Every file appears by `os.replace`, so a reader sees a complete file or none.
 """
@@ -173,6 +173,26 @@ class Cache:
         for part in parts:
             digest.update(part)
         write_bytes(target, [digest.digest(), *parts], 0o644, temp_dir=self.root / "tmp")
+
+    @contextlib.contextmanager
+    def derived_writer(self, key: str) -> Iterator[BinaryIO]:
+        """Stream derived data into `key`'s file: there, durably, once the block ends without an
+        error. Unlike `store_derived`, no checksum of the whole: its reader checks what it reads
+        (`store.Store`), a part at a time."""
+        target = self._derived_path(key)
+        target.parent.mkdir(exist_ok=True)
+        with temp_file(self.root / "tmp", f".{key}.") as (f, temp):
+            yield f
+            commit(f, temp, target)
+
+    def derived_file(self, key: str) -> Path | None:
+        """The file of `derived_writer` under `key`, when there (not checked)."""
+        path = self._derived_path(key)
+        try:
+            os.utime(path)  # used now: kept another DERIVED_DAYS
+        except OSError:
+            return None
+        return path
 
     def _derived_path(self, key: str) -> Path:
         if len(key) != 64 or key.strip("0123456789abcdef"):

@@ -13,7 +13,6 @@ import json
 import logging
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from .fetch import fetch_provides
 from .inputs import FetchOptions, Inputs
 from .loader import LD_SO_CONF, Program, read_program
 from .manifest import read_image, read_manifest
-from .newc import iter_initramfs
 from .recipe import Recipe
 from .version import __version__
 
@@ -46,12 +44,8 @@ def tree_findings(tree: image.Tree, inputs: Inputs, kernel: bytes, ignore: Itera
     """The findings of a composed image, before it is written."""
     provides = parse_provides(inputs.provides) if inputs.provides else {}
     known = _programs(tree, inputs, cache)
-    rest = [path for path, item in tree.items.items()
-            if path not in known and stat.S_ISREG(item.entry.mode)]
-    data = _data(tree, inputs, rest)
-    entries = ((replace(item.entry, data=data[path], size=len(data[path] or b""))
-                if path in data else item.entry, item.origin)
-               for path, item in tree.items.items())
+    entries = ((image.with_data(tree, item) if path not in known and stat.S_ISREG(
+        item.entry.mode) else item.entry, item.origin) for path, item in tree.items.items())
     return check_image(entries, kernel=kernel, kernel_name=inputs.kernel.name,
                        provides=provides, ignore=ignore, read_tcz=tcz.read_tcz, known=known)
 
@@ -59,8 +53,8 @@ def tree_findings(tree: image.Tree, inputs: Inputs, kernel: bytes, ignore: Itera
 def _programs(tree: image.Tree, inputs: Inputs, cache: Cache | None
               ) -> dict[str, Program | None]:
     """What each file of the base and of the extensions asks of the loader, by its content
-    (`facts["sha256"]`): kept in the cache per input, so a rebuild, or an append build composed
-    without the data, reads none of them again; a file not kept yet is read and added."""
+    (`facts["sha256"]`): kept in the cache per input, so a rebuild loads none of their data
+    again; a file not kept yet is loaded (one at a time) and read, and added."""
     keys = {image.BASE: _key(*(part.sha256 for part in inputs.core))}
     keys |= {f"extension:{ext.name}": _key(ext.sha256) for ext in inputs.extensions}
     kept = {origin: _load(cache, key) for origin, key in keys.items()}
@@ -75,9 +69,9 @@ def _programs(tree: image.Tree, inputs: Inputs, cache: Cache | None
             known[path] = kept[item.origin][digest]
         else:
             todo.append((path, item.origin, digest))
-    data = _data(tree, inputs, [path for path, _, _ in todo])
     for path, origin, digest in todo:
-        known[path] = kept[origin][digest] = read_program(data[path] or b"")
+        data = image.with_data(tree, tree.items[path]).data
+        known[path] = kept[origin][digest] = read_program(data or b"")
     for origin in {origin for _, origin, _ in todo}:
         if cache is not None:
             _store(cache, keys[origin], kept[origin])
@@ -110,24 +104,6 @@ def _store(cache: Cache, key: str, programs: Mapping[str, Program | None]) -> No
         cache.store_derived(key, [json.dumps(rows, sort_keys=True).encode()])
     except OSError as e:  # a cache that cannot take it only makes the next check slower
         log.debug("cache: cannot keep the check's programs: %s", e)
-
-
-def _data(tree: image.Tree, inputs: Inputs, paths: Iterable[str]) -> dict[str, bytes | None]:
-    """The data of `paths`: from the tree, or read again from the inputs when the tree was
-    composed from indexes (append mode) and has none for the base's and extensions' files."""
-    loaded = {path: image.shared(tree, tree.items[path]).data for path in paths}
-    lacking = {p for p, data in loaded.items() if data is None and tree.items[p].entry.size}
-    if any(tree.items[p].origin == image.BASE for p in lacking):
-        base = image.read_base(iter_initramfs(part.path, label=part.name)
-                               for part in inputs.core)
-        loaded.update((p, image.shared(base, base.items[p]).data) for p in lacking
-                      if tree.items[p].origin == image.BASE and p in base.items)
-    for ext in inputs.extensions:
-        origin = f"extension:{ext.name}"
-        if any(tree.items[p].origin == origin for p in lacking):
-            loaded.update((e.path, e.data) for e in tcz.read_tcz(ext.path, ext.name)
-                          if e.path in lacking and tree.items[e.path].origin == origin)
-    return loaded
 
 
 def image_findings(target: Path, kernel: Path | None = None, provides: bytes | None = None,

@@ -11,8 +11,9 @@ about 400 bytes of output (the window restarts empty).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from enum import StrEnum
 from typing import TypeVar
 
@@ -38,9 +39,21 @@ def gzip_member(data: bytes | bytearray | memoryview, compression: Compression) 
     return deflate.gzip_compress(data, compression.level)
 
 
-def in_threads(work: Sequence[Callable[[], T]], jobs: int = 2) -> list[T]:
-    """Call every function on `jobs` threads; the results in order."""
+def in_order(work: Sequence[Callable[[], T]], jobs: int = 2) -> Iterator[T]:
+    """Call every function on `jobs` threads; the results in order, each as soon as it and the
+    ones before it are done, with at most `2 * jobs` calls ahead of the caller."""
     if jobs <= 1 or len(work) <= 1:
-        return [call() for call in work]
+        yield from (call() for call in work)
+        return
     with ThreadPoolExecutor(min(jobs, len(work)), thread_name_prefix="gzip") as pool:
-        return list(pool.map(lambda call: call(), work))
+        ahead: deque[Future[T]] = deque()
+        try:
+            for call in work:
+                ahead.append(pool.submit(call))
+                if len(ahead) > 2 * jobs:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:
+            for future in ahead:  # the caller stopped early (an error): nothing more to do
+                future.cancel()

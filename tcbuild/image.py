@@ -1,10 +1,11 @@
 """The initramfs: the base core's entries, kept exactly, plus extensions and overlays.
 
 `compose` merges everything into a `Tree` (path -> entry and where it came from) without touching
-the disk; `repack` and `append_groups` cut a tree into runs of entries, each becoming a cpio
+the disk; `repack` and `append_groups` cut a tree into runs of items, each becoming a cpio
 segment in a gzip member of its own. An index (`base_index`, `entry_index`) keeps what a build
-needs to know of a base core or an extension without its data: append mode composes from those
-and reads an extension's data only for a part of the image it has not compressed before.
+needs to know of a base core or an extension without its data, and where the cache keeps each
+file's data (`store.py`): builds compose from those and load a file's data (`Tree.load`, by its
+sha256) only for a run of the image they have not compressed before.
 The rules are the kernel's and Tiny Core's:
 - an existing directory keeps its mode and owner: the kernel would re-apply whatever an entry
   says, even to a directory that already exists (`/tmp` 1777, `/opt` 2775 root:staff);
@@ -21,7 +22,7 @@ import io
 import json
 import stat
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,9 @@ class Item:
     """One path of the image: its entry, where it came from, its hard-link group (the base's
     or an overlay archive's).
 
-    `facts` is the entry as `build.json` describes it (`manifest.describe`, without origin),
-    known ahead when the entry comes from an index and its data (None) is not loaded.
+    `facts` is the entry as `build.json` describes it (`manifest.describe`, without origin);
+    an entry of the base or an extension comes with them and without its data (None), which
+    `with_data` loads by the facts' sha256.
     """
 
     entry: Entry
@@ -67,6 +69,7 @@ class Tree:
     groups: dict[str, int] = field(default_factory=dict)
     shadowed: list[str] = field(default_factory=list)
     extension_paths: dict[str, list[str]] = field(default_factory=dict)  # what each one added
+    load: Callable[[str], bytes] | None = None  # data by sha256, for entries without theirs
 
     def is_dir(self, path: str) -> bool:
         item = self.items.get(path)
@@ -92,31 +95,48 @@ def _named(entry: Entry, path: str) -> Entry:
     return entry if entry.name == path else replace(entry, name=path)
 
 
-def read_base(parts: Iterable[Iterable[Entry]], mtime: int = 0) -> Tree:
-    """The base core: every entry of every part and segment; a later duplicate wins."""
-    tree = Tree(mtime)
+Keep = Callable[[bytes, str], None]  # takes a file's data and its sha256 (`store.Writer.add`)
+
+
+def read_base(parts: Iterable[Iterable[Entry]], keep: Keep | None = None) -> Tree:
+    """The base core: every entry of every part and segment (a later duplicate wins), with its
+    facts. `keep` takes every file's data as it passes, and the tree keeps none of it (but a
+    hard-link group's, see `_group_data`)."""
+    tree = Tree()
+    ids: dict[str, bytes] = {}
     for part, entries in enumerate(parts):
         for entry in entries:
             path = entry.path
+            entry = _named(entry, path)
             group = None
+            if path in ("etc/passwd", "etc/group"):
+                ids[path] = entry.data or b""
             if stat.S_ISREG(entry.mode) and entry.nlink > 1:
                 group = (part, entry.segment, entry.ino)
                 tree.base_links.add(path)
                 if entry.size:
                     tree.link_data[group] = entry.data or b""
-            tree.items[path] = Item(_named(entry, path), BASE, group)
-    tree.users = _ids(tree, "etc/passwd")
-    tree.groups = _ids(tree, "etc/group")
+                    if keep is not None:
+                        keep(entry.data or b"", hashlib.sha256(entry.data or b"").hexdigest())
+                tree.items[path] = Item(entry, BASE, group)
+                continue
+            facts = describe(entry)
+            if keep is not None and stat.S_ISREG(entry.mode):
+                keep(entry.data or b"", facts["sha256"])
+                entry = replace(entry, data=None)
+            tree.items[path] = Item(entry, BASE, None, facts)
+    for path, item in tree.items.items():  # a group's facts: of its data, wherever it is
+        if item.facts is None:
+            tree.items[path] = replace(item, facts=describe(shared(tree, item)))
+    tree.users = _ids(ids.get("etc/passwd", b""))
+    tree.groups = _ids(ids.get("etc/group", b""))
     return tree
 
 
-def _ids(tree: Tree, path: str) -> dict[str, int]:
+def _ids(data: bytes) -> dict[str, int]:
     """Names to numbers from the base's own passwd/group file (never the build host's)."""
-    item = tree.items.get(path)
     ids: dict[str, int] = {}
-    if item is None or not item.entry.data:
-        return ids
-    for line in item.entry.data.decode("utf-8", "replace").splitlines():
+    for line in data.decode("utf-8", "replace").splitlines():
         fields = line.split(":")
         if len(fields) >= 3 and fields[2].isdigit():
             ids.setdefault(fields[0], int(fields[2]))
@@ -124,14 +144,35 @@ def _ids(tree: Tree, path: str) -> dict[str, int]:
 
 
 def shared(tree: Tree, item: Item) -> Entry:
-    """A hard-linked base entry with its group's data (on whichever name it is)."""
+    """A hard-linked entry with its group's data (on whichever name it is)."""
     if item.link_group is None:
         return item.entry
-    data = tree.link_data.get(item.link_group, b"")
+    data = _group_data(tree, item)
     return replace(item.entry, data=data, size=len(data))
 
 
-INDEX_FORMAT = "tcbuild-index-1"
+def _group_data(tree: Tree, item: Item) -> bytes:
+    """A hard-link group's data: as read, or loaded by its sha256 (a tree from an index)."""
+    assert item.link_group is not None
+    data = tree.link_data.get(item.link_group)
+    if data is None:
+        digest = (item.facts or {}).get("sha256")
+        data = tree.load(digest) if tree.load is not None and digest is not None else b""
+        tree.link_data[item.link_group] = data
+    return data
+
+
+def with_data(tree: Tree, item: Item) -> Entry:
+    """The item's entry with its data: its own, its link group's, or loaded by its sha256."""
+    entry = shared(tree, item)
+    if entry.data is None and stat.S_ISREG(entry.mode) and entry.size:
+        assert tree.load is not None and item.facts is not None, f"/{entry.path}: no data"
+        entry = replace(entry, data=tree.load(item.facts["sha256"]))
+    return entry
+
+
+INDEX_FORMAT = "tcbuild-index-2"
+Places = Mapping[str, Sequence[int]]  # sha256 -> offset, size in the input's data file
 
 
 def _row(entry: Entry, facts: Mapping[str, Any]) -> list[Any]:
@@ -149,13 +190,15 @@ def _unrow(row: list[Any]) -> tuple[Entry, dict[str, Any]]:
                  segment), facts
 
 
-def base_index(tree: Tree) -> bytes:
-    """What append mode needs of a base core read in full: every entry without its data."""
+def base_index(tree: Tree, places: Places) -> bytes:
+    """What a build needs of a base core read in full (`read_base`): every entry without its
+    data, and where each content is in the core's data file."""
     rows = [[item.link_group[0] if item.link_group else 0,
              *_row(item.entry, item.facts or describe(shared(tree, item)))]
             for item in tree.items.values()]
     return json.dumps({"format": INDEX_FORMAT, "entries": rows, "users": tree.users,
-                       "groups": tree.groups, "links": sorted(tree.base_links)}).encode()
+                       "groups": tree.groups, "links": sorted(tree.base_links),
+                       "data": places}).encode()
 
 
 def _load_index(data: bytes) -> dict[str, Any]:
@@ -165,8 +208,9 @@ def _load_index(data: bytes) -> dict[str, Any]:
     return index
 
 
-def read_base_index(data: bytes) -> Tree:
-    """A base tree from `base_index`: entries without data (symlink targets kept), with facts.
+def read_base_index(data: bytes) -> tuple[Tree, Places]:
+    """A base tree from `base_index`: entries without data (symlink targets kept), with facts;
+    where their contents are.
 
     ValueError, KeyError or TypeError: not such an index.
     """
@@ -178,21 +222,24 @@ def read_base_index(data: bytes) -> Tree:
         if stat.S_ISREG(entry.mode) and entry.nlink > 1:
             group = (part, entry.segment, entry.ino)
         tree.items[entry.name] = Item(entry, BASE, group, facts)
-    return tree
+    return tree, index["data"]
 
 
-def entry_index(entries: Iterable[tuple[Entry, Mapping[str, Any]]]) -> bytes:
-    """Entries (an extension's) with their facts (`describe`), without their data."""
-    return json.dumps({"format": INDEX_FORMAT,
-                       "entries": [_row(e, facts) for e, facts in entries]}).encode()
+def entry_index(entries: Iterable[tuple[Entry, Mapping[str, Any]]], places: Places) -> bytes:
+    """Entries (an extension's) with their facts (`describe`), without their data, and where
+    each content is in the extension's data file."""
+    return json.dumps({"format": INDEX_FORMAT, "entries": [_row(e, facts) for e, facts in entries],
+                       "data": places}).encode()
 
 
-def read_entry_index(data: bytes) -> list[tuple[Entry, dict[str, Any]]]:
-    """The entries of `entry_index`, data None (symlink targets kept), with their facts.
+def read_entry_index(data: bytes) -> tuple[list[tuple[Entry, Mapping[str, Any]]], Places]:
+    """The entries of `entry_index`, data None (symlink targets kept), with their facts; where
+    their contents are.
 
     ValueError, KeyError or TypeError: not such an index.
     """
-    return [_unrow(row) for row in _load_index(data)["entries"]]
+    index = _load_index(data)
+    return [_unrow(row) for row in index["entries"]], index["data"]
 
 
 def remove(tree: Tree, patterns: tuple[str, ...], recipe: Path) -> None:
@@ -342,20 +389,21 @@ def _resolve(value: str | int | None, names: dict[str, int], key: str, kind: str
     return names[value]
 
 
-def _linked(tree: Tree) -> dict[str, Entry]:
-    """Base hard-link groups after removals and replacements: one ino, the data on one name."""
+def _linked(tree: Tree) -> dict[str, Item]:
+    """Hard-link groups after removals and replacements: one ino, the data on one name."""
     groups: dict[tuple[int, int, int], list[str]] = {}
     for path in sorted(tree.items, key=_key):
         item = tree.items[path]
         if item.link_group is not None:
             groups.setdefault(item.link_group, []).append(path)
-    fixed: dict[str, Entry] = {}
-    for number, (group, paths) in enumerate(groups.items(), 1):
-        data = tree.link_data.get(group, b"")
+    fixed: dict[str, Item] = {}
+    for number, paths in enumerate(groups.values(), 1):
+        data = _group_data(tree, tree.items[paths[0]])
         for i, path in enumerate(paths):
             body = data if i == 0 else b""
-            fixed[path] = replace(tree.items[path].entry, ino=number, nlink=len(paths),
-                                  data=body, size=len(body))
+            item = tree.items[path]
+            entry = replace(item.entry, ino=number, nlink=len(paths), data=body, size=len(body))
+            fixed[path] = Item(entry, item.origin)
     return fixed
 
 
@@ -366,8 +414,8 @@ def check(tree: Tree) -> None:
             raise InputError(f"/{path}: /{_parent(path)} is not a directory in the image")
 
 
-def repack(tree: Tree) -> list[list[Entry]]:
-    """The whole image as runs of entries (see `split`), each to be one archive.
+def repack(tree: Tree) -> list[list[Item]]:
+    """The whole image as runs of items (see `split`), each to be one archive.
 
     Entries are sorted (parents first); hard-linked ones go last, all in the last run,
     because the kernel forgets link groups at each `TRAILER!!!`.
@@ -375,9 +423,9 @@ def repack(tree: Tree) -> list[list[Entry]]:
     check(tree)
     linked = _linked(tree)
     ordered = sorted((p for p in tree.items if p not in linked), key=_key)
-    entries = [tree.items[p].entry for p in ordered]
-    entries += [linked[p] for p in sorted(linked, key=_key)]
-    return _split(entries, set(linked))
+    items = [tree.items[p] for p in ordered]
+    items += [linked[p] for p in sorted(linked, key=_key)]
+    return _split(items, set(linked))
 
 
 def append_groups(tree: Tree) -> list[tuple[str | None, list[str]]]:
@@ -435,23 +483,24 @@ MAX_RUN = 4 << 20
 CUT_EVERY = 64
 
 
-def split(entries: list[Entry]) -> list[list[Entry]]:
-    """Consecutive runs of entries, cut where the entries say (see `MIN_RUN`)."""
-    return _split(entries, set())
+def split(items: list[Item]) -> list[list[Item]]:
+    """Consecutive runs of items, cut where their entries say (see `MIN_RUN`)."""
+    return _split(items, set())
 
 
-def _split(entries: list[Entry], linked: set[str]) -> list[list[Entry]]:
+def _split(items: list[Item], linked: set[str]) -> list[list[Item]]:
     """Consecutive runs of at most `MAX_RUN` bytes of data, or one entry when it is bigger.
 
     Order is kept, so parents still come first; `linked` names stay together at the end.
     """
-    chunks: list[list[Entry]] = [[]]
+    chunks: list[list[Item]] = [[]]
     size = 0
-    for entry in entries:
+    for item in items:
+        entry = item.entry
         if chunks[-1] and size + entry.size > MAX_RUN and entry.name not in linked:
             chunks.append([])
             size = 0
-        chunks[-1].append(entry)
+        chunks[-1].append(item)
         size += entry.size
         if (size >= MIN_RUN and entry.name not in linked
                 and zlib.crc32(entry.name.encode("utf-8", "surrogateescape")) % CUT_EVERY == 0):
