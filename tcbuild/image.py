@@ -165,7 +165,9 @@ def _group_data(tree: Tree, item: Item) -> bytes:
 def with_data(tree: Tree, item: Item) -> Entry:
     """The item's entry with its data: its own, its link group's, or loaded by its sha256."""
     entry = shared(tree, item)
-    if entry.data is None and stat.S_ISREG(entry.mode) and entry.size:
+    if entry.data is None and stat.S_ISREG(entry.mode):
+        if not entry.size:
+            return replace(entry, data=b"")
         assert tree.load is not None and item.facts is not None, f"/{entry.path}: no data"
         entry = replace(entry, data=tree.load(item.facts["sha256"]))
     return entry

@@ -13,6 +13,7 @@ from tcbuild import image, load_recipe
 from tcbuild.build import BuildOptions, BuildResult, build
 from tcbuild.fetch import FetchOptions
 from tcbuild.newc import Entry
+from tcbuild.store import Damaged, Store, Writer
 
 from .mirrortree import MirrorServer
 from .test_image import members, recipe_file
@@ -106,3 +107,25 @@ def test_runs_are_cut_where_the_entries_say(small_runs: None) -> None:
 
 def items(entries: list[Entry]) -> list[image.Item]:
     return [image.Item(e, image.BASE) for e in entries]
+
+
+def test_a_tree_keeps_no_data_and_loads_what_a_run_needs(tmp_path: Path) -> None:
+    """The base's data goes to the cache's data file as it is read; archives load it back."""
+    base = [Entry(".", stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, 0, (0, 0), None),
+            entry("empty", 0),
+            Entry("link", stat.S_IFLNK | 0o777, 0, 0, 1, 0, 3, 0, (0, 0), b"one"),
+            entry("one", 5), entry("two", 5)]  # two: the same content
+    with (tmp_path / "data").open("wb") as f:
+        writer = Writer(f)
+        tree = image.read_base([base], writer.add)
+    assert all(item.entry.data is None for p, item in tree.items.items() if p != "link")
+    assert len(writer.table) == 1 and (tmp_path / "data").read_bytes() == b"xxxxx"
+    with Store() as store:
+        store.add(tmp_path / "data", writer.table)
+        tree.load = store.read
+        runs = image.repack(tree)
+        archive = image.archive(image.with_data(tree, item) for run in runs for item in run)
+        assert archive == image.archive(base)
+        (tmp_path / "data").write_bytes(b"xxxxy")
+        with pytest.raises(Damaged, match="is damaged"):
+            image.with_data(tree, tree.items["one"])
