@@ -4,6 +4,7 @@ that changed and gives, byte for byte, what a cold build from an empty cache giv
 from __future__ import annotations
 
 import hashlib
+import shutil
 import stat
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from tcbuild.fetch import FetchOptions
 from tcbuild.newc import Entry
 from tcbuild.store import Damaged, Store, Writer
 
+from .conftest import tmpfs
 from .mirrortree import MirrorServer
 from .test_image import members, recipe_file
 
@@ -129,3 +131,44 @@ def test_a_tree_keeps_no_data_and_loads_what_a_run_needs(tmp_path: Path) -> None
         (tmp_path / "data").write_bytes(b"xxxxy")
         with pytest.raises(Damaged, match="is damaged"):
             image.with_data(tree, tree.items["one"])
+
+
+def data_files(cache: Path) -> list[Path]:
+    """The inputs' data files: derived data without a checksum of the whole (`store.py`)."""
+    return [p for p in (cache / "derived").rglob("*") if p.is_file()
+            and hashlib.sha256(p.read_bytes()[32:]).digest() != p.read_bytes()[:32]]
+
+
+def test_a_damaged_data_file_is_made_again_from_the_inputs(tmp_path: Path,
+                                                            mirror: MirrorServer) -> None:
+    recipe = recipe_file(tmp_path, mirror.url)
+    cache = tmp_path / "c"
+    first = built(recipe, tmp_path / "out", cache)
+    kept = {path: path.read_bytes() for path in data_files(cache)}
+    assert len(kept) >= 4  # the base's, and each unpacked extension's (dhcp, nfs-utils, ...)
+    (tmp_path / "overlay/opt/bootlocal.sh").write_text("#!/bin/sh\necho changed\n")
+    for path, data in kept.items():  # the edited file's run needs the base's data, at least
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    edited = built(recipe, tmp_path / "out", cache)
+    assert edited.build_id != first.build_id
+    same_as_cold(tmp_path, recipe, edited, "edited", 0)
+    assert {path: path.read_bytes() for path in data_files(cache)} == kept  # made again
+
+
+def test_a_cache_without_room_for_the_data_still_builds(tmp_path: Path, mirror: MirrorServer
+                                                       ) -> None:
+    """The cache takes the downloads but not the inputs' data: the build keeps it in memory."""
+    recipe = recipe_file(tmp_path, mirror.url)
+    roomy = built(recipe, tmp_path / "roomy", tmp_path / "c")
+    downloads = sum(p.stat().st_size for p in (tmp_path / "c").rglob("*")
+                    if p.is_file() and "derived" not in p.parts)
+    with tmpfs(tmp_path / "small", f"size={downloads + (256 << 10)}",
+               "mounting a small tmpfs") as small:
+        for part in ("objects", "refs", "notes"):
+            shutil.copytree(tmp_path / "c" / part, small / part)
+        tight = built(recipe, tmp_path / "tight", small)
+        base = max(data_files(tmp_path / "c"), key=lambda p: p.stat().st_size)
+        assert base.stat().st_size > 256 << 10
+        assert not (small / "derived" / base.parent.name / base.name).exists()  # did not fit
+        assert tight.initrd.read_bytes() == roomy.initrd.read_bytes()
+        assert not list((small / "tmp").iterdir())  # nothing half-written left
