@@ -1,13 +1,13 @@
 """`tcbuild build`: fetch, compose the initramfs, write kernel + initrd + build.json atomically.
 
 The same recipe and inputs give byte-identical outputs; an unchanged recipe is not rebuilt.
-Both modes cut the image into runs of entries where the entries say (`image.split`), each run a
-gzip member compressed on both cores (`compress`) once and kept in the cache, named by everything
-its bytes depend on, so a rebuild compresses only the runs that changed (an edited overlay file's,
-an added extension's and their neighbours') and gives the bytes a cold build gives. Repack names a
-run by the digest of its archive; append mode leaves the base core as it is and reads neither it
-nor the extensions again once the cache holds their index, naming an extension's runs by their
-entries' facts so that their data is read only for a run it has not compressed before.
+A base core or an extension is read once: its index and its files' data are kept in the cache
+(`store.py`), and builds compose from the indexes, entries without their data. Both modes cut
+the image into runs of entries where the entries say (`image.split`), each run a gzip member
+kept in the cache under the digest of its entries (metadata and contents' sha256) and the
+settings: a rebuild loads data and compresses (on both cores, `compress`) only the runs it has
+not made before (an edited overlay file's, an added extension's and their neighbours'), and
+gives the bytes a cold build gives. The initrd is written as its members come, never held whole.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import checkrun, image, tcz
+from . import checkrun, image, store, tcz
 from .atomic import publish_files
 from .cache import Cache, default_cache_dir
 from .check import Finding
@@ -38,8 +38,6 @@ from .manifest import MANIFEST, FileRecord, Manifest, describe, read_manifest
 from .newc import Entry, iter_initramfs
 from .overlay import overlay_digest, read_overlay
 from .recipe import CheckPolicy, ExtensionMode, OutputMode, Recipe
-from .store import Damaged, NotKept, Store
-from .store import writing as store_writing
 from .version import __version__
 
 log = logging.getLogger("tcbuild")
@@ -109,7 +107,7 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
     cache = Cache(options.fetch.cache_dir or default_cache_dir())
     try:
         result = _build(recipe, inputs, build_id, out, cache, options.jobs)
-    except Damaged as e:
+    except store.Damaged as e:
         log.debug("cache: %s: reading the inputs again", e)
         result = _build(recipe, inputs, build_id, out, cache, options.jobs, fresh=True)
     return replace(result, seconds=time.monotonic() - started)
@@ -120,8 +118,8 @@ def _build(recipe: Recipe, inputs: Inputs, build_id: str, out: Path, cache: Cach
     """Compose, check, and write the outputs as their gzip members come (see the module doc).
     `fresh`: read every input again, its index and data made anew (they were damaged)."""
     kernel_out, initrd_out = out / recipe.flavor.kernel, out / recipe.initrd_name
-    with Store() as store:
-        tree = compose(recipe, inputs, build_id, cache, store, fresh=fresh)
+    with store.Store() as contents:
+        tree = compose(recipe, inputs, build_id, cache, contents, fresh=fresh)
         kernel = inputs.kernel.path.read_bytes()
         findings: list[Finding] = []
         if recipe.check is not CheckPolicy.OFF:
@@ -183,16 +181,16 @@ def source_date_epoch() -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def compose(recipe: Recipe, inputs: Inputs, build_id: str, cache: Cache, store: Store, *,
+def compose(recipe: Recipe, inputs: Inputs, build_id: str, cache: Cache, contents: store.Store, *,
             fresh: bool = False) -> image.Tree:
     """The image tree: base, removals, extensions, overlays, attributes.
 
     The base's and the extensions' entries come from their indexes in the cache, their data
-    left there until a file's is needed (`store`); an input read for the first time (or
+    left there until a file's is needed (`contents`); an input read for the first time (or
     `fresh`) is indexed and its data kept.
     """
-    tree = _base(inputs, cache, store, fresh)
-    tree.load = store.read
+    tree = _base(inputs, cache, contents, fresh)
+    tree.load = contents.read
     epoch = source_date_epoch()
     tree.mtime = epoch if epoch is not None else max(
         (item.entry.mtime for item in tree.items.values()), default=0)
@@ -201,7 +199,7 @@ def compose(recipe: Recipe, inputs: Inputs, build_id: str, cache: Cache, store: 
     deps = inputs.resolution.graph
     if recipe.mode is ExtensionMode.UNPACKED:
         scripts = [ext.name.removesuffix(".tcz") for ext in inputs.extensions
-                   if image.add_extension(tree, ext.name, _extension(ext, cache, store, fresh))]
+                   if image.add_extension(tree, ext.name, _extension(ext, cache, contents, fresh))]
         image.add_setup_list(tree, scripts)
     else:
         for ext in inputs.extensions:
@@ -231,11 +229,11 @@ def template_context(recipe: Recipe, kernel_version: str, build_id: str
 
 def _derived_key(kind: str, *facts: str) -> str:
     """The cache name of data derived from inputs: everything it depends on, hashed."""
-    text = json.dumps([kind, image.INDEX_FORMAT, __version__, *facts])
+    text = json.dumps([kind, store.INDEX_FORMAT, __version__, *facts])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _store(cache: Cache, key: str, parts: Iterable[bytes | bytearray]) -> None:
+def _keep(cache: Cache, key: str, parts: Iterable[bytes | bytearray]) -> None:
     """Keep derived data; a cache that cannot take it only makes the next build slower."""
     try:
         cache.store_derived(key, parts)
@@ -246,11 +244,11 @@ def _store(cache: Cache, key: str, parts: Iterable[bytes | bytearray]) -> None:
 T = TypeVar("T")
 
 
-def _indexed(cache: Cache, store: Store, key: str, fresh: bool,
-             parse: Callable[[bytes], tuple[T, image.Places]],
+def _indexed(cache: Cache, contents: store.Store, key: str, fresh: bool,
+             parse: Callable[[bytes], tuple[T, store.Places]],
              read: Callable[[image.Keep | None], T],
-             index: Callable[[T, image.Places], bytes]) -> T:
-    """An input's entries: from its index (`parse`) with its data file in `store`; else `read`
+             index: Callable[[T, store.Places], bytes]) -> T:
+    """An input's entries: from its index (`parse`) with its data file in `contents`; else `read`
     (its data kept in a new data file, indexed); else, when the cache cannot take the data,
     read with the data in memory."""
     data_key = _derived_key("data", key)
@@ -259,35 +257,35 @@ def _indexed(cache: Cache, store: Store, key: str, fresh: bool,
         if kept is not None and path is not None:
             try:
                 value, places = parse(kept)
-                store.add(path, places)
+                contents.add(path, places)
                 return value
             except (ValueError, KeyError, TypeError, OSError):
                 pass  # not an index this tcbuild reads, or its data file is gone: read again
     try:
-        with store_writing(cache.derived_writer(data_key)) as writer:
+        with store.writing(cache.derived_writer(data_key)) as writer:
             value = read(writer.add)
         path = cache.derived_file(data_key)
         if path is None:
-            raise NotKept("its data file is gone")
-        store.add(path, writer.table)
-    except NotKept as e:
+            raise store.NotKept("its data file is gone")
+        contents.add(path, writer.table)
+    except store.NotKept as e:
         log.debug("cache: cannot keep an input's data: %s", e)
         return read(None)
-    _store(cache, key, [index(value, writer.table)])
+    _keep(cache, key, [index(value, writer.table)])
     return value
 
 
-def _base(inputs: Inputs, cache: Cache, store: Store, fresh: bool) -> image.Tree:
+def _base(inputs: Inputs, cache: Cache, contents: store.Store, fresh: bool) -> image.Tree:
     """The base core, from its index (see `_indexed`)."""
     def read(keep: image.Keep | None) -> image.Tree:
         return image.read_base((iter_initramfs(part.path, label=part.name)
                                 for part in inputs.core), keep)
 
-    return _indexed(cache, store, _derived_key("base", *(part.sha256 for part in inputs.core)),
-                    fresh, image.read_base_index, read, image.base_index)
+    return _indexed(cache, contents, _derived_key("base", *(part.sha256 for part in inputs.core)),
+                    fresh, store.read_base_index, read, store.base_index)
 
 
-def _extension(ext: Input, cache: Cache, store: Store, fresh: bool
+def _extension(ext: Input, cache: Cache, contents: store.Store, fresh: bool
                ) -> list[tuple[Entry, Mapping[str, Any]]]:
     """An extension's entries with their facts, from its index (see `_indexed`)."""
     def read(keep: image.Keep | None) -> list[tuple[Entry, Mapping[str, Any]]]:
@@ -300,8 +298,8 @@ def _extension(ext: Input, cache: Cache, store: Store, fresh: bool
             entries.append((entry, facts))
         return entries
 
-    return _indexed(cache, store, _derived_key("tcz", ext.sha256), fresh,
-                    image.read_entry_index, read, image.entry_index)
+    return _indexed(cache, contents, _derived_key("tcz", ext.sha256), fresh,
+                    store.read_entry_index, read, store.entry_index)
 
 
 def _member_key(items: list[image.Item], compression: Compression) -> str:
@@ -331,7 +329,7 @@ def _members(tree: image.Tree, runs: list[list[image.Item]], compression: Compre
             return cached, False
         archive = image.archive(image.with_data(tree, item) for item in run)
         compressed = gzip_member(archive, compression)
-        _store(cache, key, [compressed])
+        _keep(cache, key, [compressed])
         return compressed, True
 
     return in_order([functools.partial(member, run) for run in runs], jobs)

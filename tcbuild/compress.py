@@ -4,9 +4,10 @@ The kernel reads several gzip members in a row as long as each ends on a cpio tr
 image is cut at entry boundaries into runs (`image.split`), each a complete cpio archive in its
 own gzip member. Worker threads build and compress the runs (libdeflate releases the GIL); many
 small runs keep both cores busy to the end whatever each run's data costs to compress, and only
-the runs being worked on are held uncompressed. Where runs end depends on the entries alone,
-never on the number of threads, so the bytes depend on the input alone. A member boundary costs
-about 400 bytes of output (the window restarts empty).
+the runs being worked on are held uncompressed (`in_order` hands the members on in order as they
+are done). Where runs end depends on the entries alone, never on the number of threads, so the
+bytes depend on the input alone. A member boundary costs about 400 bytes of output (the window
+restarts empty).
 """
 
 from __future__ import annotations

@@ -2,10 +2,9 @@
 
 `compose` merges everything into a `Tree` (path -> entry and where it came from) without touching
 the disk; `repack` and `append_groups` cut a tree into runs of items, each becoming a cpio
-segment in a gzip member of its own. An index (`base_index`, `entry_index`) keeps what a build
-needs to know of a base core or an extension without its data, and where the cache keeps each
-file's data (`store.py`): builds compose from those and load a file's data (`Tree.load`, by its
-sha256) only for a run of the image they have not compressed before.
+segment in a gzip member of its own. A tree composed from the indexes the cache keeps of the
+inputs (`store.py`) holds no data of theirs: it loads a file's (`Tree.load`, by its sha256) only
+for a run of the image not compressed before.
 The rules are the kernel's and Tiny Core's:
 - an existing directory keeps its mode and owner: the kernel would re-apply whatever an entry
   says, even to a directory that already exists (`/tmp` 1777, `/opt` 2775 root:staff);
@@ -19,10 +18,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import io
-import json
 import stat
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -171,77 +169,6 @@ def with_data(tree: Tree, item: Item) -> Entry:
         assert tree.load is not None and item.facts is not None, f"/{entry.path}: no data"
         entry = replace(entry, data=tree.load(item.facts["sha256"]))
     return entry
-
-
-INDEX_FORMAT = "tcbuild-index-2"
-Places = Mapping[str, Sequence[int]]  # sha256 -> offset, size in the input's data file
-
-
-def _row(entry: Entry, facts: Mapping[str, Any]) -> list[Any]:
-    target = None
-    if stat.S_ISLNK(entry.mode):
-        target = (entry.data or b"").decode("utf-8", "surrogateescape")
-    return [entry.name, entry.mode, entry.uid, entry.gid, entry.nlink, entry.mtime, entry.size,
-            entry.ino, *entry.rdev, entry.segment, target, facts]
-
-
-def _unrow(row: list[Any]) -> tuple[Entry, dict[str, Any]]:
-    name, mode, uid, gid, nlink, mtime, size, ino, major, minor, segment, target, facts = row
-    data = None if target is None else target.encode("utf-8", "surrogateescape")
-    return Entry(name, mode, uid, gid, nlink, mtime, size, ino, (major, minor), data,
-                 segment), facts
-
-
-def base_index(tree: Tree, places: Places) -> bytes:
-    """What a build needs of a base core read in full (`read_base`): every entry without its
-    data, and where each content is in the core's data file."""
-    rows = [[item.link_group[0] if item.link_group else 0,
-             *_row(item.entry, item.facts or describe(shared(tree, item)))]
-            for item in tree.items.values()]
-    return json.dumps({"format": INDEX_FORMAT, "entries": rows, "users": tree.users,
-                       "groups": tree.groups, "links": sorted(tree.base_links),
-                       "data": places}).encode()
-
-
-def _load_index(data: bytes) -> dict[str, Any]:
-    index = json.loads(data)
-    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
-        raise ValueError("not a tcbuild index of this format")
-    return index
-
-
-def read_base_index(data: bytes) -> tuple[Tree, Places]:
-    """A base tree from `base_index`: entries without data (symlink targets kept), with facts;
-    where their contents are.
-
-    ValueError, KeyError or TypeError: not such an index.
-    """
-    index = _load_index(data)
-    tree = Tree(users=index["users"], groups=index["groups"], base_links=set(index["links"]))
-    for part, *row in index["entries"]:
-        entry, facts = _unrow(row)
-        group = None
-        if stat.S_ISREG(entry.mode) and entry.nlink > 1:
-            group = (part, entry.segment, entry.ino)
-        tree.items[entry.name] = Item(entry, BASE, group, facts)
-    return tree, index["data"]
-
-
-def entry_index(entries: Iterable[tuple[Entry, Mapping[str, Any]]], places: Places) -> bytes:
-    """Entries (an extension's) with their facts (`describe`), without their data, and where
-    each content is in the extension's data file."""
-    return json.dumps({"format": INDEX_FORMAT, "entries": [_row(e, facts) for e, facts in entries],
-                       "data": places}).encode()
-
-
-def read_entry_index(data: bytes) -> tuple[list[tuple[Entry, Mapping[str, Any]]], Places]:
-    """The entries of `entry_index`, data None (symlink targets kept), with their facts; where
-    their contents are.
-
-    ValueError, KeyError or TypeError: not such an index.
-    """
-    index = _load_index(data)
-    return [_unrow(row) for row in index["entries"]], index["data"]
 
 
 def remove(tree: Tree, patterns: tuple[str, ...], recipe: Path) -> None:

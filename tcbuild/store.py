@@ -1,13 +1,13 @@
-"""The inputs' file data, kept uncompressed in the cache: read from an input once, then one file
-at a time, by content.
+"""An input as the cache keeps it: its index, and its files' data, uncompressed, read back by
+content one file at a time.
 
 Inflating a base core or reading a squashfs is most of what a rebuild would cost, and holding
 their data is most of a build's memory. So the first build that reads an input writes each of
-its files' data into one file of the cache's derived data (`Writer`), beside the input's index
-(`image.base_index`, `image.entry_index`), which records where each content is: its sha256 ->
-offset and size (`Table`). Builds compose from the indexes, entries without their data, and read
-a file's data (`Store.read`) only where they need it: for a run of the image not compressed
-before, or for a program the check has not read before.
+its files' data into one file of the cache's derived data (`Writer`), and keeps the input's
+index (`base_index`, `entry_index`): every entry without its data, with its `build.json` facts,
+and where each content is in the data file (its sha256 -> offset and size, `Places`). Builds
+compose from the indexes and read a file's data (`Store.read`) only where they need it: for a
+run of the image not compressed before, or for a program the check has not read before.
 
 A read is checked against the sha256 it asks for, so a damaged data file is `Damaged` (and the
 build reads its inputs again) rather than a wrong image.
@@ -17,11 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import stat
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from .image import BASE, Item, Tree, shared
+from .manifest import describe
+from .newc import Entry
 
 Table = dict[str, tuple[int, int]]  # sha256 hex -> (offset, size) in one data file
 EMPTY = hashlib.sha256(b"").hexdigest()
@@ -114,3 +120,76 @@ def writing(open_file: contextlib.AbstractContextManager[BinaryIO]) -> Iterator[
             yield Writer(out)
     except OSError as e:
         raise NotKept(str(e)) from e
+
+
+# -- the indexes ----------------------------------------------------------------------------
+
+INDEX_FORMAT = "tcbuild-index-2"
+Places = Mapping[str, Sequence[int]]  # a `Table` as read back
+
+
+def _row(entry: Entry, facts: Mapping[str, Any]) -> list[Any]:
+    target = None
+    if stat.S_ISLNK(entry.mode):
+        target = (entry.data or b"").decode("utf-8", "surrogateescape")
+    return [entry.name, entry.mode, entry.uid, entry.gid, entry.nlink, entry.mtime, entry.size,
+            entry.ino, *entry.rdev, entry.segment, target, facts]
+
+
+def _unrow(row: list[Any]) -> tuple[Entry, dict[str, Any]]:
+    name, mode, uid, gid, nlink, mtime, size, ino, major, minor, segment, target, facts = row
+    data = None if target is None else target.encode("utf-8", "surrogateescape")
+    return Entry(name, mode, uid, gid, nlink, mtime, size, ino, (major, minor), data,
+                 segment), facts
+
+
+def base_index(tree: Tree, places: Places) -> bytes:
+    """What a build needs of a base core read in full (`read_base`): every entry without its
+    data, and where each content is in the core's data file."""
+    rows = [[item.link_group[0] if item.link_group else 0,
+             *_row(item.entry, item.facts or describe(shared(tree, item)))]
+            for item in tree.items.values()]
+    return json.dumps({"format": INDEX_FORMAT, "entries": rows, "users": tree.users,
+                       "groups": tree.groups, "links": sorted(tree.base_links),
+                       "data": places}).encode()
+
+
+def _load_index(data: bytes) -> dict[str, Any]:
+    index = json.loads(data)
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        raise ValueError("not a tcbuild index of this format")
+    return index
+
+
+def read_base_index(data: bytes) -> tuple[Tree, Places]:
+    """A base tree from `base_index`: entries without data (symlink targets kept), with facts;
+    where their contents are.
+
+    ValueError, KeyError or TypeError: not such an index.
+    """
+    index = _load_index(data)
+    tree = Tree(users=index["users"], groups=index["groups"], base_links=set(index["links"]))
+    for part, *row in index["entries"]:
+        entry, facts = _unrow(row)
+        group = None
+        if stat.S_ISREG(entry.mode) and entry.nlink > 1:
+            group = (part, entry.segment, entry.ino)
+        tree.items[entry.name] = Item(entry, BASE, group, facts)
+    return tree, index["data"]
+
+
+def entry_index(entries: Iterable[tuple[Entry, Mapping[str, Any]]], places: Places) -> bytes:
+    """Entries (an extension's) with their facts (`describe`), without their data, and where
+    each content is in the extension's data file."""
+    return json.dumps({"format": INDEX_FORMAT, "entries": [_row(e, facts) for e, facts in entries],
+                       "data": places}).encode()
+
+
+def read_entry_index(data: bytes) -> tuple[list[tuple[Entry, Mapping[str, Any]]], Places]:
+    """The entries of `entry_index`, data None (symlink targets kept), with their facts; where
+    their contents are.
+
+    ValueError, KeyError or TypeError: not such an index.
+    """
+    index = _load_index(data)
+    return [_unrow(row) for row in index["entries"]], index["data"]
