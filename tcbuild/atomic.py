@@ -4,6 +4,9 @@ Every file goes the same way: a temp file (locked while its writer lives), its b
 rename onto the target, fsync of the directory. A writer killed with `kill -9` leaves its temp
 file behind, unlocked; the next write to that target (or `sweep` of the directory) removes it.
 Temp files are hidden (`.<name>.<random>.tcbuild-tmp`), so listings of a directory skip them.
+What is checked whenever it is read (the cache's derived data) may skip the fsyncs
+(`durable=False`): still whole or absent for every reader, but a power cut may lose or tear it,
+and its reader then makes it again.
 """
 
 from __future__ import annotations
@@ -43,28 +46,32 @@ def temp_file(directory: Path, prefix: str) -> Iterator[tuple[BinaryIO, Path]]:
 
 
 def commit(f: BinaryIO, temp: Path, target: Path, mode: int = 0o644,
-           owner: os.stat_result | None = None) -> None:
+           owner: os.stat_result | None = None, *, durable: bool = True) -> None:
     """Make a temp file of `temp_file` durable and rename it onto `target` (the same file
     system), then make the rename durable."""
     f.flush()
     os.fchmod(f.fileno(), mode)
     if owner is not None and os.geteuid() == 0:
         os.fchown(f.fileno(), owner.st_uid, owner.st_gid)
-    os.fsync(f.fileno())
+    if durable:
+        os.fsync(f.fileno())
     temp.replace(target)
-    fsync_dir(target.parent)
+    if durable:
+        fsync_dir(target.parent)
 
 
 def write_bytes(target: Path, data: Data, mode: int = 0o644,
-                owner: os.stat_result | None = None, temp_dir: Path | None = None) -> None:
+                owner: os.stat_result | None = None, temp_dir: Path | None = None, *,
+                durable: bool = True) -> None:
     """Write `data` (bytes, or parts in a row) to `target` durably. The temp file goes beside
     the target, or into `temp_dir` (which the caller sweeps)."""
     write_file(target, lambda f: f.writelines([data] if isinstance(data, bytes) else data),
-               mode, owner, temp_dir)
+               mode, owner, temp_dir, durable=durable)
 
 
 def write_file(target: Path, write: Callable[[BinaryIO], object], mode: int = 0o644,
-               owner: os.stat_result | None = None, temp_dir: Path | None = None) -> None:
+               owner: os.stat_result | None = None, temp_dir: Path | None = None, *,
+               durable: bool = True) -> None:
     """Stream a file through `write` into a temp file and rename it onto `target` durably. On
     any error the temp file is removed and an existing `target` is left as it was."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +79,7 @@ def write_file(target: Path, write: Callable[[BinaryIO], object], mode: int = 0o
         sweep(target.parent, f".{target.name}.")
     with temp_file(temp_dir or target.parent, f".{target.name}.") as (f, temp):
         write(f)
-        commit(f, temp, target, mode, owner)
+        commit(f, temp, target, mode, owner, durable=durable)
 
 
 def publish_files(out: Path, files: Mapping[str, Content], retire: str | None = None) -> None:

@@ -160,10 +160,6 @@ class Cache:
             os.utime(path)
         return data
 
-    def has_derived(self, key: str) -> bool:
-        """Whether something is stored under `key` (not checked: see `derived`)."""
-        return self._derived_path(key).is_file()
-
     def store_derived(self, key: str, parts: Iterable[Buffer]) -> None:
         """Keep derived data under `key` (a sha256 of what decides it), with its own checksum."""
         target = self._derived_path(key)
@@ -172,7 +168,8 @@ class Cache:
         digest = hashlib.sha256()
         for part in parts:
             digest.update(part)
-        write_bytes(target, [digest.digest(), *parts], 0o644, temp_dir=self.root / "tmp")
+        write_bytes(target, [digest.digest(), *parts], 0o644, temp_dir=self.root / "tmp",
+                    durable=False)  # checked whenever read: a power cut only loses it
 
     @contextlib.contextmanager
     def derived_writer(self, key: str) -> Iterator[BinaryIO]:
@@ -183,7 +180,7 @@ class Cache:
         target.parent.mkdir(exist_ok=True)
         with temp_file(self.root / "tmp", f".{key}.") as (f, temp):
             yield f
-            commit(f, temp, target)
+            commit(f, temp, target, durable=False)
 
     def derived_file(self, key: str) -> Path | None:
         """The file of `derived_writer` under `key`, when there (not checked)."""

@@ -99,7 +99,7 @@ def test_derived_data_is_checked_and_swept_when_unused(tmp_path: Path) -> None:
         os.utime(cache._derived_path(key), (old, old))
     assert cache.derived(used) == b"index " + used.encode()  # a use keeps it another month
     Cache(tmp_path)  # the next run sweeps
-    assert cache.derived(unused) is None and not cache.has_derived(unused)
+    assert cache.derived(unused) is None and cache.derived_file(unused) is None
     assert cache.derived(used) is not None and cache.derived(fresh) is not None
     path = cache._derived_path(fresh)
     path.write_bytes(path.read_bytes()[:-1] + b"!")  # damaged: a miss, made again by the caller
