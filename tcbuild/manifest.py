@@ -105,17 +105,22 @@ class Manifest:
 
     def text(self) -> bytes:
         """`build.json`: indented, one entry per line (quick to write, easy to diff)."""
+        check = None if self.check is None else {**self.check, "findings": []}
         head = json.dumps({
             "tcbuild": self.tcbuild, "build_id": self.build_id, "recipe": self.recipe,
             "name": self.name, "kernel_version": self.kernel_version,
             "settings": self.settings, "inputs": [i.to_json() for i in self.inputs],
             "outputs": {"kernel": self.kernel.to_json(), "initrd": self.initrd.to_json()},
             "shadowed": list(self.shadowed), "entries": [],
-            **({"check": self.check} if self.check is not None else {}),
+            **({"check": check} if check is not None else {}),
         }, indent=1, sort_keys=True)
-        lines = ",\n  ".join(map(json.JSONEncoder(sort_keys=True).encode, self.entries))
-        if lines:
-            head = head.replace('\n "entries": []', f'\n "entries": [\n  {lines}\n ]', 1)
+        encode = json.JSONEncoder(sort_keys=True).encode
+        for indent, key, rows in ((" ", "entries", self.entries),
+                                  ("  ", "findings", (self.check or {}).get("findings", ()))):
+            lines = f",\n{indent} ".join(map(encode, rows))
+            if lines:  # one row per line
+                head = head.replace(f'\n{indent}"{key}": []',
+                                    f'\n{indent}"{key}": [\n{indent} {lines}\n{indent}]', 1)
         return (head + "\n").encode()
 
 
