@@ -70,6 +70,24 @@ def test_a_rebuild_compresses_only_what_changed_and_gives_the_cold_bytes(
     same_as_cold(tmp_path, recipe, added, "added", shipped)
 
 
+@pytest.mark.parametrize("output", ["repack", "append"])
+def test_removing_an_extension_compresses_only_the_runs_beside_it(
+    tmp_path: Path, mirror: MirrorServer, small_runs: None, output: str
+) -> None:
+    recipe = recipe_file(tmp_path, mirror.url, f'[image]\noutput = "{output}"\n',
+                         install='"dhcp", "libtirpc"')
+    cache = tmp_path / "c"
+    first = built(recipe, tmp_path / "out", cache)
+    recipe.write_text(recipe.read_text().replace('install = ["dhcp", "libtirpc"]',
+                                                 'install = ["dhcp"]'))
+    removed = built(recipe, tmp_path / "out", cache)
+    shipped = 2 if output == "append" else 0
+    runs = len(members(removed.initrd)) - shipped
+    assert removed.build_id != first.build_id
+    assert 1 <= removed.compressed <= runs // 2, (removed.compressed, runs)
+    same_as_cold(tmp_path, recipe, removed, "removed", shipped)
+
+
 def test_a_damaged_run_in_the_cache_is_compressed_again(tmp_path: Path, mirror: MirrorServer,
                                                        small_runs: None) -> None:
     recipe = recipe_file(tmp_path, mirror.url)
