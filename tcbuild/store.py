@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
+from .errors import StateError
 from .image import BASE, Item, Tree, shared
 from .manifest import describe
 from .newc import Entry
@@ -33,8 +34,9 @@ Table = dict[str, tuple[int, int]]  # sha256 hex -> (offset, size) in one data f
 EMPTY = hashlib.sha256(b"").hexdigest()
 
 
-class Damaged(Exception):
-    """Stored data is missing or not what its digest says: read the inputs again."""
+class Damaged(StateError):
+    """Stored data is missing or not what its digest says: a build reads its inputs again (and
+    fails with this line only when the data it has just written is damaged too)."""
 
 
 class NotKept(Exception):
@@ -66,7 +68,7 @@ class Store:
 
     def __init__(self) -> None:
         self._where: dict[str, tuple[int, int, int]] = {}
-        self._files: list[int] = []
+        self._files: dict[int, Path] = {}
 
     def add(self, path: Path, table: Mapping[str, Sequence[int]]) -> None:
         """Serve the contents `table` places in the data file at `path`.
@@ -74,7 +76,7 @@ class Store:
         OSError: the file cannot be opened. ValueError: `table` is not a table of it.
         """
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self._files.append(fd)
+        self._files[fd] = path
         size = os.fstat(fd).st_size
         for digest, (offset, length) in table.items():
             if not (isinstance(offset, int) and isinstance(length, int)
@@ -87,13 +89,15 @@ class Store:
         bytes than the digest says."""
         if digest == EMPTY:
             return b""
+        if digest not in self._where:
+            raise Damaged(f"cache: no stored content {digest}")
+        fd, offset, size = self._where[digest]
         try:
-            fd, offset, size = self._where[digest]
             data = os.pread(fd, size, offset)
-        except (KeyError, OSError) as e:
-            raise Damaged(f"no stored content {digest[:12]} ({e})") from e
+        except OSError as e:
+            raise Damaged(f"{self._files[fd]}: cannot read ({e.strerror})") from e
         if hashlib.sha256(data).hexdigest() != digest:
-            raise Damaged(f"stored content {digest[:12]} is damaged")
+            raise Damaged(f"{self._files[fd]}: damaged at {offset} (content {digest})")
         return data
 
     def close(self) -> None:
