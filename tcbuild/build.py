@@ -36,7 +36,7 @@ from .inputs import FetchOptions, Input, Inputs
 from .inventory import load_inventory
 from .manifest import MANIFEST, FileRecord, Manifest, describe, read_manifest
 from .newc import Entry, iter_initramfs
-from .overlay import overlay_digest, read_overlay
+from .overlay import Templates, overlay_digest, read_overlay
 from .recipe import CheckPolicy, ExtensionMode, OutputMode, Recipe
 from .version import __version__
 
@@ -206,9 +206,9 @@ def compose(recipe: Recipe, inputs: Inputs, build_id: str, cache: Cache, content
             tcz.check_tcz(ext.path, _label(ext))
         image.add_onboot(tree, [(ext.name, ext.path.read_bytes(), deps.get(ext.name, ()))
                                 for ext in inputs.extensions])
-    context = template_context(recipe, inputs.kernel_version, build_id)
+    templates = Templates(template_context(recipe, inputs.kernel_version, build_id), cache)
     for overlay in recipe.overlays:
-        image.add_overlay(tree, read_overlay(overlay.source, context, tree.mtime))
+        image.add_overlay(tree, read_overlay(overlay.source, templates, tree.mtime))
     image.apply_attributes(tree, recipe.files, recipe.path)
     return tree
 

@@ -2,8 +2,10 @@
 symlinks, hard links (archives) and `.j2` templates rendered.
 
 Templates are Jinja2 with `{{ var }}` and `{% ... %}`; comments are `{## ... ##}` because shell's
-`${#var}` would open a Jinja comment. Every entry is root:root and carries the build's time; the
-recipe's `[files]` table sets other owners and modes.
+`${#var}` would open a Jinja comment. A build keeps what it rendered in the cache (`Templates`),
+so a rebuild renders, and loads Jinja2, only for a template or a value that changed. Every entry
+is root:root and carries the build's time; the recipe's `[files]` table sets other owners and
+modes.
 
 - A directory's files are mode 0644, or 0755 when the source is executable (the same on every
   checkout, whatever its umask); its directories are 0755.
@@ -18,7 +20,9 @@ fifos and sockets are refused, each with one line naming the overlay and the pat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import posixpath
@@ -29,10 +33,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cache import Cache
 from .errors import InputError
 from .newc import Entry
 from .recipe import archive_suffix
 from .tomlfile import CONTROL
+from .version import __version__
 
 if TYPE_CHECKING:
     import jinja2
@@ -49,6 +55,43 @@ class OverlayFile:
     entry: Entry
     source: str
     link: str | None = None  # a hard link: the first name of its group in the same archive
+
+
+@dataclass(frozen=True)
+class Templates:
+    """What `.j2` files are rendered with: the values and, with a cache, what was rendered
+    before from the same text and values by the same Jinja2 (taken from it, Jinja2 not loaded).
+    """
+
+    context: Mapping[str, object]
+    cache: Cache | None = None
+
+    def render(self, source: str, text: str) -> str:
+        key = None if self.cache is None else _rendered_key(text, self.context)
+        if key is not None and self.cache is not None:
+            kept = self.cache.derived(key)
+            if kept is not None:
+                return kept.decode()
+        rendered = render(source, text, self.context)
+        if key is not None and self.cache is not None:
+            with contextlib.suppress(OSError):  # a cache that cannot take it: render again
+                self.cache.store_derived(key, [rendered.encode()])
+        return rendered
+
+
+def _rendered_key(text: str, context: Mapping[str, object]) -> str | None:
+    """Everything a rendering depends on: the text, the values it names (a template reaches a
+    value only by its name), the Jinja2 installed; None when its version is not known without
+    loading it (its `.dist-info` beside it)."""
+    spec = importlib.util.find_spec("jinja2")
+    if spec is None or spec.origin is None:
+        return None
+    found = list(Path(spec.origin).parent.parent.glob("[Jj]inja2-*.dist-info"))
+    if len(found) != 1:
+        return None
+    named = {k: v for k, v in context.items() if re.search(rf"\b{re.escape(k)}\b", text)}
+    facts = ["rendered", __version__, found[0].name, text, named]
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _environment() -> jinja2.Environment:
@@ -103,7 +146,7 @@ def _symlink(name: str, target: bytes, mtime: int) -> Entry:
     return Entry(name, stat.S_IFLNK | 0o777, 0, 0, 1, mtime, len(target), 0, (0, 0), target)
 
 
-def _file(name: str, perm: int, data: bytes, source: str, context: Mapping[str, object],
+def _file(name: str, perm: int, data: bytes, source: str, templates: Templates,
           mtime: int) -> Entry:
     """A regular file; a template (`NAME.j2`) is rendered into NAME."""
     if name.endswith(TEMPLATE_SUFFIX):
@@ -112,14 +155,17 @@ def _file(name: str, perm: int, data: bytes, source: str, context: Mapping[str, 
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise InputError(f"{source}: a template must be UTF-8 text") from e
-        data = render(source, text, context).encode()
+        data = templates.render(source, text).encode()
     return Entry(name, stat.S_IFREG | perm, 0, 0, 1, mtime, len(data), 0, (0, 0), data)
 
 
-def read_overlay(source: Path, context: Mapping[str, object], mtime: int) -> list[OverlayFile]:
-    """Every path of one overlay (a tree or an archive), sorted, parents before children."""
-    files = _read_archive(source, context, mtime) if archive_suffix(source) else _read_tree(
-        source, context, mtime)
+def read_overlay(source: Path, context: Mapping[str, object] | Templates, mtime: int
+                 ) -> list[OverlayFile]:
+    """Every path of one overlay (a tree or an archive), sorted, parents before children;
+    templates rendered with `context`'s values."""
+    templates = context if isinstance(context, Templates) else Templates(context)
+    files = _read_archive(source, templates, mtime) if archive_suffix(source) else _read_tree(
+        source, templates, mtime)
     files.sort(key=lambda f: f.entry.name.split("/"))
     return files
 
@@ -149,7 +195,7 @@ def overlay_digest(source: Path) -> str:
 
 # -- directory trees ---------------------------------------------------------------------------
 
-def _read_tree(root: Path, context: Mapping[str, object], mtime: int) -> list[OverlayFile]:
+def _read_tree(root: Path, templates: Templates, mtime: int) -> list[OverlayFile]:
     files: list[OverlayFile] = []
     names: dict[str, Path] = {}
     for directory, dirnames, filenames in os.walk(root):
@@ -162,7 +208,7 @@ def _read_tree(root: Path, context: Mapping[str, object], mtime: int) -> list[Ov
                 raise InputError(f"{root}: the name {json.dumps(relative)} holds a control "
                                  "character")
             try:
-                entry = _tree_entry(source, relative, source.lstat(), context, mtime)
+                entry = _tree_entry(source, relative, source.lstat(), templates, mtime)
             except OSError as e:
                 raise InputError(f"{source}: cannot read overlay file: {e.strerror or e}") from e
             if entry.name in names:
@@ -173,7 +219,7 @@ def _read_tree(root: Path, context: Mapping[str, object], mtime: int) -> list[Ov
 
 
 def _tree_entry(
-    source: Path, relative: str, st: os.stat_result, context: Mapping[str, object], mtime: int
+    source: Path, relative: str, st: os.stat_result, templates: Templates, mtime: int
 ) -> Entry:
     mode = st.st_mode
     if stat.S_ISDIR(mode):
@@ -185,7 +231,7 @@ def _tree_entry(
     if not stat.S_ISREG(mode):
         raise InputError(f"{source}: {NOT_OVERLAID.format('')}")
     perm = 0o755 if mode & 0o111 else 0o644
-    return _file(relative, perm, source.read_bytes(), str(source), context, mtime)
+    return _file(relative, perm, source.read_bytes(), str(source), templates, mtime)
 
 
 # -- archives ----------------------------------------------------------------------------------
@@ -214,14 +260,13 @@ def _data(member: Any) -> bytes:
     return b"".join(bytes(block) for block in member.get_blocks())
 
 
-def _read_archive(archive: Path, context: Mapping[str, object], mtime: int
-                  ) -> list[OverlayFile]:
+def _read_archive(archive: Path, templates: Templates, mtime: int) -> list[OverlayFile]:
     import libarchive  # loaded for the first archive overlay: `import tcbuild` stays light
     from libarchive.exception import ArchiveError as LibarchiveError
 
     suffix = archive_suffix(archive) or ""
     kind, compression = _libarchive_names(suffix)
-    reader = _ArchiveReader(archive, context, mtime)
+    reader = _ArchiveReader(archive, templates, mtime)
     try:
         with archive.open("rb") as stream, libarchive.stream_reader(
                 stream, kind, compression) as members:
@@ -238,9 +283,9 @@ def _read_archive(archive: Path, context: Mapping[str, object], mtime: int
 class _ArchiveReader:
     """The members of one archive, in its order; hard links joined into groups."""
 
-    def __init__(self, archive: Path, context: Mapping[str, object], mtime: int) -> None:
+    def __init__(self, archive: Path, templates: Templates, mtime: int) -> None:
         self.archive = archive
-        self.context = context
+        self.templates = templates
         self.mtime = mtime
         self.entries: dict[str, OverlayFile] = {}  # by the name in the image
         self.members: dict[str, str] = {}  # member name -> name in the image (templates differ)
@@ -267,7 +312,7 @@ class _ArchiveReader:
         elif member.isdir:
             entry = _directory(name, perm, self.mtime)
         elif member.isreg:
-            entry = _file(name, perm, _data(member), source, self.context, self.mtime)
+            entry = _file(name, perm, _data(member), source, self.templates, self.mtime)
         else:
             raise InputError(f"{source}: {NOT_OVERLAID.format(', hard links')}")
         if entry.name in self.entries:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from tcbuild import image, load_recipe
 from tcbuild.build import BuildOptions, BuildResult, build
 from tcbuild.fetch import FetchOptions
-from tcbuild.newc import Entry
+from tcbuild.newc import Entry, iter_initramfs
 from tcbuild.store import Damaged, Store, Writer
 
 from .conftest import tmpfs
@@ -190,3 +192,30 @@ def test_a_cache_without_room_for_the_data_still_builds(tmp_path: Path, mirror: 
         assert not (small / "derived" / base.parent.name / base.name).exists()  # did not fit
         assert tight.initrd.read_bytes() == roomy.initrd.read_bytes()
         assert not list((small / "tmp").iterdir())  # nothing half-written left
+
+
+def test_a_rebuild_renders_only_the_templates_that_changed(tmp_path: Path,
+                                                           mirror: MirrorServer) -> None:
+    """Rendered templates are kept: a rebuild with the same text and values loads no Jinja2;
+    a changed value is rendered anew, and a damaged copy is never used."""
+    recipe = recipe_file(tmp_path, mirror.url)
+    cache = tmp_path / "c"
+    first = built(recipe, tmp_path / "out", cache)
+    rebuild = ("import sys; from pathlib import Path; from tcbuild import *; "
+               f"build(load_recipe(Path({str(recipe)!r})), BuildOptions(force=True, "
+               f"out_dir=Path({str(tmp_path / 'again')!r}), "
+               f"fetch=FetchOptions(cache_dir=Path({str(cache)!r})))); "
+               "print('jinja2' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", rebuild], capture_output=True, text=True,
+                            check=True).stdout
+    assert loaded == "False\n"
+    assert (tmp_path / "again/core.hts.gz").read_bytes() == first.initrd.read_bytes()
+    for path in (cache / "derived").rglob("*"):  # every kept rendering (and all else) damaged
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[:-1] + b"!")
+    recipe.write_text(recipe.read_text().replace('nfs_server = "10.1.1.1"',
+                                                 'nfs_server = "10.1.1.2"'))
+    changed = built(recipe, tmp_path / "out", cache)
+    conf = {e.path: e.data for e in iter_initramfs(changed.initrd)}["usr/local/etc/site.conf"]
+    assert conf == b"server 10.1.1.2\n"
+    same_as_cold(tmp_path, recipe, changed, "changed", 0)
