@@ -100,17 +100,17 @@ def build(recipe: Recipe, options: BuildOptions | None = None) -> BuildResult:
         kept = [] if recipe.check is CheckPolicy.OFF else checkrun.restored(
             previous.check, recipe.check_ignore)
         if kept is not None:
-            _apply_policy(recipe, kept)
-            return BuildResult(out, kernel_out, initrd_out, build_id, True,
-                               len(previous.entries), initrd_out.stat().st_size,
-                               time.monotonic() - started, tuple(kept))
+            _refuse(recipe, kept)
+            return _warned(BuildResult(out, kernel_out, initrd_out, build_id, True,
+                                       len(previous.entries), initrd_out.stat().st_size,
+                                       time.monotonic() - started, tuple(kept)))
     cache = Cache(options.fetch.cache_dir or default_cache_dir())
     try:
         result = _build(recipe, inputs, build_id, out, cache, options.jobs)
     except store.Damaged as e:
         log.debug("cache: %s: reading the inputs again", e)
         result = _build(recipe, inputs, build_id, out, cache, options.jobs, fresh=True)
-    return replace(result, seconds=time.monotonic() - started)
+    return _warned(replace(result, seconds=time.monotonic() - started))
 
 
 def _build(recipe: Recipe, inputs: Inputs, build_id: str, out: Path, cache: Cache, jobs: int,
@@ -124,7 +124,7 @@ def _build(recipe: Recipe, inputs: Inputs, build_id: str, out: Path, cache: Cach
         findings: list[Finding] = []
         if recipe.check is not CheckPolicy.OFF:
             findings = checkrun.tree_findings(tree, inputs, kernel, recipe.check_ignore, cache)
-            _apply_policy(recipe, findings)
+            _refuse(recipe, findings)
         append = recipe.output is OutputMode.APPEND
         runs = _append_runs(tree) if append else image.repack(tree)
         initrd = hashlib.sha256()
@@ -167,13 +167,17 @@ def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
             yield chunk
 
 
-def _apply_policy(recipe: Recipe, findings: list[Finding]) -> None:
-    """`check = "error"`: findings fail the build (before anything is written); `warn`: each is
-    a warning."""
+def _refuse(recipe: Recipe, findings: list[Finding]) -> None:
+    """`check = "error"`: findings fail the build, before anything is written."""
     if recipe.check is CheckPolicy.ERROR and findings:
         raise checkrun.CheckFailed(findings)
-    for finding in findings:
+
+
+def _warned(result: BuildResult) -> BuildResult:
+    """`check = "warn"`: each finding of a build that succeeded is a warning, once."""
+    for finding in result.findings:
         log.warning("%s", finding.line())
+    return result
 
 
 def source_date_epoch() -> int | None:
