@@ -2,8 +2,9 @@
 
 The same recipe and inputs give byte-identical outputs; an unchanged recipe is not rebuilt.
 A base core or an extension is read once: its index and its files' data are kept in the cache
-(`store.py`), and builds compose from the indexes, entries without their data. Both modes cut
-the image into runs of entries where the entries say (`image.split`), each run a gzip member
+(`incremental.py`, `store.py`), and builds compose from the indexes, entries without their
+data. Both modes cut
+the image into runs of entries where the entries say (`runs.split`), each run a gzip member
 kept in the cache under the digest of its entries (metadata and contents' sha256) and the
 settings: a rebuild loads data and compresses (on both cores, `compress`) only the runs it has
 not made before (an edited overlay file's, an added extension's and their neighbours'), and
@@ -12,30 +13,27 @@ gives the bytes a cold build gives. The initrd is written as its members come, n
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
 import logging
 import os
-import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from . import checkrun, image, store, tcz
+from . import checkrun, image, incremental, runs, store, tcz
 from .atomic import publish_files
 from .cache import Cache, default_cache_dir
 from .check import Finding
-from .compress import Compression, gzip_member, in_order
+from .compress import Compression
 from .errors import RecipeError, StateError, boundary
 from .fetch import fetch
-from .inputs import FetchOptions, Input, Inputs
+from .inputs import FetchOptions, Inputs
 from .inventory import load_inventory
 from .manifest import MANIFEST, FileRecord, Manifest, describe, read_manifest
-from .newc import Entry, iter_initramfs
 from .overlay import Templates, overlay_digest, read_overlay
 from .recipe import CheckPolicy, ExtensionMode, OutputMode, Recipe
 from .version import __version__
@@ -126,7 +124,7 @@ def _build(recipe: Recipe, inputs: Inputs, build_id: str, out: Path, cache: Cach
             findings = checkrun.tree_findings(tree, inputs, kernel, recipe.check_ignore, cache)
             _refuse(recipe, findings)
         append = recipe.output is OutputMode.APPEND
-        runs = _append_runs(tree) if append else image.repack(tree)
+        cut = runs.append_runs(tree) if append else runs.repack(tree)
         initrd = hashlib.sha256()
         size = compressed = count = 0
 
@@ -137,7 +135,8 @@ def _build(recipe: Recipe, inputs: Inputs, build_id: str, out: Path, cache: Cach
                 initrd.update(part)
                 size += len(part)
                 yield part
-            for member, now in _members(tree, runs, recipe.compression, cache, jobs):
+            for member, now in incremental.members(tree, cut, recipe.compression, cache,
+                                                   jobs):
                 initrd.update(member)
                 size += len(member)
                 compressed += now
@@ -193,7 +192,7 @@ def compose(recipe: Recipe, inputs: Inputs, build_id: str, cache: Cache, content
     left there until a file's is needed (`contents`); an input read for the first time (or
     `fresh`) is indexed and its data kept.
     """
-    tree = _base(inputs, cache, contents, fresh)
+    tree = incremental.base(inputs, cache, contents, fresh)
     tree.load = contents.read
     epoch = source_date_epoch()
     tree.mtime = epoch if epoch is not None else max(
@@ -203,11 +202,12 @@ def compose(recipe: Recipe, inputs: Inputs, build_id: str, cache: Cache, content
     deps = inputs.resolution.graph
     if recipe.mode is ExtensionMode.UNPACKED:
         scripts = [ext.name.removesuffix(".tcz") for ext in inputs.extensions
-                   if image.add_extension(tree, ext.name, _extension(ext, cache, contents, fresh))]
+                   if image.add_extension(tree, ext.name,
+                                          incremental.extension(ext, cache, contents, fresh))]
         image.add_setup_list(tree, scripts)
     else:
         for ext in inputs.extensions:
-            tcz.check_tcz(ext.path, _label(ext))
+            tcz.check_tcz(ext.path, ext.label)
         image.add_onboot(tree, [(ext.name, ext.path.read_bytes(), deps.get(ext.name, ()))
                                 for ext in inputs.extensions])
     templates = Templates(template_context(recipe, inputs.kernel_version, build_id), cache)
@@ -229,126 +229,6 @@ def template_context(recipe: Recipe, kernel_version: str, build_id: str
         "recipe_name": recipe.name,
         "build_id": build_id[:12],
     }
-
-
-def _derived_key(kind: str, *facts: str) -> str:
-    """The cache name of data derived from inputs: everything it depends on, hashed."""
-    text = json.dumps([kind, store.INDEX_FORMAT, __version__, *facts])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _keep(cache: Cache, key: str, parts: Iterable[bytes | bytearray]) -> None:
-    """Keep derived data; a cache that cannot take it only makes the next build slower."""
-    try:
-        cache.store_derived(key, parts)
-    except OSError as e:
-        log.debug("cache: cannot keep derived data: %s", e)
-
-
-T = TypeVar("T")
-
-
-def _indexed(cache: Cache, contents: store.Store, key: str, fresh: bool,
-             parse: Callable[[bytes], tuple[T, store.Places]],
-             read: Callable[[image.Keep | None], T],
-             index: Callable[[T, store.Places], bytes]) -> T:
-    """An input's entries: from its index (`parse`) with its data file in `contents`; else `read`
-    (its data kept in a new data file, indexed); else, when the cache cannot take the data,
-    read with the data in memory."""
-    data_key = _derived_key("data", key)
-    if not fresh:
-        kept, path = cache.derived(key), cache.derived_file(data_key)
-        if kept is not None and path is not None:
-            try:
-                value, places = parse(kept)
-                contents.add(path, places)
-                return value
-            except (ValueError, KeyError, TypeError, OSError):
-                pass  # not an index this tcbuild reads, or its data file is gone: read again
-    try:
-        with store.writing(cache.derived_writer(data_key)) as writer:
-            value = read(writer.add)
-        path = cache.derived_file(data_key)
-        if path is None:
-            raise store.NotKept("its data file is gone")
-        contents.add(path, writer.table)
-    except store.NotKept as e:
-        log.debug("cache: cannot keep an input's data: %s", e)
-        return read(None)
-    _keep(cache, key, [index(value, writer.table)])
-    return value
-
-
-def _base(inputs: Inputs, cache: Cache, contents: store.Store, fresh: bool) -> image.Tree:
-    """The base core, from its index (see `_indexed`)."""
-    def read(keep: image.Keep | None) -> image.Tree:
-        return image.read_base((iter_initramfs(part.path, label=part.name)
-                                for part in inputs.core), keep)
-
-    return _indexed(cache, contents, _derived_key("base", *(part.sha256 for part in inputs.core)),
-                    fresh, store.read_base_index, read, store.base_index)
-
-
-def _extension(ext: Input, cache: Cache, contents: store.Store, fresh: bool
-               ) -> list[tuple[Entry, Mapping[str, Any]]]:
-    """An extension's entries with their facts, from its index (see `_indexed`)."""
-    def read(keep: image.Keep | None) -> list[tuple[Entry, Mapping[str, Any]]]:
-        entries: list[tuple[Entry, Mapping[str, Any]]] = []
-        for entry in tcz.read_tcz(ext.path, _label(ext)):
-            facts = describe(entry)
-            if keep is not None and stat.S_ISREG(entry.mode):
-                keep(entry.data or b"", facts["sha256"])
-                entry = replace(entry, data=None)
-            entries.append((entry, facts))
-        return entries
-
-    return _indexed(cache, contents, _derived_key("tcz", ext.sha256), fresh,
-                    store.read_entry_index, read, store.entry_index)
-
-
-def _member_key(items: list[image.Item], compression: Compression) -> str:
-    """A run's cache name from its entries (their facts, data not needed)."""
-    rows = []
-    for item in items:
-        e = item.entry
-        linked = stat.S_ISREG(e.mode) and e.nlink > 1
-        rows.append([e.name, e.mode, e.uid, e.gid, e.nlink, e.mtime, e.size, *e.rdev,
-                     e.ino if linked else 0, image.content_digest(item)])
-    import deflate  # loaded where used: `import tcbuild` stays light
-
-    digest = hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
-    return _derived_key("member", compression.value, str(compression.level),
-                        deflate.__version__, digest)
-
-
-def _members(tree: image.Tree, runs: list[list[image.Item]], compression: Compression,
-             cache: Cache, jobs: int) -> Iterator[tuple[bytes | bytearray, bool]]:
-    """The gzip members of the runs in order, and whether each was compressed now: from the
-    cache under its entries' name (`_member_key`) when kept there intact, else made (the data
-    its files need loaded then) and compressed on `jobs` threads, and kept."""
-    def member(run: list[image.Item]) -> tuple[bytes | bytearray, bool]:
-        key = _member_key(run, compression)
-        cached = cache.derived(key)
-        if cached is not None:
-            return cached, False
-        archive = image.archive(image.with_data(tree, item) for item in run)
-        compressed = gzip_member(archive, compression)
-        _keep(cache, key, [compressed])
-        return compressed, True
-
-    return in_order([functools.partial(member, run) for run in runs], jobs)
-
-
-def _append_runs(tree: image.Tree) -> list[list[image.Item]]:
-    """What append mode adds to the base, as runs: each extension's (where the entries say),
-    then the rest (`image.append_groups`)."""
-    return [run for _, paths in image.append_groups(tree)
-            for run in image.split([tree.items[p] for p in paths])]
-
-
-def _label(ext: Input) -> str:
-    """How errors name an extension: a mirror one by name, a local one with its path too."""
-    return f"{ext.name} ({ext.path})" if ext.origin == "local" else ext.name
 
 
 def _inventory_vars(recipe: Recipe) -> dict[str, str | int]:

@@ -1,7 +1,7 @@
 """gzip for initramfs segments: libdeflate, no timestamp or name in the header, both cores.
 
 The kernel reads several gzip members in a row as long as each ends on a cpio trailer, so an
-image is cut at entry boundaries into runs (`image.split`), each a complete cpio archive in its
+image is cut at entry boundaries into runs (`runs.split`), each a complete cpio archive in its
 own gzip member. Worker threads build and compress the runs (libdeflate releases the GIL); many
 small runs keep both cores busy to the end whatever each run's data costs to compress, and only
 the runs being worked on are held uncompressed (`in_order` hands the members on in order as they

@@ -1,10 +1,9 @@
 """The initramfs: the base core's entries, kept exactly, plus extensions and overlays.
 
 `compose` merges everything into a `Tree` (path -> entry and where it came from) without touching
-the disk; `repack` and `append_groups` cut a tree into runs of items, each becoming a cpio
-segment in a gzip member of its own. A tree composed from the indexes the cache keeps of the
-inputs (`store.py`) holds no data of theirs: it loads a file's (`Tree.load`, by its sha256) only
-for a run of the image not compressed before.
+the disk (`runs.py` cuts it into the image's cpio archives). A tree composed from the indexes
+the cache keeps of the inputs (`store.py`) holds no data of theirs: it loads a file's
+(`Tree.load`, by its sha256) only for a run of the image not compressed before.
 The rules are the kernel's and Tiny Core's:
 - an existing directory keeps its mode and owner: the kernel would re-apply whatever an entry
   says, even to a directory that already exists (`/tmp` 1777, `/opt` 2775 root:staff);
@@ -17,9 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import io
 import stat
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +24,7 @@ from typing import Any
 
 from .errors import InputError
 from .manifest import describe
-from .newc import Entry, NewcWriter
+from .newc import Entry
 from .overlay import OverlayFile
 from .recipe import FileAttributes
 
@@ -74,19 +71,19 @@ class Tree:
         return item is not None and stat.S_ISDIR(item.entry.mode)
 
 
-def _key(path: str) -> tuple[str, ...]:
+def sort_key(path: str) -> tuple[str, ...]:
     """Sort key putting parents before children (and `.` first)."""
     return () if path == "." else tuple(path.split("/"))
 
 
-def _parent(path: str) -> str:
+def parent_of(path: str) -> str:
     return path.rpartition("/")[0] or "."
 
 
 def _self_and_parents(path: str) -> Iterator[str]:
     while path != ".":
         yield path
-        path = _parent(path)
+        path = parent_of(path)
 
 
 def _named(entry: Entry, path: str) -> Entry:
@@ -99,7 +96,7 @@ Keep = Callable[[bytes, str], None]  # takes a file's data and its sha256 (`stor
 def read_base(parts: Iterable[Iterable[Entry]], keep: Keep | None = None) -> Tree:
     """The base core: every entry of every part and segment (a later duplicate wins), with its
     facts. `keep` takes every file's data as it passes, and the tree keeps none of it (but a
-    hard-link group's, see `_group_data`)."""
+    hard-link group's, see `group_data`)."""
     tree = Tree()
     ids: dict[str, bytes] = {}
     for part, entries in enumerate(parts):
@@ -145,11 +142,11 @@ def shared(tree: Tree, item: Item) -> Entry:
     """A hard-linked entry with its group's data (on whichever name it is)."""
     if item.link_group is None:
         return item.entry
-    data = _group_data(tree, item)
+    data = group_data(tree, item)
     return replace(item.entry, data=data, size=len(data))
 
 
-def _group_data(tree: Tree, item: Item) -> bytes:
+def group_data(tree: Tree, item: Item) -> bytes:
     """A hard-link group's data: as read, or loaded by its sha256 (a tree from an index)."""
     assert item.link_group is not None
     data = tree.link_data.get(item.link_group)
@@ -202,7 +199,7 @@ def add_extension(tree: Tree, name: str,
             if not (stat.S_ISDIR(entry.mode) and tree.is_dir(path)):
                 tree.shadowed.append(f"{path}: {origin} kept {existing.origin}'s")
             continue
-        if not tree.is_dir(_parent(path)):
+        if not tree.is_dir(parent_of(path)):
             raise InputError(f"{name}: {path}: its directory is not a directory in the image")
         tree.items[path] = Item(_named(entry, path), origin, None, facts)
         added.append(path)
@@ -248,7 +245,7 @@ def _ensure_dir(tree: Tree, path: str, mode: int, uid: int, gid: int, origin: st
         return
     if path in tree.items:
         raise InputError(f"/{path} is not a directory in the base")
-    parent = _parent(path)
+    parent = parent_of(path)
     if parent != "." or "." in tree.items:
         _ensure_dir(tree, parent, 0o755, 0, 0, origin)
     entry = Entry(path, stat.S_IFDIR | mode, uid, gid, 2, tree.mtime, 0, 0, (0, 0), None)
@@ -280,8 +277,8 @@ def add_overlay(tree: Tree, files: Iterable[OverlayFile]) -> None:
             continue
         if existing is not None and stat.S_ISDIR(existing.entry.mode):
             raise InputError(f"{item.source}: cannot replace the directory /{path}")
-        if not tree.is_dir(_parent(path)):
-            raise InputError(f"{item.source}: /{_parent(path)} is not a directory in the image")
+        if not tree.is_dir(parent_of(path)):
+            raise InputError(f"{item.source}: /{parent_of(path)} is not a directory in the image")
         tree.items[path] = Item(entry, origin, group)
 
 
@@ -318,144 +315,7 @@ def _resolve(value: str | int | None, names: dict[str, int], key: str, kind: str
     return names[value]
 
 
-def _linked(tree: Tree) -> dict[str, Item]:
-    """Hard-link groups after removals and replacements: one ino, the data on one name."""
-    groups: dict[tuple[int, int, int], list[str]] = {}
-    for path in sorted(tree.items, key=_key):
-        item = tree.items[path]
-        if item.link_group is not None:
-            groups.setdefault(item.link_group, []).append(path)
-    fixed: dict[str, Item] = {}
-    for number, paths in enumerate(groups.values(), 1):
-        data = _group_data(tree, tree.items[paths[0]])
-        for i, path in enumerate(paths):
-            body = data if i == 0 else b""
-            item = tree.items[path]
-            entry = replace(item.entry, ino=number, nlink=len(paths), data=body, size=len(body))
-            fixed[path] = Item(entry, item.origin)
-    return fixed
-
-
-def check(tree: Tree) -> None:
-    """Every path's parent must be a directory of the image."""
-    for path in tree.items:
-        if path != "." and not tree.is_dir(_parent(path)):
-            raise InputError(f"/{path}: /{_parent(path)} is not a directory in the image")
-
-
-def repack(tree: Tree) -> list[list[Item]]:
-    """The whole image as runs of items (see `split`), each to be one archive.
-
-    Entries are sorted (parents first); hard-linked ones go last, all in the last run,
-    because the kernel forgets link groups at each `TRAILER!!!`.
-    """
-    check(tree)
-    linked = _linked(tree)
-    ordered = sorted((p for p in tree.items if p not in linked), key=_key)
-    items = [tree.items[p] for p in ordered]
-    items += [linked[p] for p in sorted(linked, key=_key)]
-    return _split(items, set(linked))
-
-
-def append_groups(tree: Tree) -> list[tuple[str | None, list[str]]]:
-    """What the base lacks, as the paths of one group per extension (what it added, with
-    the directories it needs that the base lacks) and a last group (None) of the rest, with
-    the base's own entry for every directory on the way. Each group's parents come first in
-    it or in a group before it, so the groups can become archives of their own.
-    """
-    check(tree)
-    added = {p for p, item in tree.items.items() if item.origin != BASE}
-    for path in sorted(added, key=_key):
-        if path in tree.base_links:
-            raise InputError(f"/{path} is a hard link in the base; replacing it in append "
-                             "mode would change every name of it (use output = \"repack\")")
-        if tree.items[path].link_group is not None:
-            raise InputError(f"{tree.items[path].origin.removeprefix('overlay:')}: a hard link; "
-                             "append mode cannot keep an overlay's hard links (use output = "
-                             "\"repack\")")
-    groups: list[tuple[str | None, list[str]]] = []
-    done: set[str] = set()
-    for name, paths in tree.extension_paths.items():
-        origin = f"extension:{name}"
-        group = set()
-        for path in paths:
-            item = tree.items.get(path)
-            if item is None or item.origin != origin or path in done:  # an overlay replaced it
-                continue
-            group.add(path)
-            parent = _parent(path)
-            while parent != "." and parent in added and parent not in done:
-                group.add(parent)
-                parent = _parent(parent)
-        if group:
-            groups.append((name, sorted(group, key=_key)))
-            done |= group
-    rest = added - done
-    for path in added:  # the directories on the way, the base's own entries included
-        parent = _parent(path)
-        while parent != "." and parent not in rest:
-            if parent not in done:
-                rest.add(parent)
-            parent = _parent(parent)
-    if rest:
-        groups.append((None, sorted(rest, key=_key)))
-    return groups
-
-
-# Where runs end: after an entry whose name hashes to 0 modulo `CUT_EVERY` once a run holds
-# `MIN_RUN` bytes of data, and before an entry that would take it past `MAX_RUN`. The rule looks
-# at the entries alone (never at a cache or the number of cores), so every build of the same
-# entries cuts in the same places, and an edited, added or removed entry moves at most the
-# cuts next to it: the other runs keep their bytes, and their compressed members can be reused.
-MIN_RUN = 512 << 10
-MAX_RUN = 4 << 20
-CUT_EVERY = 64
-
-
-def split(items: list[Item]) -> list[list[Item]]:
-    """Consecutive runs of items, cut where their entries say (see `MIN_RUN`)."""
-    return _split(items, set())
-
-
-def _split(items: list[Item], linked: set[str]) -> list[list[Item]]:
-    """Consecutive runs of at most `MAX_RUN` bytes of data, or one entry when it is bigger.
-
-    Order is kept, so parents still come first; `linked` names stay together at the end.
-    """
-    chunks: list[list[Item]] = [[]]
-    size = 0
-    for item in items:
-        entry = item.entry
-        if chunks[-1] and size + entry.size > MAX_RUN and entry.name not in linked:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(item)
-        size += entry.size
-        if (size >= MIN_RUN and entry.name not in linked
-                and zlib.crc32(entry.name.encode("utf-8", "surrogateescape")) % CUT_EVERY == 0):
-            chunks.append([])
-            size = 0
-    return [c for c in chunks if c]
-
-
-def archive(entries: Iterable[Entry]) -> bytes:
-    """One complete newc archive (a segment ending in `TRAILER!!!`)."""
-    out = io.BytesIO()
-    with NewcWriter(out) as writer:
-        for entry in entries:
-            writer.add(entry)
-    return out.getvalue()
-
-
-def content_digest(item: Item) -> str:
-    """The sha256 of what the entry carries (a file's data, a symlink's target, else none)."""
-    facts = item.facts
-    if facts is not None and "sha256" in facts and item.entry.data is None:
-        return str(facts["sha256"])
-    return hashlib.sha256(item.entry.data or b"").hexdigest()
-
-
 def provenance(tree: Tree) -> Iterator[tuple[str, Item]]:
     """Every path with where it came from, sorted."""
-    for path in sorted(tree.items, key=_key):
+    for path in sorted(tree.items, key=sort_key):
         yield path, tree.items[path]

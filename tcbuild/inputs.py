@@ -48,6 +48,11 @@ class Input:
     size: int
     origin: str
 
+    @property
+    def label(self) -> str:
+        """How errors name it: a mirror's file by name, a local one with its path too."""
+        return f"{self.name} ({self.path})" if self.origin == "local" else self.name
+
 
 @dataclass(frozen=True)
 class Inputs:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild import image, load_recipe
+from tcbuild import image, load_recipe, runs
 from tcbuild.build import BuildOptions, BuildResult, build
 from tcbuild.fetch import FetchOptions
 from tcbuild.newc import Entry, iter_initramfs
@@ -26,9 +26,9 @@ from .test_image import members, recipe_file
 @pytest.fixture
 def small_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs of a few entries, so that the small test image is cut into many."""
-    monkeypatch.setattr(image, "MIN_RUN", 64)
-    monkeypatch.setattr(image, "MAX_RUN", 4096)
-    monkeypatch.setattr(image, "CUT_EVERY", 2)
+    monkeypatch.setattr(runs, "MIN_RUN", 64)
+    monkeypatch.setattr(runs, "MAX_RUN", 4096)
+    monkeypatch.setattr(runs, "CUT_EVERY", 2)
 
 
 def built(recipe: Path, out: Path, cache: Path, **kw: object) -> BuildResult:
@@ -67,8 +67,8 @@ def test_a_rebuild_compresses_only_what_changed_and_gives_the_cold_bytes(
     recipe.write_text(recipe.read_text().replace('install = ["dhcp"]',
                                                  'install = ["dhcp", "libtirpc"]'))
     added = built(recipe, tmp_path / "out", cache)
-    runs = len(members(added.initrd)) - shipped
-    assert 1 <= added.compressed <= runs // 2, (added.compressed, runs)
+    count = len(members(added.initrd)) - shipped
+    assert 1 <= added.compressed <= count // 2, (added.compressed, count)
     same_as_cold(tmp_path, recipe, added, "added", shipped)
 
 
@@ -84,9 +84,9 @@ def test_removing_an_extension_compresses_only_the_runs_beside_it(
                                                  'install = ["dhcp"]'))
     removed = built(recipe, tmp_path / "out", cache)
     shipped = 2 if output == "append" else 0
-    runs = len(members(removed.initrd)) - shipped
+    count = len(members(removed.initrd)) - shipped
     assert removed.build_id != first.build_id
-    assert 1 <= removed.compressed <= runs // 2, (removed.compressed, runs)
+    assert 1 <= removed.compressed <= count // 2, (removed.compressed, count)
     same_as_cold(tmp_path, recipe, removed, "removed", shipped)
 
 
@@ -115,16 +115,16 @@ def entry(name: str, size: int) -> Entry:
 def test_runs_are_cut_where_the_entries_say(small_runs: None) -> None:
     """An inserted or removed entry moves at most the cuts next to it."""
     entries = [entry(f"usr/share/file{i:04}", 40 + i % 97) for i in range(600)]
-    runs = [[i.entry.name for i in run] for run in image.split(items(entries))]
-    assert len(runs) > 30 and all(sum(len(n) for n in run) for run in runs)
+    cuts = [[i.entry.name for i in run] for run in runs.split(items(entries))]
+    assert len(cuts) > 30 and all(sum(len(n) for n in run) for run in cuts)
     assert all(len(run) == 1 or sum(e.size for e in entries if e.name in run) <= 4096
-               for run in runs)
+               for run in cuts)
     for changed in ([*entries[:300], entry("usr/share/new", 900), *entries[300:]],
                     entries[:300] + entries[301:],
                     [*entries[:300], entry(entries[300].name, 2000), *entries[301:]]):
-        after = [[i.entry.name for i in run] for run in image.split(items(changed))]
-        kept = [run for run in after if run in runs]
-        assert len(after) - len(kept) <= 2 and len(runs) - len(kept) <= 2, (runs, after)
+        after = [[i.entry.name for i in run] for run in runs.split(items(changed))]
+        kept = [run for run in after if run in cuts]
+        assert len(after) - len(kept) <= 2 and len(cuts) - len(kept) <= 2, (cuts, after)
 
 
 def items(entries: list[Entry]) -> list[image.Item]:
@@ -145,9 +145,9 @@ def test_a_tree_keeps_no_data_and_loads_what_a_run_needs(tmp_path: Path) -> None
     with Store() as store:
         store.add(tmp_path / "data", writer.table)
         tree.load = store.read
-        runs = image.repack(tree)
-        archive = image.archive(image.with_data(tree, item) for run in runs for item in run)
-        assert archive == image.archive(base)
+        cut = runs.repack(tree)
+        archive = runs.archive(image.with_data(tree, item) for run in cut for item in run)
+        assert archive == runs.archive(base)
         (tmp_path / "data").write_bytes(b"xxxxy")
         with pytest.raises(Damaged, match=r"/data: damaged at 0 "):
             image.with_data(tree, tree.items["one"])
