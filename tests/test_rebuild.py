@@ -219,3 +219,20 @@ def test_a_rebuild_renders_only_the_templates_that_changed(tmp_path: Path,
     conf = {e.path: e.data for e in iter_initramfs(changed.initrd)}["usr/local/etc/site.conf"]
     assert conf == b"server 10.1.1.2\n"
     same_as_cold(tmp_path, recipe, changed, "changed", 0)
+
+
+def test_two_builds_at_once_share_a_cold_cache(tmp_path: Path, mirror: MirrorServer) -> None:
+    """Both read the inputs and write their data files and members at the same time: each
+    gets whole files (renamed into place), and both give the bytes a later build gives."""
+    recipe = recipe_file(tmp_path, mirror.url)
+    cache = tmp_path / "c"
+    command = [sys.executable, "-m", "tcbuild", "build", str(recipe), "--cache", str(cache), "-q"]
+    procs = [subprocess.Popen([*command, "--out", str(tmp_path / f"out{i}")],
+                              stderr=subprocess.PIPE) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+    later = built(recipe, tmp_path / "later", cache, force=True)
+    assert later.compressed == 0  # everything the two kept is whole and used
+    for i in range(2):
+        assert (tmp_path / f"out{i}/core.hts.gz").read_bytes() == later.initrd.read_bytes()
