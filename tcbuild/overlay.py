@@ -21,6 +21,7 @@ fifos and sockets are refused, each with one line naming the overlay and the pat
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -67,31 +68,29 @@ class Templates:
     cache: Cache | None = None
 
     def render(self, source: str, text: str) -> str:
-        key = None if self.cache is None else _rendered_key(text, self.context)
-        if key is not None and self.cache is not None:
-            kept = self.cache.derived(key)
-            if kept is not None:
-                return kept.decode()
+        cache, version = self.cache, _jinja_version()
+        if cache is None or version is None:
+            return render(source, text, self.context)
+        named = {k: v for k, v in self.context.items() if re.search(rf"\b{re.escape(k)}\b", text)}
+        facts = ["rendered", __version__, version, text, named]  # a value is reached by its name
+        key = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+        kept = cache.derived(key)
+        if kept is not None:
+            return kept.decode()
         rendered = render(source, text, self.context)
-        if key is not None and self.cache is not None:
-            with contextlib.suppress(OSError):  # a cache that cannot take it: render again
-                self.cache.store_derived(key, [rendered.encode()])
+        with contextlib.suppress(OSError):  # a cache that cannot take it: render again
+            cache.store_derived(key, [rendered.encode()])
         return rendered
 
 
-def _rendered_key(text: str, context: Mapping[str, object]) -> str | None:
-    """Everything a rendering depends on: the text, the values it names (a template reaches a
-    value only by its name), the Jinja2 installed; None when its version is not known without
-    loading it (its `.dist-info` beside it)."""
+@functools.cache
+def _jinja_version() -> str | None:
+    """The installed Jinja2, known without loading it (its `.dist-info` beside it), or None."""
     spec = importlib.util.find_spec("jinja2")
     if spec is None or spec.origin is None:
         return None
     found = list(Path(spec.origin).parent.parent.glob("[Jj]inja2-*.dist-info"))
-    if len(found) != 1:
-        return None
-    named = {k: v for k, v in context.items() if re.search(rf"\b{re.escape(k)}\b", text)}
-    facts = ["rendered", __version__, found[0].name, text, named]
-    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+    return found[0].name if len(found) == 1 else None
 
 
 def _environment() -> jinja2.Environment:
