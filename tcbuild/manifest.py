@@ -11,7 +11,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 from .errors import InputError, StateError, boundary
 from .newc import Entry, iter_initramfs
@@ -93,9 +93,9 @@ class Manifest:
         shadowed = f.array("shadowed")
         if not all(isinstance(line, str) for line in shadowed):
             f.fail("shadowed", "not a list of strings")
-        entries = [e for e in f.array("entries") if _plain_entry(e)]  # thousands: a quick look
-        if len(entries) != len(f.array("entries")):  # and one that names what is wrong
-            for entry in f.objects("entries"):
+        entries = cast(list[dict[str, Any]], f.array("entries"))  # checked below
+        if not all(map(_plain_entry, entries)):  # thousands: a quick look, then one that names
+            for entry in f.objects("entries"):  # what is wrong
                 entry.string("path"), entry.string("origin"), entry.number("mtime")
         return cls(f.string("tcbuild"), f.sha256("build_id"), f.string("recipe"),
                    f.string("name"), f.string("kernel_version"), f.obj("settings").data,
