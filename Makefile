@@ -21,7 +21,7 @@ APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-
 
 # Offline, end to end: a stand-in mirror, build, publish into build/tftpboot, a QEMU PXE boot.
 demo: tools $(BIN)/tcbuild
-	$(BIN)/python -m tests.demo
+	$(BIN)/python -m tests.kit.demo
 
 image: $(BIN)/tcbuild  ## the main job: build/<recipe>/{vmlinuz64,core.hts.gz,build.json}
 	$(BIN)/tcbuild build $(RECIPE) $(TCBUILD_FLAGS)
@@ -63,7 +63,7 @@ tools:
 # A stand-in mirror (test data laid out like the real one) on http://127.0.0.1:8000/, to try
 # `make image MIRROR=http://127.0.0.1:8000/` without the internet.
 mirror: tools $(BIN)/tcbuild
-	$(BIN)/python -m tests.mirrortree build/mirror 8000
+	$(BIN)/python -m tests.kit.mirrortree build/mirror 8000
 
 $(BIN)/tcbuild: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -49,10 +49,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tcbuild import FetchOptions, fetch, load_recipe  # noqa: E402
-from tcbuild.manifest import read_manifest  # noqa: E402
-from tcbuild.newc import NewcWriter, iter_initramfs  # noqa: E402
-from tcbuild.tcz import read_tcz  # noqa: E402
-from tests.mirrortree import MirrorServer, build_mirror  # noqa: E402
+from tcbuild.formats.manifest import read_manifest  # noqa: E402
+from tcbuild.formats.newc import NewcWriter, iter_initramfs  # noqa: E402
+from tcbuild.formats.tcz import read_tcz  # noqa: E402
+from tests.kit.mirrortree import MirrorServer, build_mirror  # noqa: E402
 
 WORK = ROOT / "build/bench"
 RECIPE = ROOT / "recipes/gameserver.toml"
@@ -403,7 +403,7 @@ def main() -> None:
         overlay = overlay_tree(WORK / "warm/core.hts.gz", core, extensions)
         input_line = describe_input(core, extensions, overlay)
         startup = statistics.median(
-            measure(f"{sys.executable} -c 'import tcbuild.cli'").wall for _ in range(5))
+            measure(f"{sys.executable} -c 'import tcbuild.cli.commands'").wall for _ in range(5))
         pipelines = []
         if not args.tcbuild_only:
             if not args.no_advdef:

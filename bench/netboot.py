@@ -21,10 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tcbuild import boottest  # noqa: E402
-from tcbuild.boottest import Firmware, Medium, Via  # noqa: E402
-from tests.bootkit import DEFAULT_KERNEL_CACHE, build_boot_mirror, debian_kernel  # noqa: E402
-from tests.mirrortree import MirrorServer  # noqa: E402
+from tcbuild.fleet import boottest  # noqa: E402
+from tcbuild.fleet.boottest import Firmware, Medium, Via  # noqa: E402
+from tests.kit.bootkit import DEFAULT_KERNEL_CACHE, build_boot_mirror, debian_kernel  # noqa: E402
+from tests.kit.mirrortree import MirrorServer  # noqa: E402
 
 MARKER = "bootlocal: game-server node, build "
 MAC = "52:54:00:aa:bb:01"  # not in the inventory: the default config

@@ -5,7 +5,7 @@ from in.tftpd (blksize 1468, as firmware asks) and from nginx serving the same t
 
 As root. It lays out a release like `tcbuild publish` does (tcbuild/releases/<id>/vmlinuz64, the
 cached Debian kernel of the tests, and core.hts.gz, incompressible bytes up to 20 MB in all),
-creates two network namespaces joined by a veth pair (tests/netns.py's Lab: nothing touches the
+creates two network namespaces joined by a veth pair (tests/kit/netns.py's Lab: nothing touches the
 host's network), starts in.tftpd (as Debian's init script does, --secure) and nginx (Debian's
 nginx-light, a minimal generated nginx.conf) in the server's, and runs N curl processes in the
 client's, each fetching the kernel then the initrd: tftp:// with --tftp-blksize 1468, or http://.
@@ -34,8 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.bootkit import DEFAULT_KERNEL_CACHE, debian_kernel  # noqa: E402
-from tests.netns import Daemon, Lab, wait_for  # noqa: E402
+from tests.kit.bootkit import DEFAULT_KERNEL_CACHE, debian_kernel  # noqa: E402
+from tests.kit.netns import Daemon, Lab, wait_for  # noqa: E402
 
 TOTAL = 20_000_000  # bytes of kernel + initrd, like the bench image
 RELEASE = "tcbuild/releases/20261130T000000Z-000000000000"

@@ -18,20 +18,20 @@ warnings to the `tcbuild` logger, and raises nothing but `TcbuildError`s for wha
 (an OSError becomes a `FileError` naming its path).
 """
 
-import sys
 from importlib import import_module
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .version import __version__
 
 if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` loads each on first use
-    from .build import BuildOptions, BuildResult, build
-    from .cache import default_cache_dir
-    from .check import Finding
-    from .checkrun import CheckFailed, check_target
-    from .compress import Compression
-    from .deps import Resolution
+    from .boot.iso import IsoPlan, plan_iso, write_iso
+    from .bootserver.files import Dhcp, server_files
+    from .check.rules import Finding
+    from .check.run import CheckFailed, check_target
+    from .config.inventory import Inventory, load_inventory
+    from .config.lockfile import LockFile, lock_path, read_lock
+    from .config.recipe import ExtensionMode, Flavor, IsoInput, OutputMode, Overlay, Recipe
+    from .config.recipefile import load_recipe
     from .errors import (
         ArchiveError,
         ChecksumError,
@@ -42,53 +42,48 @@ if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` loads eac
         StateError,
         TcbuildError,
     )
-    from .fetch import fetch, resolve
-    from .inputs import FetchOptions, Input, Inputs, kernel_version
-    from .inventory import Inventory, load_inventory
-    from .iso import IsoPlan, plan_iso, write_iso
-    from .lockfile import LockFile, lock_path, read_lock
-    from .manifest import Listing, Manifest, diff, load_listing, read_manifest
-    from .mirror import Policy
-    from .pipeline import (
-        IsoResult,
-        build_iso,
-        check_server_config,
-        lock,
-        publish,
-        write_server_config,
-    )
+    from .formats.compress import Compression
+    from .formats.manifest import Listing, Manifest, diff, load_listing, read_manifest
     from .progress import Progress, ProgressBar
-    from .recipe import ExtensionMode, Flavor, IsoInput, OutputMode, Overlay, Recipe, load_recipe
-    from .server import Dhcp, server_files
-    from .tftp import Plan, Rollback, rollback
-    from .tftpstate import Release, current, releases, served
-    from .verify import verify
+    from .sources.cache import default_cache_dir
+    from .sources.deps import Resolution
+    from .sources.fetch import fetch, resolve
+    from .sources.inputs import FetchOptions, Input, Inputs, kernel_version
+    from .sources.mirror import Policy
+    from .stages.build import BuildOptions, BuildResult, build
+    from .stages.files import check_server_config, lock, write_server_config
+    from .stages.iso import IsoResult, build_iso
+    from .stages.publish import publish
+    from .tftproot.releases import Plan, Rollback, rollback
+    from .tftproot.state import Release, current, releases, served
+    from .tftproot.verify import verify
 
 _MODULES = {  # the same names as above, by module
-    "build": ("BuildOptions", "BuildResult", "build"),
-    "cache": ("default_cache_dir",),
-    "check": ("Finding",),
-    "checkrun": ("CheckFailed", "check_target"),
-    "compress": ("Compression",),
-    "deps": ("Resolution",),
+    "boot.iso": ("IsoPlan", "plan_iso", "write_iso"),
+    "bootserver.files": ("Dhcp", "server_files"),
+    "check.rules": ("Finding",),
+    "check.run": ("CheckFailed", "check_target"),
+    "config.inventory": ("Inventory", "load_inventory"),
+    "config.lockfile": ("LockFile", "lock_path", "read_lock"),
+    "config.recipe": ("ExtensionMode", "Flavor", "IsoInput", "OutputMode", "Overlay", "Recipe"),
+    "config.recipefile": ("load_recipe",),
     "errors": ("ArchiveError", "ChecksumError", "FetchError", "FileError", "InputError",
                "RecipeError", "StateError", "TcbuildError"),
-    "fetch": ("fetch", "resolve"),
-    "inputs": ("FetchOptions", "Input", "Inputs", "kernel_version"),
-    "inventory": ("Inventory", "load_inventory"),
-    "iso": ("IsoPlan", "plan_iso", "write_iso"),
-    "lockfile": ("LockFile", "lock_path", "read_lock"),
-    "manifest": ("Listing", "Manifest", "diff", "load_listing", "read_manifest"),
-    "mirror": ("Policy",),
-    "pipeline": ("IsoResult", "build_iso", "check_server_config", "lock", "publish",
-                 "write_server_config"),
+    "formats.compress": ("Compression",),
+    "formats.manifest": ("Listing", "Manifest", "diff", "load_listing", "read_manifest"),
     "progress": ("Progress", "ProgressBar"),
-    "recipe": ("ExtensionMode", "Flavor", "IsoInput", "OutputMode", "Overlay", "Recipe",
-               "load_recipe"),
-    "server": ("Dhcp", "server_files"),
-    "tftp": ("Plan", "Rollback", "rollback"),
-    "tftpstate": ("Release", "current", "releases", "served"),
-    "verify": ("verify",),
+    "sources.cache": ("default_cache_dir",),
+    "sources.deps": ("Resolution",),
+    "sources.fetch": ("fetch", "resolve"),
+    "sources.inputs": ("FetchOptions", "Input", "Inputs", "kernel_version"),
+    "sources.mirror": ("Policy",),
+    "stages.build": ("BuildOptions", "BuildResult", "build"),
+    "stages.files": ("check_server_config", "lock", "write_server_config"),
+    "stages.iso": ("IsoResult", "build_iso"),
+    "stages.publish": ("publish",),
+    "tftproot.releases": ("Plan", "Rollback", "rollback"),
+    "tftproot.state": ("Release", "current", "releases", "served"),
+    "tftproot.verify": ("verify",),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -104,18 +99,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_HOME})
-
-
-class _Package(ModuleType):
-    """The package keeps its API's names when a submodule of the same name is first imported
-    (which would set `tcbuild.build`, the function, to `tcbuild.build`, the module)."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if not (name in _HOME and isinstance(value, ModuleType)):
-            super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

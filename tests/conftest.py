@@ -4,7 +4,6 @@ node (tests/test_pxe.py, tests/test_bootserver_e2e.py) and the namespace `lab` (
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
@@ -13,25 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild import syslinux
-from tcbuild import tftp as pub
+from tcbuild.boot import syslinux
 from tcbuild.errors import TcbuildError
+from tcbuild.tftproot import releases as pub
 
-from .bootkit import DEFAULT_KERNEL_CACHE, KernelKit, build_boot_mirror, debian_kernel
-from .mirrortree import MirrorServer, MirrorTree, build_mirror
-from .netns import Lab, host_interfaces, host_state, run
+from .kit.bootkit import DEFAULT_KERNEL_CACHE, KernelKit, build_boot_mirror, debian_kernel
+from .kit.mirrortree import MirrorServer, MirrorTree, build_mirror
+from .kit.netns import Lab, host_interfaces, host_state, run
+from .kit.requires import IN_CI, require_root, require_tool
 
-IN_CI = os.environ.get("CI") == "true"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def require_tool(tool: str, package: str) -> None:
-    """Skip a test whose tool is missing; in CI (CI=true) a missing tool fails instead."""
-    if shutil.which(tool) is None:
-        message = f"{tool} is not installed (apt-get install {package})"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def small_overlay(root: Path) -> None:
@@ -50,28 +40,6 @@ def verified(tftp: Path) -> Path:
     problems = pub.verify(tftp)
     assert problems == [], problems
     return tftp
-
-
-def require_ovmf() -> None:
-    """Skip a UEFI boot without OVMF (Debian's ovmf) or QEMU; in CI (CI=true) fail instead."""
-    from tcbuild.boottest import find_ovmf
-
-    require_tool("qemu-system-x86_64", "qemu-system-x86")
-    try:
-        find_ovmf()
-    except TcbuildError as e:
-        if IN_CI:
-            pytest.fail(str(e))
-        pytest.skip(str(e))
-
-
-def require_root(why: str) -> None:
-    """Skip a test that needs root (e.g. network namespaces); in CI (CI=true) fail instead."""
-    if os.geteuid() != 0:
-        message = f"needs root: {why}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +73,7 @@ def kernel_kit() -> KernelKit:
 
 @pytest.fixture(scope="session")
 def boot_mirror_tree(tmp_path_factory: pytest.TempPathFactory, kernel_kit: KernelKit) -> MirrorTree:
-    """The stand-in mirror with a bootable 15.x/x86_64 tree (see tests/bootkit.py)."""
+    """The stand-in mirror with a bootable 15.x/x86_64 tree (see tests/kit/bootkit.py)."""
     require_tool("mksquashfs", "squashfs-tools")
     require_tool("bsdtar", "libarchive-tools")
     return build_boot_mirror(tmp_path_factory.mktemp("boot-mirror"), kernel_kit)

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 import tcbuild
-from tcbuild import BuildOptions, FetchOptions, syslinux
+from tcbuild import BuildOptions, FetchOptions
+from tcbuild.boot import syslinux
 
-from .conftest import require_tool, tmpfs, verified
-from .mirrortree import MirrorServer
+from .conftest import tmpfs, verified
+from .kit.mirrortree import MirrorServer
+from .kit.requires import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_KEY = "15.x/x86_64/release/distribution_files/vmlinuz64"
@@ -237,7 +239,7 @@ WHERE_THEY_WORK = {  # command -> (--quiet, --json)
 
 def test_quiet_and_json_exist_exactly_where_they_work(capsys: pytest.CaptureFixture[str]
                                                       ) -> None:
-    from tcbuild.cli import main
+    from tcbuild.cli.commands import main
 
     for command, (quiet, as_json) in WHERE_THEY_WORK.items():
         with pytest.raises(SystemExit):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tcbuild.atomic import SUFFIX, publish_files, sweep, write_bytes, write_file
-from tcbuild.cache import Cache
+from tcbuild.sources.cache import Cache
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild import syslinux
+from tcbuild.boot import syslinux
 
-from .conftest import require_tool
-from .mirrortree import MirrorServer, MirrorTree
+from .kit.mirrortree import MirrorServer, MirrorTree
+from .kit.requires import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 X64 = "15.x/x86_64"

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tcbuild import load_recipe
-from tcbuild.build import BuildOptions, build
-from tcbuild.fetch import FetchOptions
+from tcbuild.sources.fetch import FetchOptions
+from tcbuild.stages.build import BuildOptions, build
 
-from .bootkit import boot
-from .mirrortree import MirrorServer, MirrorTree
+from .kit.bootkit import boot
+from .kit.mirrortree import MirrorServer, MirrorTree
 
 BOOTLOCAL = """#!/bin/sh
 for f in /usr/local/bin/dhcp-standin /usr/local/bin/nfs-utils-standin \\

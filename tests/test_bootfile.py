@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tcbuild.bootfile import (
+from tcbuild.boot.bootfile import (
     BOOTX64_EFI,
     DEFAULT,
     PXELINUX,

@@ -1,4 +1,4 @@
-"""Tests of tests/bootkit.py: the Debian kernel kit, the boot mirror and two real QEMU boots."""
+"""Tests of tests/kit/bootkit.py: the Debian kernel kit, the boot mirror and two real QEMU boots."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .bootkit import (
+from .kit.bootkit import (
     DEFAULT_KERNEL_CACHE,
     INIT_SCRIPT,
     REQUIRED_APPLETS,
@@ -23,7 +23,7 @@ from .bootkit import (
     install_script,
     modinfo,
 )
-from .mirrortree import MirrorTree, _Entry, _gzip, _make_cpio, read_newc
+from .kit.mirrortree import MirrorTree, _Entry, _gzip, _make_cpio, read_newc
 
 D64 = "15.x/x86_64/release/distribution_files"
 TCZ64 = "15.x/x86_64/tcz"

@@ -9,7 +9,7 @@ node must come up as the inventory says: its fixed address, its per-MAC kernel l
 published build. Once more with UEFI firmware (OVMF) against dhcpd: its architecture (option
 93) gets it bootx64.efi, which reads the same per-MAC config. With two boot servers, the node
 boots from the standby once the primary is gone.
-Nothing here touches the host's own network (tests/netns.py).
+Nothing here touches the host's own network (tests/kit/netns.py).
 """
 
 from __future__ import annotations
@@ -21,16 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild import boottest
-from tcbuild.boottest import Firmware
-from tcbuild.inventory import Host, Inventory, load_inventory
-from tcbuild.server import Dhcp, server_files, tftpd_hpa
+from tcbuild.bootserver.files import Dhcp, server_files
+from tcbuild.bootserver.tftpd import tftpd_hpa
+from tcbuild.config.inventory import Host, Inventory, load_inventory
+from tcbuild.fleet import boottest
+from tcbuild.fleet.boottest import Firmware
 
-from .clusterlab import bound, shell_defaults
-from .conftest import require_ovmf, require_tool
-from .dhcplab import acknowledged, start_dhcp_server, start_kea
-from .netns import Daemon, Lab, wait_for
-from .nodekit import BUILD_ID, CANARY, MARKER, kernel_line, publish
+from .kit.clusterlab import bound, shell_defaults
+from .kit.dhcplab import acknowledged, start_dhcp_server, start_kea
+from .kit.netns import Daemon, Lab, wait_for
+from .kit.nodekit import BUILD_ID, CANARY, MARKER, kernel_line, publish
+from .kit.requires import require_ovmf, require_tool
 
 TFTP_PORT = 69
 

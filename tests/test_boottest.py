@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tcbuild.boottest import judge
+from tcbuild.fleet.boottest import judge
 
-from .conftest import require_tool
+from .kit.requires import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def test_a_tree_without_bootloader_fails_fast(tmp_path: Path) -> None:
 
 def test_watch_judges_whole_lines_only(tmp_path: Path) -> None:
     """A failure line still being written is not cut short in the reason."""
-    from tcbuild.boottest import watch
+    from tcbuild.fleet.boottest import watch
 
     script = ("import sys, time; sys.stdout.write('Kernel panic - not'); sys.stdout.flush();"
               " time.sleep(0.5); print(' syncing: gone'); sys.stdout.flush(); time.sleep(30)")

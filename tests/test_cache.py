@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild.cache import DERIVED_DAYS, Absent, Cache, CachedObject
+from tcbuild.sources.cache import DERIVED_DAYS, Absent, Cache, CachedObject
 
 
 def test_store_and_lookup(tmp_path: Path) -> None:

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 
 from tcbuild import load_recipe
-from tcbuild.build import BuildOptions, BuildResult, build
-from tcbuild.check import Finding, check_image, kernel_version, parse_provides
-from tcbuild.checkrun import CheckFailed, check_target
-from tcbuild.fetch import FetchOptions
-from tcbuild.loader import Program, View, find_library, library_dirs, node_of, read_program
-from tcbuild.newc import Entry
-from tcbuild.tcz import pack_directory
+from tcbuild.check.loader import Program, View, find_library, library_dirs, node_of, read_program
+from tcbuild.check.rules import Finding, check_image, kernel_version, parse_provides
+from tcbuild.check.run import CheckFailed, check_target
+from tcbuild.formats.newc import Entry
+from tcbuild.formats.tcz import pack_directory
+from tcbuild.sources.fetch import FetchOptions
+from tcbuild.stages.build import BuildOptions, BuildResult, build
 
-from .bootkit import KernelKit
-from .conftest import require_tool
-from .mirrortree import MirrorServer, MirrorTree, write_provides
+from .kit.bootkit import KernelKit
+from .kit.mirrortree import MirrorServer, MirrorTree, write_provides
+from .kit.requires import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 TCZ = "15.x/x86_64/tcz"

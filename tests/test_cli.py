@@ -15,7 +15,7 @@ import sys
 import termios
 from pathlib import Path
 
-from .mirrortree import MirrorServer
+from .kit.mirrortree import MirrorServer
 from .test_structure import HEAVY, loaded_modules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,13 +190,14 @@ def test_an_unchanged_rebuild_loads_only_what_it_needs(tmp_path: Path, mirror: M
     args = [EXAMPLE, "--mirror", mirror.url, "--cache", tmp_path / "c", "--out", tmp_path / "a"]
     assert tcbuild("build", *args).returncode == 0
     built = (tmp_path / "a/build.json").stat()
-    loaded = loaded_modules("import sys; from tcbuild.cli import main; "
+    loaded = loaded_modules("import sys; from tcbuild.cli.commands import main; "
                             "assert main(['build', '-q', *sys.argv[1:]]) == 0", *args)
-    assert "tcbuild.build" in loaded  # it ran, and found the build up to date:
+    assert "tcbuild.stages.build" in loaded  # it ran, and found the build up to date:
     assert (tmp_path / "a/build.json").stat().st_ino == built.st_ino
     assert {m for m in loaded if m.split(".")[0] in (*HEAVY, "http")} == set()
-    assert {f"tcbuild.{m}" for m in ("pipeline", "tftp", "iso", "isoread", "fleet", "doctor",
-                                      "httptree", "verify")} & loaded == set()
+    assert {f"tcbuild.{m}" for m in ("stages.publish", "stages.iso", "tftproot.releases",
+                                      "boot.iso", "sources.isoread", "fleet.view", "cli.doctor",
+                                      "fleet.httptree", "tftproot.verify")} & loaded == set()
 
 
 def test_unwritable_output_is_one_line(tmp_path: Path, mirror: MirrorServer) -> None:

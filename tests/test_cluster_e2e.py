@@ -1,6 +1,6 @@
 """The seed's whole cluster, booted: two nodes PXE-boot one image from the real boot server.
 
-In network namespaces (tests/clusterlab.py) the boot server runs ISC dhcpd, tftpd-hpa, rsyslogd
+In network namespaces (tests/kit/clusterlab.py) the boot server runs ISC dhcpd, tftpd-hpa, rsyslogd
 and NFS-Ganesha from the files `tcbuild server-config` wrote for the example inventory, serving
 the tree `tcbuild publish` wrote and a share holding the game server; a gateway namespace is the
 external network's router. Each node is a QEMU machine (TCG) with two NICs, eth0 external and
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild.inventory import Host, load_inventory
-from tcbuild.tftp import releases
+from tcbuild.config.inventory import Host, load_inventory
+from tcbuild.tftproot.releases import releases
 
-from .clusterlab import GAME_ERROR, Cluster, fill_share
-from .conftest import require_tool
-from .netns import Lab
-from .nodekit import publish, tcbuild
+from .kit.clusterlab import GAME_ERROR, Cluster, fill_share
+from .kit.netns import Lab
+from .kit.nodekit import publish, tcbuild
+from .kit.requires import require_tool
 
 BOOT_TIMEOUT = 180.0  # seconds from QEMU's start to the game server: the budget, two at once
 RETRIES_TIMEOUT = 150.0  # seconds bootlocal.sh may spend retrying the mount (10 x 5 s + mounts)

@@ -1,7 +1,7 @@
 """The boot server's files and the image's DHCP client, proven with the real daemons.
 
 Syntax: `dhcpd -t` and `rsyslogd -N1` accept every generated config, and catch a broken value
-that inventory validation never saw. Live (root; namespaces from tests/netns.py): rsyslogd with
+that inventory validation never saw. Live (root; namespaces from tests/kit/netns.py): rsyslogd with
 the generated rules files what nodes send through busybox `syslogd -R` (dhcpd, Kea and dnsmasq
 serving the node's dhclient live: tests/test_dhcp_servers.py). Nothing here touches the host's
 hostname, resolver, /dev/log or network.
@@ -18,14 +18,16 @@ from pathlib import Path
 
 import pytest
 
+from tcbuild.bootserver.isc import dhcpd_conf
+from tcbuild.bootserver.nfs import ganesha_conf
+from tcbuild.bootserver.rsyslog import rsyslog_conf
+from tcbuild.config.inventory import Inventory, load_inventory
 from tcbuild.errors import RecipeError
-from tcbuild.inventory import Inventory, load_inventory
-from tcbuild.server import dhcpd_conf, ganesha_conf, rsyslog_conf
 
-from .clusterlab import nfs_null, start_ganesha
-from .conftest import require_tool
-from .dhcplab import recipe_inventory
-from .netns import Daemon, Lab, run, wait_for
+from .kit.clusterlab import nfs_null, start_ganesha
+from .kit.dhcplab import recipe_inventory
+from .kit.netns import Daemon, Lab, run, wait_for
+from .kit.requires import require_tool
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tcbuild import tftp as pub
-from tcbuild.inventory import load_inventory
+from tcbuild.config.inventory import load_inventory
+from tcbuild.tftproot import releases as pub
 
-from .bootkit import KernelKit
-from .conftest import ROOT, require_root
+from .conftest import ROOT
+from .kit.bootkit import KernelKit
+from .kit.requires import require_root
 
 
 def test_demo_runs_end_to_end(tmp_path: Path, kernel_kit: KernelKit) -> None:
     require_root("the demo's cluster runs in network namespaces")
     tftp, work = tmp_path / "tftpboot", tmp_path / "demo"
-    done = subprocess.run([sys.executable, "-m", "tests.demo", "--tftp", str(tftp), "--work",
+    done = subprocess.run([sys.executable, "-m", "tests.kit.demo", "--tftp", str(tftp), "--work",
                            str(work)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     (release,) = pub.releases(tftp)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tcbuild.deps import Resolution, parse_dep, render_tree, substitute_kernel
+from tcbuild.sources.deps import Resolution, parse_dep, render_tree, substitute_kernel
 
 TCE13 = Path(__file__).parent / "data" / "tce13"
 

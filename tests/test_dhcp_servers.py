@@ -2,8 +2,8 @@
 
 Syntax: `kea-dhcp4 -t`, `dnsmasq --test` and `dhcpd -t` accept the configs of every inventory
 variant (the example, no domain, HTTP boot, a boot-server pair, no node yet). Live (root;
-namespaces from tests/netns.py): dhcpd, Kea, then dnsmasq serve the two-NIC node of
-tests/dhcplab.py, which must come up as the inventory says under each. High availability: a Kea
+namespaces from tests/kit/netns.py): dhcpd, Kea, then dnsmasq serve the two-NIC node of
+tests/kit/dhcplab.py, which must come up as the inventory says under each. High availability: a Kea
 hot-standby pair on one bridge; the primary is killed with SIGKILL and the standby serves the
 next node and a rebooting one.
 """
@@ -20,13 +20,12 @@ from typing import Any
 
 import pytest
 
-from tcbuild.bootfile import PXELINUX
-from tcbuild.inventory import Inventory
-from tcbuild.kea import kea_files
-from tcbuild.server import Dhcp, server_files
+from tcbuild.boot.bootfile import PXELINUX
+from tcbuild.bootserver.files import Dhcp, server_files
+from tcbuild.bootserver.kea import kea_files
+from tcbuild.config.inventory import Inventory
 
-from .conftest import require_tool
-from .dhcplab import (
+from .kit.dhcplab import (
     acknowledged,
     check_node,
     kea_json,
@@ -37,7 +36,8 @@ from .dhcplab import (
     start_kea,
     two_nic_node,
 )
-from .netns import Lab, run, wait_for
+from .kit.netns import Lab, run, wait_for
+from .kit.requires import require_tool
 
 PAIR = ("10.1.1.1", "10.1.1.2")
 

@@ -1,5 +1,5 @@
 """The docs still say what tcbuild does: every command they show is run and its output
-compared, every file they show in full compared with the repository's (tests/docskit.py)."""
+compared, every file they show in full compared with the repository's (tests/kit/docskit.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import require_tool
-from .docskit import DOCS, ROOT, Ids, blocks, check, prepare, steps
-from .mirrortree import MirrorServer
+from .kit.docskit import DOCS, ROOT, Ids, blocks, check, prepare, steps
+from .kit.mirrortree import MirrorServer
+from .kit.requires import require_tool
 
 README = ROOT / "README.md"
 
@@ -22,7 +22,7 @@ def test_doc_matches_what_tcbuild_does(doc: Path, tmp_path: Path, mirror: Mirror
         require_tool("qemu-system-x86_64", "qemu-system-x86")
     outcome = check(doc, prepare(tmp_path / "site", mirror.url))
     assert not outcome.problems, "\n\n".join(outcome.problems) + (
-        "\n\n(when tcbuild changed on purpose: python -m tests.docskit --update "
+        "\n\n(when tcbuild changed on purpose: python -m tests.kit.docskit --update "
         f"{doc.relative_to(ROOT)}, then read the diff)")
 
 
@@ -46,7 +46,7 @@ def test_readme_is_a_front_page() -> None:
 
 def test_the_command_list_is_every_command() -> None:
     """The front page's list names each subcommand of `tcbuild`, and no other."""
-    from tcbuild.cliargs import parser
+    from tcbuild.cli.grammar import parser
 
     listed = next(b for b in blocks(README) if b.lang == "text"
                   and all(line.startswith("tcbuild ") for line in b.lines))

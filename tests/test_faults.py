@@ -15,13 +15,13 @@ import threading
 import time
 from pathlib import Path
 
-from tcbuild import tftp as pub
 from tcbuild.atomic import SUFFIX
-from tcbuild.cache import Cache
-from tcbuild.pxelinux import parse
+from tcbuild.boot.pxelinux import parse
+from tcbuild.sources.cache import Cache
+from tcbuild.tftproot import releases as pub
 
 from .conftest import verified
-from .mirrortree import MirrorServer
+from .kit.mirrortree import MirrorServer
 
 ROOT = Path(__file__).resolve().parent.parent
 X64 = "15.x/x86_64"

@@ -19,10 +19,10 @@ from tcbuild import (
     load_recipe,
     resolve,
 )
-from tcbuild.cache import Absent, Cache
-from tcbuild.recipe import Recipe
+from tcbuild.config.recipe import Recipe
+from tcbuild.sources.cache import Absent, Cache
 
-from .mirrortree import MirrorServer, MirrorTree
+from .kit.mirrortree import MirrorServer, MirrorTree
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = Policy(attempts=3, backoff=0.01, connect_timeout=2, read_timeout=1)

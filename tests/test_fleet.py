@@ -20,18 +20,19 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild.build import template_context
-from tcbuild.fleet import parse_line, rotation_rank
-from tcbuild.inventory import load_inventory
-from tcbuild.overlay import read_overlay
-from tcbuild.pxelinux import CONFIG_DIR, Label, PxeConfig, mac_config_name, render
-from tcbuild.recipe import RELEASE_JSON, load_recipe
-from tcbuild.server import rsyslog_conf
-from tcbuild.tftp import RELEASES
-from tcbuild.tftpstate import Checksum, Release
+from tcbuild.boot.pxelinux import CONFIG_DIR, Label, PxeConfig, mac_config_name, render
+from tcbuild.bootserver.rsyslog import rsyslog_conf
+from tcbuild.config.inventory import load_inventory
+from tcbuild.config.recipe import RELEASE_JSON
+from tcbuild.config.recipefile import load_recipe
+from tcbuild.fleet.view import parse_line, rotation_rank
+from tcbuild.image.overlay import read_overlay
+from tcbuild.stages.build import template_context
+from tcbuild.tftproot.releases import RELEASES
+from tcbuild.tftproot.state import Checksum, Release
 
-from .conftest import require_tool
-from .netns import Lab, run, wait_for
+from .kit.netns import Lab, run, wait_for
+from .kit.requires import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples/cluster.toml"

@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcbuild import TcbuildError, load_recipe
-from tcbuild.deps import parse_dep
-from tcbuild.inventory import load_inventory
-from tcbuild.newc import HEADER_SIZE, iter_initramfs, read_entries
-from tcbuild.pxelinux import parse
-from tcbuild.tcz import check_tcz, pack_directory, read_tcz
+from tcbuild.boot.pxelinux import parse
+from tcbuild.config.inventory import load_inventory
+from tcbuild.formats.newc import HEADER_SIZE, iter_initramfs, read_entries
+from tcbuild.formats.tcz import check_tcz, pack_directory, read_tcz
+from tcbuild.sources.deps import parse_dep
 
-from .conftest import require_tool
+from .kit.requires import require_tool
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

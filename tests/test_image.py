@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from tcbuild import InputError, RecipeError, load_recipe
-from tcbuild.build import BuildOptions, BuildResult, build
-from tcbuild.fetch import FetchOptions
-from tcbuild.manifest import diff, load_listing, read_manifest
-from tcbuild.newc import iter_initramfs, read_entries
+from tcbuild.formats.manifest import diff, load_listing, read_manifest
+from tcbuild.formats.newc import iter_initramfs, read_entries
+from tcbuild.sources.fetch import FetchOptions
+from tcbuild.stages.build import BuildOptions, BuildResult, build
 
-from .conftest import require_root, require_tool, small_overlay
-from .mirrortree import MirrorServer, MirrorTree
+from .conftest import small_overlay
+from .kit.mirrortree import MirrorServer, MirrorTree
+from .kit.requires import require_root, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 X64 = "15.x/x86_64"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tcbuild import InputError, RecipeError
-from tcbuild.inventory import Group, load_inventory
+from tcbuild.config.inventory import Group, load_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = """

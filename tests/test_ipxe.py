@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild import ipxe, load_recipe
-from tcbuild import tftp as pub
-from tcbuild.build import BuildOptions, build
+from tcbuild import load_recipe
+from tcbuild.boot import ipxe
+from tcbuild.boot.pxelinux import Label, PxeConfig, parse
+from tcbuild.config.inventory import load_inventory
 from tcbuild.errors import InputError
-from tcbuild.fetch import FetchOptions
-from tcbuild.httptree import TreeServer
-from tcbuild.inventory import load_inventory
-from tcbuild.pxelinux import Label, PxeConfig, parse
+from tcbuild.fleet.httptree import TreeServer
+from tcbuild.sources.fetch import FetchOptions
+from tcbuild.stages.build import BuildOptions, build
+from tcbuild.tftproot import releases as pub
 
 CONFIG = PxeConfig("tinycore", (
     Label("tinycore", "tcbuild/releases/R1/vmlinuz64", "tcbuild/releases/R1/core.hts.gz",

@@ -24,16 +24,16 @@ from pathlib import Path
 import pytest
 
 from tcbuild import ChecksumError, FetchOptions, build, fetch, load_recipe
-from tcbuild.boottest import Firmware, Medium, iso_command, watch
-from tcbuild.build import BuildOptions
+from tcbuild.boot.iso import EFI_IMAGE, find_efi_loader, find_isolinux, mbr_id, plan_iso
+from tcbuild.boot.pxelinux import for_recipe, parse
 from tcbuild.errors import ArchiveError, RecipeError
-from tcbuild.iso import EFI_IMAGE, find_efi_loader, find_isolinux, mbr_id, plan_iso
-from tcbuild.pipeline import build_iso, image_epoch
-from tcbuild.pxelinux import for_recipe, parse
+from tcbuild.fleet.boottest import Firmware, Medium, iso_command, watch
+from tcbuild.stages.build import BuildOptions
+from tcbuild.stages.iso import build_iso, image_epoch
 
-from .bootkit import FAILURE_MARKERS
-from .conftest import require_ovmf, require_tool
-from .mirrortree import ISO_NAMES, MirrorServer, MirrorTree
+from .kit.bootkit import FAILURE_MARKERS
+from .kit.mirrortree import ISO_NAMES, MirrorServer, MirrorTree
+from .kit.requires import require_ovmf, require_tool
 
 X64 = "15.x/x86_64"
 DIST64 = f"{X64}/release/distribution_files"

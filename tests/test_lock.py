@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .mirrortree import MirrorServer, MirrorTree
+from .kit.mirrortree import MirrorServer, MirrorTree
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Tests of the stand-in mirror and fault-injecting server in tests/mirrortree.py."""
+"""Tests of the stand-in mirror and fault-injecting server in tests/kit/mirrortree.py."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .mirrortree import (
+from .kit.mirrortree import (
     DEP_FILES,
     EXTENSIONS,
     KERNEL_VERSIONS,

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild import tftp as pub
+from tcbuild.tftproot import releases as pub
 
-from .conftest import require_ovmf
-from .nodekit import CANARY, OTHER, boot, booted_build, kernel_line, publish, tcbuild
+from .kit.nodekit import CANARY, OTHER, boot, booted_build, kernel_line, publish, tcbuild
+from .kit.requires import require_ovmf
 
 
 @pytest.fixture

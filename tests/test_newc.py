@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tcbuild import ArchiveError, kernel_version
-from tcbuild.newc import iter_initramfs, read_entries
+from tcbuild.formats.newc import iter_initramfs, read_entries
 
-from .conftest import require_tool
+from .kit.requires import require_tool
 
 SPEC = """#mtree
 . type=dir mode=0755 uid=0 gid=0 time=0

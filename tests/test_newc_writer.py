@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tcbuild import ArchiveError
-from tcbuild.newc import Entry, NewcWriter, read_entries
+from tcbuild.formats.newc import Entry, NewcWriter, read_entries
 
-from .conftest import require_root, require_tool
+from .kit.requires import require_root, require_tool
 
 # The listings are parsed; a UTF-8 C locale and UTC keep them stable (names, dates).
 TOOL_ENV = {**os.environ, "LC_ALL": "C.UTF-8", "TZ": "UTC"}

@@ -19,13 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcbuild import InputError, load_recipe
-from tcbuild.build import BuildOptions, BuildResult, build
-from tcbuild.fetch import FetchOptions
-from tcbuild.newc import Entry, iter_initramfs
-from tcbuild.overlay import read_overlay
+from tcbuild.formats.newc import Entry, iter_initramfs
+from tcbuild.image.overlay import read_overlay
+from tcbuild.sources.fetch import FetchOptions
+from tcbuild.stages.build import BuildOptions, BuildResult, build
 
-from .conftest import require_tool, small_overlay
-from .mirrortree import MirrorServer
+from .conftest import small_overlay
+from .kit.mirrortree import MirrorServer
+from .kit.requires import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SUFFIXES = {"tar": [], "tar.gz": [], "tar.xz": [], "zip": [], "cpio": ["--format", "newc"]}

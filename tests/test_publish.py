@@ -14,14 +14,14 @@ import sys
 from pathlib import Path
 
 from tcbuild import load_recipe
-from tcbuild import tftp as pub
-from tcbuild.build import BuildOptions, BuildResult, build
-from tcbuild.fetch import FetchOptions
-from tcbuild.inventory import load_inventory
-from tcbuild.pxelinux import parse
+from tcbuild.boot.pxelinux import parse
+from tcbuild.config.inventory import load_inventory
+from tcbuild.sources.fetch import FetchOptions
+from tcbuild.stages.build import BuildOptions, BuildResult, build
+from tcbuild.tftproot import releases as pub
 
 from .conftest import verified
-from .mirrortree import MirrorServer
+from .kit.mirrortree import MirrorServer
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_800_000_000.0

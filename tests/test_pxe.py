@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from tcbuild import tftp as pub
+from tcbuild.tftproot import releases as pub
 
-from .nodekit import CANARY, OTHER, boot, booted_build, built_id, kernel_line, publish, tcbuild
+from .kit.nodekit import CANARY, OTHER, boot, booted_build, built_id, kernel_line, publish, tcbuild
 
 
 def test_published_example_boots_default_and_per_mac(node: Path) -> None:

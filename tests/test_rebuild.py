@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild import image, load_recipe, runs
-from tcbuild.build import BuildOptions, BuildResult, build
-from tcbuild.fetch import FetchOptions
-from tcbuild.newc import Entry, iter_initramfs
-from tcbuild.store import Damaged, Store, Writer
+from tcbuild import load_recipe
+from tcbuild.formats.newc import Entry, iter_initramfs
+from tcbuild.image import compose as image
+from tcbuild.image import runs
+from tcbuild.image.store import Damaged, Store, Writer
+from tcbuild.sources.fetch import FetchOptions
+from tcbuild.stages.build import BuildOptions, BuildResult, build
 
 from .conftest import tmpfs
-from .mirrortree import MirrorServer
+from .kit.mirrortree import MirrorServer
 from .test_image import members, recipe_file
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import tcbuild
 from tcbuild import ExtensionMode, Flavor, InputError, RecipeError, load_recipe
-from tcbuild.recipe import FileAttributes
+from tcbuild.config.recipe import FileAttributes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -248,7 +248,7 @@ def test_local_extension_directory(tmp_path: Path) -> None:
 
 
 def test_boot_labels_prompt_and_their_problems(tmp_path: Path) -> None:
-    from tcbuild.pxelinux import for_recipe, parse, render
+    from tcbuild.boot.pxelinux import for_recipe, parse, render
 
     recipe = load_recipe(write(tmp_path, """
 [tinycore]
@@ -371,7 +371,8 @@ def test_the_initrd_name_is_plain(tmp_path: Path, name: str) -> None:
 
 
 def test_reserved_names_are_the_ones_build_and_publish_write() -> None:
-    from tcbuild import manifest, tftp
+    from tcbuild.formats import manifest
+    from tcbuild.tftproot import releases as tftp
 
     assert manifest.MANIFEST == "build.json" and tftp.RELEASE_JSON == "release.json"
 

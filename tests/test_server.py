@@ -12,8 +12,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tcbuild.inventory import load_inventory
-from tcbuild.server import Dhcp, ganesha_conf, server_files
+from tcbuild.bootserver.files import Dhcp, server_files
+from tcbuild.bootserver.nfs import ganesha_conf
+from tcbuild.config.inventory import load_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples/cluster.toml"

@@ -17,16 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcbuild import TcbuildError
-from tcbuild import tftp as pub
-from tcbuild.build import BuildOptions
-from tcbuild.cache import Cache
-from tcbuild.fetch import FetchOptions
-from tcbuild.inventory import load_inventory
-from tcbuild.lockfile import LockFile
-from tcbuild.manifest import FileRecord, Manifest
-from tcbuild.pipeline import publish
-from tcbuild.recipe import load_recipe
-from tcbuild.tftpstate import (
+from tcbuild.config.inventory import load_inventory
+from tcbuild.config.lockfile import LockFile
+from tcbuild.config.recipefile import load_recipe
+from tcbuild.formats.manifest import FileRecord, Manifest
+from tcbuild.sources.cache import Cache
+from tcbuild.sources.fetch import FetchOptions
+from tcbuild.stages.build import BuildOptions
+from tcbuild.stages.publish import publish
+from tcbuild.tftproot import releases as pub
+from tcbuild.tftproot.state import (
     BOOTLOADER,
     History,
     Release,
@@ -36,7 +36,7 @@ from tcbuild.tftpstate import (
     write_bootsets,
 )
 
-from .mirrortree import MirrorServer
+from .kit.mirrortree import MirrorServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

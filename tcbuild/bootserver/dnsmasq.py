@@ -1,0 +1,117 @@
+"""dnsmasq: the DHCP server many small sites already run, and its proxy-DHCP mode.
+
+`dnsmasq.conf` gives the service of the dhcpd config: a static-only range (no address for an
+unknown client), one `dhcp-host` per node with its fixed address and name, option 187 per node
+(through a tag the host line sets), the router, and the boot program by client class (the rules
+of `bootfile`). `dnsmasq-proxy.conf` is for a network whose addresses another DHCP server hands
+out: dnsmasq then only answers PXE clients with their boot program, so a node gets no fixed
+address and no option 187 from it. `dnsmasq-tftp.conf`, added beside either, makes dnsmasq the
+TFTP server of the published tree instead of tftpd-hpa. DNS is off (`port=0`). Pure text.
+"""
+
+from __future__ import annotations
+
+from ..boot.bootfile import DEFAULT, IPXE_USER_CLASS, Client, boot_rules
+from ..config.inventory import Inventory
+from .generated import LEASE_SECONDS, header
+
+CONF = "dnsmasq.conf"
+PROXY_CONF = "dnsmasq-proxy.conf"
+TFTP_CONF = "dnsmasq-tftp.conf"
+
+HOST_TAG = "host-"
+"""Prefix of a node's tag, so no host name can be taken for a client class's tag."""
+
+PXE_CSA = {0: "x86PC", 7: "BC_EFI", 9: "x86-64_EFI"}
+"""dnsmasq's names for the client architectures (option 93) in `pxe-service`."""
+
+
+def dnsmasq_files(inventory: Inventory) -> dict[str, str]:
+    return {CONF: dnsmasq_conf(inventory), PROXY_CONF: dnsmasq_proxy_conf(inventory),
+            TFTP_CONF: dnsmasq_tftp_conf(inventory)}
+
+
+def dnsmasq_conf(inventory: Inventory) -> str:
+    """DHCP for the nodes: fixed addresses, names, option 187, the boot program."""
+    c = inventory.cluster
+    subnet = c.internal_subnet
+    lines = [
+        header(inventory),
+        "# DHCP only: no DNS.",
+        "port=0",
+        f"listen-address={c.boot_server}",
+        "dhcp-authoritative",
+        "# Addresses only for the nodes below (static): an unknown client gets none.",
+        f"dhcp-range={subnet.network_address},static,{subnet.netmask},{LEASE_SECONDS}",
+        f"dhcp-option=option:router,{c.internal_router}",  # netmask, broadcast: dnsmasq's own
+    ]
+    if c.domain:
+        lines += [f"domain={c.domain}", f"dhcp-option=option:domain-name,{c.domain}"]
+    lines += ["", *client_classes(inventory.cluster.http_url)]
+    for rule in boot_rules(c.http_url):
+        lines.append(f"dhcp-boot=tag:{rule.client}{not_ipxe(rule.client, c.http_url)},"
+                     f"{rule.file}{server_part(rule.client, str(c.boot_server))}")
+    lines.append(f"dhcp-boot={DEFAULT},,{c.boot_server}")
+    lines += ["", "# Per node: its address, its second (public) address as DHCP option 187, and",
+              "# its FQDN as host name (dnsmasq's own option 12 would carry the bare name)."]
+    for host in inventory.hosts:
+        tag = HOST_TAG + host.name
+        lines += [f"dhcp-host={host.mac},set:{tag},{host.ip},{host.name}",
+                  f"dhcp-option-force=tag:{tag},187,{host.second_ip}",
+                  f"dhcp-option-force=tag:{tag},12,\"{host.fqdn(c.domain)}\""]
+    return "\n".join(lines) + "\n"
+
+
+def dnsmasq_proxy_conf(inventory: Inventory) -> str:
+    """Proxy DHCP: boot programs only; another server hands out the addresses."""
+    c = inventory.cluster
+    subnet = c.internal_subnet
+    lines = [
+        header(inventory),
+        "# Proxy DHCP: another DHCP server hands out the addresses; this one only tells PXE",
+        "# clients what to boot. No fixed addresses, no host names, no option 187 from here.",
+        "port=0",
+        f"listen-address={c.boot_server}",
+        f"dhcp-range={subnet.network_address},proxy,{subnet.netmask}",
+        *client_classes(c.http_url),
+        "# Boot at once: no menu, no prompt.",
+        'pxe-prompt="tcbuild",0',
+    ]
+    for rule in boot_rules(c.http_url):
+        if rule.client is Client.IPXE:
+            services = [(f"tag:{rule.client},", "x86PC"), (f"tag:{rule.client},", "x86-64_EFI")]
+        else:
+            services = [(f"tag:!{Client.IPXE}," if c.http_url else "", PXE_CSA[arch])
+                        for arch in rule.architectures]
+        for tag, csa in services:
+            lines.append(f'pxe-service={tag}{csa},"{rule.client}",{rule.file},{c.boot_server}')
+    return "\n".join(lines) + "\n"
+
+
+def dnsmasq_tftp_conf(inventory: Inventory) -> str:
+    """The TFTP server, for either config above: the published tree (dnsmasq only reads)."""
+    return (header(inventory)
+            + "# dnsmasq serves the TFTP root itself (stop tftpd-hpa first: both want port 69).\n"
+            + "enable-tftp\n"
+            + f"tftp-root={inventory.cluster.tftp_root}\n")
+
+
+def client_classes(http_url: str | None) -> list[str]:
+    """Tags for the client classes of `bootfile`: iPXE by user class, firmware by option 93."""
+    lines = ["# Client classes: iPXE by its user class, firmware by architecture (option 93)."]
+    if http_url:
+        lines.append(f"dhcp-userclass=set:{Client.IPXE},{IPXE_USER_CLASS}")
+    for rule in boot_rules(http_url):
+        lines += [f"dhcp-match=set:{rule.client},option:client-arch,{arch}"
+                  for arch in rule.architectures]
+    return lines
+
+
+def not_ipxe(client: Client, http_url: str | None) -> str:
+    """iPXE sends option 93 too: the firmware classes exclude it when it has its own file."""
+    return f",tag:!{Client.IPXE}" if http_url and client is not Client.IPXE else ""
+
+
+def server_part(client: Client, server: str) -> str:
+    """The TFTP server of a file name; a URL names its own."""
+    return "" if client is Client.IPXE else f",,{server}"

@@ -1,0 +1,165 @@
+"""The `tcbuild` command line's grammar: every command, its arguments and options. No behaviour.
+
+`cli` runs what it parses. `--quiet` and `--json` are given to exactly the commands that honour
+them (tests/test_api.py checks the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..bootserver.files import Dhcp
+from ..config.recipe import CheckPolicy, OutputMode
+from ..fleet.boottest import DEFAULT_MAC, Firmware, Via
+from ..formats.compress import Compression
+from ..version import __version__
+
+
+def parser() -> argparse.ArgumentParser:
+    """The `tcbuild` command line; each command's name is `command` in the parsed arguments."""
+    parser = argparse.ArgumentParser(
+        prog="tcbuild", description="Build and publish network-boot images for Tiny Core Linux."
+    )
+    parser.add_argument("--version", action="version", version=f"tcbuild {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.set_defaults(debug=False)
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    tftp_root = argparse.ArgumentParser(add_help=False)
+    tftp_root.add_argument("--tftp", type=Path, required=True, metavar="DIR",
+                           help="the TFTP root")
+    tftp_roots = argparse.ArgumentParser(add_help=False)
+    tftp_roots.add_argument("--tftp", type=Path, required=True, action="append", metavar="DIR",
+                            help="the TFTP root (repeatable: boot servers that serve one tree)")
+    json_output = argparse.ArgumentParser(add_help=False)
+    json_output.add_argument("--json", action="store_true", help="print the result as JSON")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", "-q", action="store_true", help="no progress bar or report")
+    mirror_options = argparse.ArgumentParser(add_help=False)
+    group = mirror_options.add_argument_group("mirror and cache")
+    group.add_argument("--mirror", action="append", metavar="URL",
+                       help="mirror base URL (repeatable; replaces the recipe's list)")
+    group.add_argument("--cache", type=Path, metavar="DIR",
+                       help="download cache (default: ~/.cache/tcbuild)")
+    group.add_argument("--offline", action="store_true",
+                       help="use the cache only; name whatever is missing")
+    group.add_argument("--refresh", action="store_true",
+                       help="check the cache against the mirror's current checksums")
+    group.add_argument("--locked", action="store_true",
+                       help="fail unless the inputs are exactly those of the recipe's lock file")
+    group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")
+    recipe_options = argparse.ArgumentParser(add_help=False, parents=[mirror_options])
+    recipe_options.add_argument("recipe", type=Path)
+
+    def command(name: str, text: str, *parents: argparse.ArgumentParser
+                ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=list(parents), help=text)
+        sub.set_defaults(command=name)
+        return sub
+
+    recipe_json = (recipe_options, json_output)
+    command("deps", "print the resolved extension dependency tree", *recipe_json)
+    command("fetch", "download, verify and cache everything a recipe names",
+            *recipe_json, quiet)
+    command("lock", "write RECIPE.lock: the sha256 of every input", recipe_options,
+            quiet)
+
+    build_cmd = command("build", "build the kernel and initrd (and build.json)",
+                        *recipe_json, quiet)
+    build_cmd.add_argument("--out", type=Path, metavar="DIR",
+                           help="output directory (default: build/<recipe name>)")
+    build_cmd.add_argument("--compression", choices=[c.value for c in Compression],
+                           help="small (default: as small as advdef -z4) or fast (for iterating)")
+    build_cmd.add_argument("--fast", dest="compression", action="store_const", const="fast",
+                           help="same as --compression fast")
+    build_cmd.add_argument("--output", choices=[o.value for o in OutputMode],
+                           help="repack (default) or append (the untouched base + one segment)")
+    build_cmd.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build_cmd.add_argument("--check", choices=[c.value for c in CheckPolicy],
+                           help="the will-it-run check: warn, error or off (default: the "
+                                "recipe's [image] check, else warn)")
+
+    iso_cmd = command("iso", "build, then write a bootable ISO (a CD or a USB stick)",
+                      *recipe_json, quiet)
+    iso_cmd.add_argument("-o", "--out", type=Path, metavar="FILE",
+                         help="the ISO file (default: build/<recipe name>/<recipe name>.iso)")
+    iso_cmd.add_argument("--bootloader-dir", type=Path, metavar="DIR",
+                         help="where isolinux.bin and ldlinux.c32 are (default: Debian's)")
+
+    inspect = command("inspect", "list an image's entries with provenance", json_output)
+    inspect.add_argument("image", type=Path, help="a build directory or an initramfs file")
+
+    publish_cmd = command("publish", "build and publish into a TFTP root, atomically",
+                          *recipe_json, tftp_roots, quiet)
+    publish_cmd.add_argument("--inventory", type=Path, metavar="FILE",
+                             help="hosts whose group boots another recipe or boot line")
+    publish_cmd.add_argument("--keep", type=int, default=5, metavar="N",
+                             help="releases to keep (never the current or previous one)")
+    publish_cmd.add_argument("--bootloader-dir", type=Path, metavar="DIR",
+                             help="where pxelinux.0 and ldlinux.c32 are (default: Debian's)")
+    publish_cmd.add_argument("--out", type=Path, metavar="DIR",
+                             help="where the image is built (default: build/<recipe name>)")
+    publish_cmd.add_argument("--dry-run", action="store_true", help="show what would change")
+    publish_cmd.add_argument("--force", action="store_true",
+                             help="a new release even if the tree already serves this build")
+    publish_cmd.add_argument("--wait", type=float, default=30.0, metavar="S",
+                             help="how long to wait for another publish (default 30 s)")
+
+    command("releases", "list the releases of a TFTP root", tftp_root, json_output)
+    rollback_cmd = command("rollback", "boot the previous (or a given) release",
+                           tftp_roots)
+    rollback_cmd.add_argument("release", nargs="?", help="release id (default: the previous)")
+    command("verify", "check a published TFTP root (or several that serve one tree)",
+            tftp_roots, json_output)
+
+    boot_cmd = command("boot-test", "network-boot a published tree under QEMU", tftp_root,
+                       json_output)
+    boot_cmd.add_argument("--firmware", choices=[f.value for f in Firmware],
+                          default="bios", help="SeaBIOS or OVMF (default: bios)")
+    boot_cmd.add_argument("--via", choices=[v.value for v in Via], default="tftp",
+                          help="TFTP, or HTTP through iPXE and boot.ipxe (default: tftp)")
+    boot_cmd.add_argument("--mac", default=DEFAULT_MAC,
+                          help=f"the booting NIC's MAC (default {DEFAULT_MAC})")
+    boot_cmd.add_argument("--expect", default="login:", metavar="TEXT",
+                          help="console text that means success (default: login:)")
+    boot_cmd.add_argument("--timeout", type=float, default=120.0, metavar="S")
+    boot_cmd.add_argument("--log", type=Path, default=Path("build/boot-test.log"), metavar="FILE",
+                          help="where the console goes (default: build/boot-test.log)")
+
+    command("doctor", "which external tools and files are here", json_output)
+
+    server = command("server-config", "write the boot server's DHCP, rsyslog, NFS, TFTP files")
+    server.add_argument("inventory", type=Path)
+    server.add_argument("--out", type=Path, metavar="DIR", default=Path("build/server"),
+                        help="where to write them (default: build/server)")
+    server.add_argument("--check", action="store_true",
+                        help="compare with the files in --out, show a diff, write nothing")
+    server.add_argument("--dhcp", action="append", choices=[d.value for d in Dhcp],
+                        help="the DHCP server to write configs for (repeatable; default: all)")
+
+    fleet_cmd = command("fleet", "which build and release each node booted, from the "
+                        "log host's files", json_output)
+    fleet_cmd.add_argument("--inventory", type=Path, required=True, metavar="FILE")
+    fleet_cmd.add_argument("--logs", type=Path, metavar="DIR",
+                           help="the per-node log files (default: the inventory's log_dir)")
+    fleet_cmd.add_argument("--tftp", type=Path, metavar="DIR",
+                           help="the TFTP root: compare with the release each node's config "
+                                "names")
+
+    check_cmd = command("check", "will it run? libraries, interpreters, kernel and "
+                        "modules of an image", mirror_options, quiet, json_output)
+    check_cmd.add_argument("image", type=Path, help="a build directory or an initrd")
+    check_cmd.add_argument("--kernel", type=Path, metavar="FILE",
+                           help="the kernel (default: the build directory's)")
+    check_cmd.add_argument("--recipe", type=Path, metavar="RECIPE",
+                           help="whose exceptions and mirror (provides.db) to use "
+                                "(default: the build's, if it is still there)")
+    check_cmd.add_argument("--ignore", action="append", default=[], metavar="GLOB",
+                           help="an image path (glob) whose findings are deliberate")
+
+    diff_cmd = command("diff", "what changed between two builds or images", json_output)
+    diff_cmd.add_argument("old", type=Path)
+    diff_cmd.add_argument("new", type=Path)
+    return parser

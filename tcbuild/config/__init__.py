@@ -1,0 +1,1 @@
+"""What the operator writes: the recipe (its model and its reader), the inventory, lock files."""

@@ -1,0 +1,367 @@
+"""The operator's fleet view: which build and release each node booted, and is it current.
+
+Read from the log host's files, as the generated rsyslog rules (`server.rsyslog_conf`) write
+them: `<log_dir>/<node>.log` holds everything the node sends, `<node>-err.log` the game
+server's errors. Rotated copies are read too (`node.log.1`, `node.log.2.gz`,
+`node.log-20261130`, compressed with gzip, bzip2 or xz). Each line is in rsyslog's
+RSYSLOG_FileFormat, which the rules name:
+
+    2026-11-30T15:41:54.123456+00:00 10.1.1.5 bootlocal: game-server node, build 0123456789ab, ...
+
+(the traditional `Nov 30 15:41:54 host tag: message` is read too, its year taken from the
+file's time). The node's /opt/bootlocal.sh logs `build <id>, release <release id>` under the tag
+`bootlocal`; its last such line is the node's last boot. The release a node should boot is the
+one its pxelinux config names, looked up as pxelinux does: `01-<mac>`, the address in hex and its
+prefixes, then `default`. Lines that are not syslog lines, and files that cannot be read, are
+skipped (a warning for a file), never fatal.
+
+Pure parsing and judging (`parse_line`, `scan`, `judge`, `render`) apart from the reading
+(`read_node`, `pxe_release`, `survey`).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import logging
+import lzma
+import re
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from ..boot.pxelinux import CONFIG_DIR, mac_config_name, parse
+from ..config.inventory import Host, load_inventory
+from ..errors import InputError, boundary
+from ..tftproot.releases import release_of, releases
+
+log = logging.getLogger("tcbuild")
+
+BOOT_TAG = "bootlocal"  # the programname of /opt/bootlocal.sh's lines
+BOOT = re.compile(r"\bbuild (?P<build>[0-9a-f]{6,64})\b(?:, release (?P<release>[\w.:-]+))?")
+RELEASE_BUILD = re.compile(r"-([0-9a-f]{12})(?:\.\d+)?$")  # a release id ends in its build's
+UNKNOWN_RELEASE = "unknown"  # what bootlocal.sh says when no release was on its kernel line
+
+ISO_LINE = re.compile(r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?P<fraction>\.\d+)?"
+                      r"(?P<zone>Z|[+-]\d\d:\d\d) (?P<host>\S+) (?P<rest>.*)")
+BSD_LINE = re.compile(r"(?P<month>[A-Z][a-z]{2}) (?P<day>[ \d]\d) (?P<time>\d\d:\d\d:\d\d) "
+                      r"(?P<host>\S+) (?P<rest>.*)")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+TAG = re.compile(r"(?P<program>[^\s:\[\]]{1,64})(?:\[[^\s\]]*\])?:(?: |$)")
+ROTATED = re.compile(r"(?:\.(?P<number>\d{1,6})|-(?P<date>\d[\d-]*))?(?P<ext>\.gz|\.bz2|\.xz)?")
+OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+class State(StrEnum):
+    CURRENT = "current"  # booted the release its pxelinux config names
+    STALE = "STALE"  # booted another one: reboot it when the time is appropriate
+    UNKNOWN = "unknown"  # booted, but nothing to compare with (no --tftp, no boot line, ...)
+    NEVER_SEEN = "never seen"  # no line from it at all
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a log file: when, from whom, the program's name and the text after the time."""
+
+    time: datetime  # aware, UTC
+    host: str
+    program: str  # "" when the line carries no tag
+    text: str  # tag and message, as written
+
+
+@dataclass(frozen=True)
+class Boot:
+    time: datetime
+    build: str
+    release: str | None  # None when the node could not tell
+
+
+@dataclass(frozen=True)
+class NodeLog:
+    """What a node's files say: its last line, its last boot, its last error."""
+
+    last: Line | None = None
+    boot: Boot | None = None
+    error: Line | None = None
+
+
+@dataclass(frozen=True)
+class Named:
+    """The pxelinux config that applies to a node and the release it names (None: not ours)."""
+
+    config: str  # e.g. pxelinux.cfg/01-52-54-00-12-34-56
+    release: str | None
+    build: str | None  # that release's short build id, when known
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    ip: str
+    state: State
+    seen: datetime | None
+    boot: Boot | None
+    named: Named | None
+    error: Line | None
+    note: str = ""  # why the state is unknown
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "ip": self.ip, "state": str(self.state).lower(),
+            "last_seen": _iso(self.seen),
+            "booted": _iso(self.boot.time) if self.boot else None,
+            "build": self.boot.build if self.boot else None,
+            "release": self.boot.release if self.boot else None,
+            "named": ({"config": self.named.config, "release": self.named.release}
+                      if self.named else None),
+            "last_error": ({"time": _iso(self.error.time), "line": self.error.text}
+                           if self.error else None),
+            "note": self.note or None,
+        }
+
+
+# -- parsing (pure) ----------------------------------------------------------------------------
+
+
+def parse_line(text: str, reference: datetime) -> Line | None:
+    """A line as rsyslog writes it, or None for anything else.
+
+    `reference` (aware) completes a traditional timestamp, which has no year: the latest year
+    that does not put the line more than a day after the reference (the file's time).
+    """
+    iso = ISO_LINE.fullmatch(text)
+    if iso:
+        fraction = (iso["fraction"] or "")[:7]  # microseconds at most
+        try:
+            when = datetime.fromisoformat(f"{iso['time']}{fraction}{iso['zone']}")
+        except ValueError:
+            return None
+    else:
+        bsd = BSD_LINE.fullmatch(text)
+        if not bsd or bsd["month"] not in MONTHS:
+            return None
+        local = reference.astimezone()
+        try:
+            naive = datetime.strptime(f"{local.year} {bsd['month']} {bsd['day'].strip()} "
+                                      f"{bsd['time']}", "%Y %b %d %H:%M:%S")
+            when = naive.astimezone()  # the log host's local time, as rsyslog wrote it
+            if when > reference + timedelta(days=1):
+                when = naive.replace(year=local.year - 1).astimezone()
+        except ValueError:
+            return None
+        iso = bsd
+    rest = iso["rest"]
+    tag = TAG.match(rest)
+    return Line(when.astimezone(UTC), iso["host"], tag["program"] if tag else "", rest)
+
+
+def boot_of(line: Line) -> Boot | None:
+    """The build and release a bootlocal line names, if it is the boot line."""
+    if line.program != BOOT_TAG:
+        return None
+    found = BOOT.search(line.text)
+    if not found:
+        return None
+    release = found["release"]
+    return Boot(line.time, found["build"], None if release in (None, UNKNOWN_RELEASE) else release)
+
+
+# A line's place in time: its timestamp, then the file's age (older rotations first), then its
+# position in the file. The latest wins; clocks that jump only blur the order, never crash it.
+Key = tuple[datetime, tuple[int, int, str], int]
+T = TypeVar("T")
+
+
+@dataclass
+class Latest:
+    """The latest line, boot and error line seen so far, each with its `Key`."""
+
+    last: tuple[Key, Line] | None = None
+    boot: tuple[Key, Boot] | None = None
+    error: tuple[Key, Line] | None = None
+
+    def node(self) -> NodeLog:
+        return NodeLog(self.last[1] if self.last else None, self.boot[1] if self.boot else None,
+                       self.error[1] if self.error else None)
+
+
+def scan(lines: Iterable[str], reference: datetime, rank: tuple[int, int, str], errors: bool,
+         latest: Latest) -> None:
+    """Update `latest` with `lines`; with `errors` (an -err.log file) each line is an error."""
+    for number, text in enumerate(lines):
+        line = parse_line(text.rstrip("\r\n"), reference)
+        if line is None:
+            continue
+        key = (line.time, rank, number)
+        latest.last = _later(latest.last, key, line)
+        if errors:
+            latest.error = _later(latest.error, key, line)
+        boot = boot_of(line)
+        if boot is not None:
+            latest.boot = _later(latest.boot, key, boot)
+
+
+def _later(kept: tuple[Key, T] | None, key: Key, value: T) -> tuple[Key, T]:
+    return (key, value) if kept is None or kept[0] < key else kept
+
+
+def rotation_rank(base: str, name: str) -> tuple[int, int, str] | None:
+    """Where file `name` stands among `base`'s rotations (higher: newer); None if not one."""
+    if not name.startswith(base):
+        return None
+    found = ROTATED.fullmatch(name[len(base):])
+    if found is None:
+        return None
+    if found["number"] is not None:
+        return (0, -int(found["number"]), "")
+    if found["date"] is not None:
+        return (1, 0, found["date"])
+    return (2, 0, "")
+
+
+def judge(host: Host, node: NodeLog, named: Named | None, tftp: bool) -> NodeStatus:
+    """Is the node's last boot the release its pxelinux config names now?"""
+    seen = node.last.time if node.last else None
+    note = ""
+    if node.last is None and node.error is None:
+        state = State.NEVER_SEEN
+    elif node.boot is None:
+        state, note = State.UNKNOWN, "no boot line in its logs"
+    elif not tftp:
+        state = State.UNKNOWN
+    elif named is None:
+        state, note = State.UNKNOWN, "no pxelinux config applies to it"
+    elif named.release is None:
+        state, note = State.UNKNOWN, f"{named.config} boots no tcbuild release"
+    elif node.boot.release is not None:
+        state = State.CURRENT if node.boot.release == named.release else State.STALE
+    elif named.build is not None:  # the node could not tell its release: compare the images
+        state = State.CURRENT if node.boot.build == named.build else State.STALE
+    else:
+        state, note = State.UNKNOWN, "the node did not say its release"
+    if seen is None and node.error is not None:
+        seen = node.error.time
+    return NodeStatus(host.name, str(host.ip), state, seen, node.boot, named, node.error, note)
+
+
+def config_names(host: Host) -> list[str]:
+    """The config files pxelinux tries for this host, in its order (UUID aside)."""
+    hexed = f"{int(IPv4Address(host.ip)):08X}"
+    return [mac_config_name(host.mac), *(hexed[:n] for n in range(8, 0, -1)), "default"]
+
+
+def render(nodes: Iterable[NodeStatus]) -> list[str]:
+    """One line per node, columns aligned: name, state, boot time, build, release, last error,
+    then why it is stale or unknown."""
+    rows = [_row(n) for n in nodes]
+    widths = [max((len(row[i]) for row in rows if len(row) > i + 1), default=0)
+              for i in range(6)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=False)),
+                       row[-1]]).rstrip() for row in rows]
+
+
+def _row(n: NodeStatus) -> list[str]:
+    if n.state is State.NEVER_SEEN:
+        return [n.name, str(n.state)]
+    note = n.note
+    if n.state is State.STALE and n.named:
+        note = f"{n.named.config} names {n.named.release}"
+    boot = n.boot
+    return [n.name, str(n.state),
+            f"booted {_iso(boot.time)}" if boot else f"seen {_iso(n.seen)}",
+            f"build {boot.build}" if boot else "build ?",
+            f"release {(boot.release if boot else None) or '?'}",
+            f"last error {_iso(n.error.time)} {n.error.text}" if n.error else "no errors",
+            f"({note})" if note else ""]
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def read_node(logs: Path, name: str) -> NodeLog:
+    """The node's last line, boot and error from `<name>.log`, `<name>-err.log` and rotations."""
+    latest = Latest()
+    try:
+        names = sorted(p.name for p in logs.iterdir())
+    except OSError as e:
+        raise InputError(f"{logs}: cannot list the log directory ({e.strerror or e})") from e
+    for base, errors in ((f"{name}.log", False), (f"{name}-err.log", True)):
+        for file_name in names:
+            rank = rotation_rank(base, file_name)
+            if rank is None:
+                continue
+            path = logs / file_name
+            try:
+                reference = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            except OSError as e:
+                log.warning("%s: skipped (%s)", path, e.strerror or e)
+                continue
+            scan(_lines(path), reference, rank, errors, latest)
+    return latest.node()
+
+
+def _lines(path: Path) -> Iterator[str]:
+    """The file's lines, decompressed and decoded; a read error ends them with a warning."""
+    opener = OPENERS.get(path.suffix, open)
+    number = 0
+    try:
+        f: IO[bytes]
+        with opener(path, "rb") as f:
+            for raw in f:
+                number += 1
+                yield raw.decode("utf-8", errors="replace")
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+        log.warning("%s: unreadable after line %d, the rest skipped (%s)", path, number,
+                    getattr(e, "strerror", None) or e)
+
+
+def pxe_release(tftp: Path, host: Host, builds: Mapping[str, str]) -> Named | None:
+    """The config pxelinux would load for `host` and the release its default label boots.
+
+    `builds`: release id -> short build id, for the releases in the tree.
+    """
+    for name in config_names(host):
+        path = tftp / CONFIG_DIR / name
+        if not path.is_file():
+            continue
+        where = f"{CONFIG_DIR}/{name}"
+        try:
+            config = parse(path.read_text(errors="replace"), str(path))
+            release = release_of(config.label(config.default).kernel)
+        except (OSError, InputError) as e:
+            log.warning("%s", e)
+            return Named(where, None, None)
+        if release is None:
+            return Named(where, None, None)
+        found = RELEASE_BUILD.search(release)
+        return Named(where, release, builds.get(release) or (found[1] if found else None))
+    return None
+
+
+@boundary
+def survey(inventory: Path, logs: Path | None = None, tftp: Path | None = None
+           ) -> list[NodeStatus]:
+    """Every inventory host's status, from the log directory (default: the inventory's)."""
+    inv = load_inventory(inventory)
+    logs = logs if logs is not None else Path(inv.cluster.log_dir)
+    if not logs.is_dir():
+        raise InputError(f"{logs}: no such log directory")
+    if tftp is not None and not tftp.is_dir():
+        raise InputError(f"{tftp}: the TFTP root does not exist")
+    builds = {r.id: r.build_id[:12]
+              for r in (releases(tftp) if tftp is not None else [])}
+    statuses = []
+    for host in inv.hosts:
+        named = pxe_release(tftp, host, builds) if tftp is not None else None
+        statuses.append(judge(host, read_node(logs, host.name), named, tftp is not None))
+    return statuses
+

@@ -1,0 +1,146 @@
+"""`tcbuild verify`: every problem of a published TFTP root, one line each.
+
+The bootloader files must be there and come from one recorded set, every config must parse and
+name files that are there, world-readable and as their release recorded them, and have its
+iPXE twin; every state file must read, and no symlink may lead out of the root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..boot import ipxe, syslinux
+from ..boot.bootfile import IPXE_SCRIPT
+from ..boot.pxelinux import CONFIG_DIR, PxeConfig
+from ..errors import InputError, StateError, boundary
+from .state import (
+    BOOTLOADER,
+    History,
+    Release,
+    booting,
+    configs,
+    file_sha256,
+    read_bootsets,
+    release_of,
+    scan,
+    scripts,
+)
+
+
+@boundary
+def verify_all(roots: list[Path]) -> list[str]:
+    """`verify` of each root, then what several roots (boot servers of one tree) disagree on:
+    every config must boot the same release in each of them."""
+    problems = [line for root in roots for line in verify(root)]
+    booted: dict[str, dict[Path, str | None]] = {}
+    for root in roots:
+        if not root.is_dir():
+            continue
+        try:
+            found = configs(root)
+        except StateError:
+            continue  # already named by verify
+        for name, config in found.items():
+            booted.setdefault(name, {})[root] = booting(config)
+    for name, where in sorted(booted.items()):
+        if len(roots) > 1 and (len(where) < len(roots) or len(set(where.values())) > 1):
+            says = ", ".join(f"{root} {rid or 'nothing'}" for root, rid in where.items())
+            missing = [str(root) for root in roots if root not in where]
+            problems.append(f"{CONFIG_DIR}/{name}: the roots disagree: boots {says}"
+                            + (f"; missing in {', '.join(missing)}" if missing else ""))
+    return problems
+
+
+@boundary
+def verify(tftp: Path) -> list[str]:
+    """Every problem of a published tree, one line each (empty when it is sound)."""
+    if not tftp.is_dir():
+        return [f"{tftp}: the TFTP root does not exist"]
+    problems: list[str] = []
+    for name in syslinux.PXE:
+        if not (tftp / name).is_file():
+            problems.append(f"{tftp / name}: missing (from Debian's {syslinux.package(name)})")
+    try:
+        problems += _check_bootloader(tftp)
+    except StateError as e:
+        problems.append(str(e))
+    found_releases, damaged = scan(tftp)
+    problems += damaged
+    known = {r.id: r for r in found_releases}
+    try:
+        found = configs(tftp, strict=True)
+    except InputError as e:
+        return [*problems, str(e)]
+    if "default" not in found:
+        problems.append(f"{tftp / CONFIG_DIR / 'default'}: missing")
+    for name, config in found.items():
+        for label in config.labels:
+            for named in (label.kernel, label.initrd):
+                problems += _check_file(tftp, f"{CONFIG_DIR}/{name}", named, known)
+        try:
+            History.read(tftp, name)
+        except StateError as e:
+            problems.append(str(e))
+    named_by_configs = {label.kernel.lstrip("/") for c in found.values() for label in c.labels}
+    named_by_configs |= {label.initrd.lstrip("/") for c in found.values() for label in c.labels}
+    problems += _verify_ipxe(tftp, found, known, named_by_configs)
+    for link in tftp.rglob("*"):
+        if link.is_symlink():
+            target = (link.parent / link.readlink()).resolve()
+            if not target.is_relative_to(tftp.resolve()):
+                problems.append(f"{link}: symlink points outside the TFTP root ({target})")
+    return problems
+
+
+def _check_bootloader(tftp: Path) -> list[str]:
+    """The bootloader files all come from one recorded set (none recorded: not checked)."""
+    sets = read_bootsets(tftp)
+    if not sets:
+        return []
+    present = {name: file_sha256(tftp / name) for s in sets for name in s}
+    if any(all(present[name] == digest for name, digest in s.items()) for s in sets):
+        return []
+    return [f"{tftp / name}: not the {name} of the bootloader set installed with the others "
+            f"(recorded in {BOOTLOADER})" for name, digest in sets[-1].items()
+            if present[name] is not None and present[name] != digest]
+
+
+def _verify_ipxe(tftp: Path, found: dict[str, PxeConfig], known: dict[str, Release],
+                 checked: set[str]) -> list[str]:
+    """boot.ipxe, a twin for every pxelinux config, and the files the scripts name (those
+    a pxelinux config names are `checked` already)."""
+    problems = []
+    if not (tftp / IPXE_SCRIPT).is_file():
+        problems.append(f"{tftp / IPXE_SCRIPT}: missing (tcbuild publish writes it)")
+    try:
+        found_scripts = scripts(tftp, strict=True)
+    except InputError as e:
+        return [*problems, str(e)]
+    for name in found:
+        if ipxe.script_path(name).split("/")[-1] not in found_scripts:
+            problems.append(f"{tftp / ipxe.script_path(name)}: missing (the HTTP twin of "
+                            f"{CONFIG_DIR}/{name})")
+    for name, boots in found_scripts.items():
+        for boot in boots.values():
+            for named in [n for n in (boot.kernel, boot.initrd) if n not in checked]:
+                problems += _check_file(tftp, f"{ipxe.SCRIPT_DIR}/{name}", named, known)
+    return problems
+
+
+def _check_file(tftp: Path, config: str, path: str, known: dict[str, Release]) -> list[str]:
+    full = tftp / path.lstrip("/")
+    where = f"{tftp / config}: {path}"
+    if not full.is_file():
+        return [f"{where}: missing"]
+    if not full.stat().st_mode & 0o004:
+        return [f"{where}: not readable by others (the TFTP server cannot serve it)"]
+    rid = release_of(path)
+    if rid is None:
+        return []
+    release = known.get(rid)
+    recorded = release.files.get(full.name) if release else None
+    if recorded is None:
+        return [f"{where}: no checksum recorded for it"]
+    if file_sha256(full) != recorded.sha256:
+        return [f"{where}: does not match the checksum recorded at publish time"]
+    return []

@@ -1,0 +1,1 @@
+"""The tests' kits: stand-in mirrors, bootable cores, network-namespace labs, the demo."""
