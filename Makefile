@@ -1,5 +1,5 @@
 # tcbuild: `make demo` runs the whole pipeline offline, `make image` builds the example recipe,
-# `make test` runs every test.
+# `make test` runs every test, `make test-quick` all but the slow ones (QEMU, namespaces, root).
 # Both create the virtual environment (.venv) and install tcbuild into it first.
 
 PYTHON ?= python3
@@ -17,7 +17,7 @@ APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-
 	tftpd-hpa rsyslog iproute2 util-linux bsdutils curl nfs-ganesha nfs-ganesha-vfs \
 	kea-dhcp4-server dnsmasq-base ovmf syslinux-efi mtools nginx-light
 
-.PHONY: demo image fetch deps test bench storm tools venv mirror extras clean
+.PHONY: demo image fetch deps test test-quick bench storm tools venv mirror extras clean
 
 # Offline, end to end: a stand-in mirror, build, publish into build/tftpboot, a QEMU PXE boot.
 demo: tools $(BIN)/tcbuild
@@ -36,6 +36,12 @@ test: tools $(BIN)/tcbuild
 	$(BIN)/ruff check tcbuild tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The same lint, and the tests that boot no VM, start no namespace and need no root (< 3 min).
+test-quick: tools $(BIN)/tcbuild
+	$(BIN)/ruff check tcbuild tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -m "not qemu and not netns and not root"
 
 venv: $(BIN)/tcbuild
 

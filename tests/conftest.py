@@ -42,6 +42,22 @@ def verified(tftp: Path) -> Path:
     return tftp
 
 
+SLOW_FIXTURES = {  # a test using one carries its markers (`make test-quick` leaves them out)
+    "kernel_kit": ("qemu",),  # Debian's kernel, for images QEMU boots
+    "lab": ("netns", "root"),  # network namespaces, veth pairs, daemons in them
+    "tiny_disk": ("root",),  # mounts a tmpfs
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the slow tests by what they use; tests that need root or QEMU otherwise say so with
+    their own markers."""
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            for marker in SLOW_FIXTURES.get(fixture, ()):
+                item.add_marker(marker)
+
+
 @pytest.fixture(scope="session")
 def mirror_tree(tmp_path_factory: pytest.TempPathFactory) -> MirrorTree:
     require_tool("mksquashfs", "squashfs-tools")

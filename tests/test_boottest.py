@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tcbuild.fleet.boottest import judge
 
 from .kit.requires import require_tool
@@ -26,6 +28,7 @@ def test_judge_takes_whichever_comes_first() -> None:
         False, "Unable to locate configuration file")
 
 
+@pytest.mark.qemu
 def test_a_tree_without_bootloader_fails_fast(tmp_path: Path) -> None:
     require_tool("qemu-system-x86_64", "qemu-system-x86")
     tftp = tmp_path / "tftp"

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tcbuild.config.inventory import load_inventory
 from tcbuild.tftproot import releases as pub
 
@@ -19,6 +21,8 @@ from .kit.bootkit import KernelKit
 from .kit.requires import require_root
 
 
+@pytest.mark.root
+@pytest.mark.netns
 def test_demo_runs_end_to_end(tmp_path: Path, kernel_kit: KernelKit) -> None:
     require_root("the demo's cluster runs in network namespaces")
     tftp, work = tmp_path / "tftpboot", tmp_path / "demo"

@@ -154,6 +154,7 @@ def test_an_output_changed_after_its_build_is_rebuilt_even_at_the_same_size(
     assert run_build(tmp_path, recipe).up_to_date
 
 
+@pytest.mark.root
 def test_extraction_by_gnu_cpio_keeps_devices_and_hard_links(
     tmp_path: Path, mirror: MirrorServer
 ) -> None:

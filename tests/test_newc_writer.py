@@ -216,6 +216,7 @@ def extract_with_gnu_cpio(archive: bytes, into: Path) -> None:
     run(["cpio", "-idm", "--no-absolute-filenames", "--quiet"], stdin=archive, cwd=into)
 
 
+@pytest.mark.root
 def test_gnu_cpio_extracts_modes_owners_devices_links(tmp_path: Path) -> None:
     root = tmp_path / "root"
     extract_with_gnu_cpio(write(ENTRIES), root)
@@ -238,6 +239,7 @@ def test_gnu_cpio_extracts_modes_owners_devices_links(tmp_path: Path) -> None:
     assert (root / "tmp").stat().st_mode & stat.S_ISVTX
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("carrier", [0, 1, 2], ids=["data-on-first", "middle", "last"])
 def test_a_hard_link_group_may_carry_its_data_on_any_name(tmp_path: Path, carrier: int) -> None:
     """The kernel links later names to the first and opens them without O_TRUNC; GNU cpio too."""
@@ -253,6 +255,7 @@ def test_a_hard_link_group_may_carry_its_data_on_any_name(tmp_path: Path, carrie
     assert all((tmp_path / "root" / name).read_bytes() == b"shared\n" for name in names)
 
 
+@pytest.mark.root
 def test_rewrites_gnu_cpio_output_byte_for_byte(tmp_path: Path) -> None:
     """`cpio -o -H newc --reproducible` (ino from 0, dev 0) read and rewritten unchanged."""
     require_tool("cpio", "cpio")
