@@ -385,7 +385,7 @@ class _Reader:
         """Each host's log files are its own: `web` and `web-err` would share `web-err.log`."""
         for file in log_names(name):
             other = files.setdefault(file.lower(), (where, name))
-            if other[0] != where:
+            if other[0] != where and other[1].lower() != name.lower():  # not a duplicate name
                 self.problem(f"{where}.name", f"'{name}' and {other[0]} '{other[1]}' would "
                              f"share the log host's file {file}; rename one")
                 return
