@@ -281,6 +281,10 @@ CASES = [
          SERVER, 2, rf"{INV}: host\[1\]\.second_ip: 172\.17\.1\.6 is outside the external .*"),
     Case("bad host name", lambda s: s.edit(s.inventory, '"server2"', '"server_2"'),
          SERVER, 2, rf"{INV}: host\[1\]\.name: 'server_2' is not a valid host name .*"),
+    Case("host names sharing a log file", lambda s: s.edit(s.inventory, '"server2"',
+                                                           '"Server1-err"'),
+         SERVER, 2, rf"{INV}: host\[1\]\.name: 'Server1-err' and host\[0\] 'server1' would "
+         r"share the log host's file Server1-err\.log; rename one"),
     Case("unknown group", lambda s: s.edit(s.inventory, 'group     = "canary"',
                                            'group     = "canari"'),
          SERVER, 2, rf"{INV}: host\[1\]\.group: no group 'canari' \(defined: canary\)"),

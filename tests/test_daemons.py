@@ -2,15 +2,19 @@
 
 Syntax: `dhcpd -t` and `rsyslogd -N1` accept every generated config, and catch a broken value
 that inventory validation never saw. Live (root; namespaces from tests/kit/netns.py): rsyslogd with
-the generated rules files what nodes send through busybox `syslogd -R` (dhcpd, Kea and dnsmasq
-serving the node's dhclient live: tests/test_dhcp_servers.py). Nothing here touches the host's
+the generated rules files what nodes send through busybox `syslogd -R`, and what other senders
+send (whatever name they claim) in the one place for unknown senders, where `tcbuild fleet`
+never looks (dhcpd, Kea and dnsmasq serving the node's dhclient live:
+tests/test_dhcp_servers.py). Nothing here touches the host's
 hostname, resolver, /dev/log or network.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
 import sys
 from dataclasses import replace
 from ipaddress import IPv4Address
@@ -20,7 +24,7 @@ import pytest
 
 from tcbuild.bootserver.isc import dhcpd_conf
 from tcbuild.bootserver.nfs import ganesha_conf
-from tcbuild.bootserver.rsyslog import rsyslog_conf
+from tcbuild.bootserver.rsyslog import UNKNOWN_DIR, rsyslog_conf
 from tcbuild.config.inventory import Inventory, load_inventory
 from tcbuild.errors import RecipeError
 
@@ -114,7 +118,7 @@ def test_the_daemons_catch_a_value_validation_never_saw(tmp_path: Path,
     assert result.returncode == 1
     # rsyslog names the line its parser had reached: the next statement after the template.
     found = re.search(rf"error during parsing file {re.escape(str(rules))}, on or before line "
-                      r"(\d+): invalid property 'logs/'", result.stderr)
+                      rf"(\d+): invalid property 'logs/{UNKNOWN_DIR}/'", result.stderr)
     assert found, result.stderr
     line, reported = line_of(text, f'string="{odd}/'), int(found[1])
     between = text.splitlines()[line:reported - 1]
@@ -136,7 +140,8 @@ def listening(daemon: Daemon, port: int) -> bool:
 
 
 def test_live_syslog(tmp_path: Path, lab: Lab, inventory: Inventory) -> None:
-    """busybox syslogd -R on each node -> rsyslogd with the generated rules: files per node."""
+    """busybox syslogd -R on each node -> rsyslogd with the generated rules: files per node,
+    strangers apart; a stranger claiming a node's name changes nothing in `tcbuild fleet`."""
     require_tool("rsyslogd", "rsyslog")
     require_tool("busybox", "busybox-static")
     require_tool("logger", "bsdutils")
@@ -187,35 +192,71 @@ def test_live_syslog(tmp_path: Path, lab: Lab, inventory: Inventory) -> None:
     tcp2 = logger(two, "-T", "-n", str(c.log_host), "-P", str(c.syslog_port),
                   "-t", game, "-p", "local0.crit", "game crash over tcp")
     other = logger("stranger", "-t", game, "-p", "local0.err", "game error")
+
+    def datagram(text: str) -> None:
+        """A raw UDP datagram from the stranger's address: it writes any header it likes."""
+        run("nsenter", "--target", str(senders["stranger"].pid), "--net", sys.executable, "-c",
+            "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto("
+            "sys.argv[1].encode(), (sys.argv[2], int(sys.argv[3])))", text, str(c.log_host),
+            str(c.syslog_port))
+
     # A stranger's message names any hostname it likes: it must not steer the file out of
     # log_dir (RFC 5424 allows '/' in a hostname; logger cannot send one, so a raw datagram).
     hostile = f"hostile ({os.getpid()})"
-    run("nsenter", "--target", str(senders["stranger"].pid), "--net", sys.executable, "-c",
-        "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto("
-        "sys.argv[1].encode(), (sys.argv[2], int(sys.argv[3])))",
-        f"<131>1 2026-01-01T00:00:00Z ../escaped {game} - - - {hostile}", str(c.log_host),
-        str(c.syslog_port))
-
+    datagram(f"<131>1 2026-01-01T00:00:00Z ../escaped {game} - - - {hostile}")
     expected = {
         f"{one}.log": [err1, info1, boot1],
         f"{one}-err.log": [err1],  # the game server's errors only
         f"{two}.log": [err2, tcp2],
         f"{two}-err.log": [err2, tcp2],
-        f"{stranger}.log": [other],
-        ".._escaped.log": [hostile],
+        UNKNOWN_DIR: [other, hostile],  # every other sender, one file per day
     }
 
+    def text_of(name: str) -> str:
+        path = logs / name
+        if path.is_dir():
+            return "".join(p.read_text() for p in sorted(path.iterdir()))
+        return path.read_text() if path.is_file() else ""
+
     def delivered() -> bool:
-        return all((logs / name).is_file() and all(m in (logs / name).read_text() for m in msgs)
-                   for name, msgs in expected.items())
+        return all(all(m in text_of(name) for m in msgs) for name, msgs in expected.items())
 
     wait_for(delivered, "every message in its files", watch=[rsyslogd])
     assert sorted(p.name for p in logs.iterdir()) == sorted(expected)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d\.log", p.name)
+               for p in (logs / UNKNOWN_DIR).iterdir())
     assert not (tmp_path / "escaped.log").exists()
     everything = [info1, boot1, err1, err2, tcp2, other, hostile]
     for name, messages in expected.items():
-        text = (logs / name).read_text()
+        text = text_of(name)
         assert [m for m in everything if m in text] == [m for m in everything if m in messages]
+    # Each line: the receive time, the address it came from, the sender's tag and message.
+    (line,) = [t for t in text_of(f"{one}-err.log").splitlines() if err1 in t]
+    assert re.fullmatch(rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{{1,6}})?[+-]\d\d:\d\d "
+                        rf"{re.escape(str(inventory.hosts[0].ip))} {game}: {re.escape(err1)}", line)
+
+    # A stranger claims to be node one (RFC 3164 header, its hostname and tag) and says it
+    # booted a build, then plants an error as one-err: all of it lands with the strangers,
+    # and the fleet view is what it was.
+    def view() -> str:
+        done = subprocess.run([sys.executable, "-m", "tcbuild", "fleet", "--inventory",
+                               str(inventory.path), "--logs", str(logs), "--json"],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        return done.stdout
+
+    before = view()
+    assert json.loads(before)[0]["name"] == one
+    spoofed = [f"game-server node, build 222222222222, release spoofed-{os.getpid()}",
+               f"planted error ({os.getpid()})"]
+    datagram(f"<133>Nov 30 09:00:00 {one} bootlocal: {spoofed[0]}, kernel 6.1.0")
+    datagram(f"<131>Nov 30 09:00:01 {one}-err {game}: {spoofed[1]}")
+    expected[UNKNOWN_DIR] += spoofed
+    wait_for(delivered, "the spoofed lines with the strangers'", watch=[rsyslogd])
+    assert not any(m in text_of(name) for m in spoofed for name in expected
+                   if name != UNKNOWN_DIR)
+    assert sorted(p.name for p in logs.iterdir()) == sorted(expected)
+    assert view() == before
 
 
 def test_live_ganesha(tmp_path: Path, lab: Lab, inventory: Inventory) -> None:

@@ -231,3 +231,19 @@ def test_an_inventory_made_in_code_obeys_the_same_rules() -> None:
     with pytest.raises(RecipeError, match=r"^\S+/examples/cluster\.toml: group\.canary\.append: "
                        r"a newline \(U\+000A\) at character 5; "):
         dataclasses.replace(inventory, groups={"canary": evil})
+
+
+def test_host_names_whose_log_files_collide_are_refused(tmp_path: Path) -> None:
+    """`web` and `web-err` would share `web-err.log` on the log host (web's errors, and all
+    web-err sends): one line names the inventory and both hosts, in either order."""
+    example = (Path(__file__).resolve().parent.parent / "examples/cluster.toml").read_text()
+    for first, second in (("web", "web-err"), ("web-err", "web")):
+        text = example.replace('"server1"', f'"{first}"').replace('"server2"', f'"{second}"')
+        path = write(tmp_path, text)
+        with pytest.raises(RecipeError) as caught:
+            load_inventory(path)
+        assert str(caught.value) == (
+            f"{path}: host[1].name: '{second}' and host[0] '{first}' would share the log "
+            "host's file web-err.log; rename one")
+    text = example.replace('"server1"', '"web"').replace('"server2"', '"web-errors"')
+    assert [h.name for h in load_inventory(write(tmp_path, text)).hosts] == ["web", "web-errors"]

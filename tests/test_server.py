@@ -59,8 +59,11 @@ def test_generated_files_follow_the_inventory() -> None:
     assert "if $fromhost-ip == '10.1.1.5' then {" in rsyslog
     assert "$programname == 'master'" in rsyslog
     assert 'file="/var/log/remote/server1-err.log"' in rsyslog
-    # An unknown sender's hostname cannot lead the file out of log_dir ('/' becomes '_').
-    assert 'string="/var/log/remote/%HOSTNAME:::secpath-replace%.log"' in rsyslog
+    # Unknown senders: one file per day of reception, named by nothing they send.
+    assert ('string="/var/log/remote/unknown/%timegenerated:::date-year%-'
+            '%timegenerated:::date-month%-%timegenerated:::date-day%.log"') in rsyslog
+    assert "%HOSTNAME" not in rsyslog and "RSYSLOG_FileFormat" not in rsyslog
+    assert rsyslog.count('template="TcbuildLine"') == 5  # two files per node, the strangers'
     assert files["exports"].endswith("/srv/gameserver 10.1.1.0/24(ro,sync,no_subtree_check,"
                                      "root_squash)\n")
     ganesha = files["ganesha.conf"]  # the same share, clients and rights as `exports`

@@ -30,6 +30,11 @@ BOOT_SERVERS_MAX = 2  # Kea's hot-standby pair
 HOST_NAME_MAX = 64  # Linux: the node sets its hostname to the FQDN from DHCP
 
 
+def log_names(name: str) -> tuple[str, str]:
+    """The log host's files for node `name`: all it sends, and its game server's errors."""
+    return f"{name}.log", f"{name}-err.log"
+
+
 @dataclass(frozen=True)
 class Cluster:
     """Settings shared by every node and the boot server."""
@@ -328,6 +333,7 @@ class _Reader:
             return ()
         hosts = []
         seen: dict[str, dict[str, str]] = {"name": {}, "mac": {}, "ip": {}, "second_ip": {}}
+        files: dict[str, tuple[str, str]] = {}  # log file (lower case) -> host, name
         for i, item in enumerate(items):
             where = f"host[{i}]."
             if not isinstance(item, dict):
@@ -371,7 +377,18 @@ class _Reader:
                     seen[key][unique] = f"host[{i}]"
             if name and mac and ip and second:
                 hosts.append(Host(name, mac, ip, second, group))
+            if name:
+                self.log_files(f"host[{i}]", name, files)
         return tuple(hosts)
+
+    def log_files(self, where: str, name: str, files: dict[str, tuple[str, str]]) -> None:
+        """Each host's log files are its own: `web` and `web-err` would share `web-err.log`."""
+        for file in log_names(name):
+            other = files.setdefault(file.lower(), (where, name))
+            if other[0] != where and other[1].lower() != name.lower():  # not a duplicate name
+                self.problem(f"{where}.name", f"'{name}' and {other[0]} '{other[1]}' would "
+                             f"share the log host's file {file}; rename one")
+                return
 
     def mac(self, item: Mapping[str, Any], where: str) -> str | None:
         value = self.text(item, "mac", where)

@@ -1,19 +1,22 @@
 """The operator's fleet view: which build and release each node booted, and is it current.
 
-Read from the log host's files, as the generated rsyslog rules (`server.rsyslog_conf`) write
+Read from the log host's files, as the generated rsyslog rules (`bootserver.rsyslog`) write
 them: `<log_dir>/<node>.log` holds everything the node sends, `<node>-err.log` the game
 server's errors. Rotated copies are read too (`node.log.1`, `node.log.2.gz`,
-`node.log-20261130`, compressed with gzip, bzip2 or xz). Each line is in rsyslog's
-RSYSLOG_FileFormat, which the rules name:
+`node.log-20261130`, compressed with gzip, bzip2 or xz). Each line is in tcbuild's format
+(`bootserver.rsyslog.LINE_FORMAT`): the time the log host received it, the address it came
+from, then the sender's tag and message:
 
     2026-11-30T15:41:54.123456+00:00 10.1.1.5 bootlocal: game-server node, build 0123456789ab, ...
 
-(the traditional `Nov 30 15:41:54 host tag: message` is read too, its year taken from the
-file's time). The node's /opt/bootlocal.sh logs `build <id>, release <release id>` under the tag
-`bootlocal`; its last such line is the node's last boot. The release a node should boot is the
+Nothing the sender wrote is trusted for who or when: a line counts only when it sits in the
+file of an inventory host and carries that host's address, and its time is the log host's.
+Lines without an address (older formats, a sender's own hostname) are skipped. The node's
+/opt/bootlocal.sh logs `build <id>, release <release id>` under the tag `bootlocal`; its last
+such line is the node's last boot. The release a node should boot is the
 one its pxelinux config names, looked up as pxelinux does: `01-<mac>`, the address in hex and its
-prefixes, then `default`. Lines that are not syslog lines, and files that cannot be read, are
-skipped (a warning for a file), never fatal.
+prefixes, then `default`. Lines that are not such lines (or name a time out of range), and files
+that cannot be read, are skipped (a warning for a file), never fatal.
 
 Pure parsing and judging (`parse_line`, `scan`, `judge`, `render`) apart from the reading
 (`read_node`, `pxe_release`, `survey`).
@@ -29,14 +32,14 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from ..boot.pxelinux import CONFIG_DIR, mac_config_name, parse
-from ..config.inventory import Host, load_inventory
+from ..config.inventory import Host, load_inventory, log_names
 from ..errors import InputError, boundary
 from ..tftproot.releases import release_of, releases
 
@@ -47,11 +50,9 @@ BOOT = re.compile(r"\bbuild (?P<build>[0-9a-f]{6,64})\b(?:, release (?P<release>
 RELEASE_BUILD = re.compile(r"-([0-9a-f]{12})(?:\.\d+)?$")  # a release id ends in its build's
 UNKNOWN_RELEASE = "unknown"  # what bootlocal.sh says when no release was on its kernel line
 
-ISO_LINE = re.compile(r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?P<fraction>\.\d+)?"
-                      r"(?P<zone>Z|[+-]\d\d:\d\d) (?P<host>\S+) (?P<rest>.*)")
-BSD_LINE = re.compile(r"(?P<month>[A-Z][a-z]{2}) (?P<day>[ \d]\d) (?P<time>\d\d:\d\d:\d\d) "
-                      r"(?P<host>\S+) (?P<rest>.*)")
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+LINE = re.compile(r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?P<fraction>\.\d+)?"
+                  r"(?P<zone>Z|[+-]\d\d:\d\d) (?P<source>\d{1,3}(?:\.\d{1,3}){3}) (?P<rest>.*)",
+                  re.ASCII)
 TAG = re.compile(r"(?P<program>[^\s:\[\]]{1,64})(?:\[[^\s\]]*\])?:(?: |$)")
 ROTATED = re.compile(r"(?:\.(?P<number>\d{1,6})|-(?P<date>\d[\d-]*))?(?P<ext>\.gz|\.bz2|\.xz)?")
 OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -66,10 +67,11 @@ class State(StrEnum):
 
 @dataclass(frozen=True)
 class Line:
-    """One line of a log file: when, from whom, the program's name and the text after the time."""
+    """One line of a log file: when the log host received it, from which address, the program's
+    name and the sender's text (tag and message)."""
 
     time: datetime  # aware, UTC
-    host: str
+    source: IPv4Address
     program: str  # "" when the line carries no tag
     text: str  # tag and message, as written
 
@@ -128,36 +130,21 @@ class NodeStatus:
 # -- parsing (pure) ----------------------------------------------------------------------------
 
 
-def parse_line(text: str, reference: datetime) -> Line | None:
-    """A line as rsyslog writes it, or None for anything else.
-
-    `reference` (aware) completes a traditional timestamp, which has no year: the latest year
-    that does not put the line more than a day after the reference (the file's time).
-    """
-    iso = ISO_LINE.fullmatch(text)
-    if iso:
-        fraction = (iso["fraction"] or "")[:7]  # microseconds at most
-        try:
-            when = datetime.fromisoformat(f"{iso['time']}{fraction}{iso['zone']}")
-        except ValueError:
-            return None
-    else:
-        bsd = BSD_LINE.fullmatch(text)
-        if not bsd or bsd["month"] not in MONTHS:
-            return None
-        local = reference.astimezone()
-        try:
-            naive = datetime.strptime(f"{local.year} {bsd['month']} {bsd['day'].strip()} "
-                                      f"{bsd['time']}", "%Y %b %d %H:%M:%S")
-            when = naive.astimezone()  # the log host's local time, as rsyslog wrote it
-            if when > reference + timedelta(days=1):
-                when = naive.replace(year=local.year - 1).astimezone()
-        except ValueError:
-            return None
-        iso = bsd
-    rest = iso["rest"]
+def parse_line(text: str) -> Line | None:
+    """A line as the generated rsyslog rules write it, or None for anything else (a line
+    without a source address, a time that is no date or out of range)."""
+    found = LINE.fullmatch(text)
+    if found is None:
+        return None
+    fraction = (found["fraction"] or "")[:7]  # microseconds at most
+    try:
+        when = datetime.fromisoformat(f"{found['time']}{fraction}{found['zone']}").astimezone(UTC)
+        source = IPv4Address(found["source"])
+    except (ValueError, OverflowError):  # 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
+        return None
+    rest = found["rest"]
     tag = TAG.match(rest)
-    return Line(when.astimezone(UTC), iso["host"], tag["program"] if tag else "", rest)
+    return Line(when, source, tag["program"] if tag else "", rest)
 
 
 def boot_of(line: Line) -> Boot | None:
@@ -190,12 +177,13 @@ class Latest:
                        self.error[1] if self.error else None)
 
 
-def scan(lines: Iterable[str], reference: datetime, rank: tuple[int, int, str], errors: bool,
+def scan(lines: Iterable[str], source: IPv4Address, rank: tuple[int, int, str], errors: bool,
          latest: Latest) -> None:
-    """Update `latest` with `lines`; with `errors` (an -err.log file) each line is an error."""
+    """Update `latest` with the lines that came from `source` (the node's address); with
+    `errors` (an -err.log file) each line is an error."""
     for number, text in enumerate(lines):
-        line = parse_line(text.rstrip("\r\n"), reference)
-        if line is None:
+        line = parse_line(text.rstrip("\r\n"))
+        if line is None or line.source != source:
             continue
         key = (line.time, rank, number)
         latest.last = _later(latest.last, key, line)
@@ -287,25 +275,19 @@ def _iso(when: datetime | None) -> str | None:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def read_node(logs: Path, name: str) -> NodeLog:
-    """The node's last line, boot and error from `<name>.log`, `<name>-err.log` and rotations."""
+def read_node(logs: Path, host: Host) -> NodeLog:
+    """The node's last line, boot and error from `<name>.log`, `<name>-err.log` and rotations,
+    each line counted only if it came from the node's address."""
     latest = Latest()
     try:
         names = sorted(p.name for p in logs.iterdir())
     except OSError as e:
         raise InputError(f"{logs}: cannot list the log directory ({e.strerror or e})") from e
-    for base, errors in ((f"{name}.log", False), (f"{name}-err.log", True)):
+    for base, errors in zip(log_names(host.name), (False, True), strict=True):
         for file_name in names:
             rank = rotation_rank(base, file_name)
-            if rank is None:
-                continue
-            path = logs / file_name
-            try:
-                reference = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-            except OSError as e:
-                log.warning("%s: skipped (%s)", path, e.strerror or e)
-                continue
-            scan(_lines(path), reference, rank, errors, latest)
+            if rank is not None:
+                scan(_lines(logs / file_name), host.ip, rank, errors, latest)
     return latest.node()
 
 
@@ -362,6 +344,6 @@ def survey(inventory: Path, logs: Path | None = None, tftp: Path | None = None
     statuses = []
     for host in inv.hosts:
         named = pxe_release(tftp, host, builds) if tftp is not None else None
-        statuses.append(judge(host, read_node(logs, host.name), named, tftp is not None))
+        statuses.append(judge(host, read_node(logs, host), named, tftp is not None))
     return statuses
 
