@@ -322,6 +322,22 @@ CASES = [
          PUBLISH, 2, r"\S+/tftp: the TFTP root does not exist"),
     Case("bootloader missing", lambda s: (s.root / "bootloader/pxelinux.0").unlink(),
          PUBLISH, 1, r"pxelinux\.0 not found in \S+ \(apt-get install pxelinux\)"),
+    Case("tftp root twice", lambda s: None, (*PUBLISH, "--tftp", "{tftp}/../tftp"), 2,
+         r"\S+/tftp/\.\./tftp: the TFTP root is named twice \(also as \S+/tftp\)"),
+    Case("rollback root twice", lambda s: None,
+         ("rollback", "--tftp", "{tftp}", "--tftp", "{tftp}/../tftp", "--wait", "0"), 2,
+         r"\S+/tftp/\.\./tftp: the TFTP root is named twice \(also as \S+/tftp\)"),
+    Case("verify root twice", lambda s: None, ("verify", "--tftp", "{tftp}", "--tftp", "{tftp}"),
+         2, r"\S+/tftp: the TFTP root is named twice"),
+    Case("releases root twice", lambda s: None,
+         ("releases", "--tftp", "{tftp}", "--tftp", "{tftp}"), 2,
+         r"tcbuild releases: argument --tftp: given twice \(this command takes one\) \(see "
+         r"tcbuild releases --help\)"),
+    Case("wait nan", lambda s: None, (*PUBLISH, "--wait", "nan"), 2,
+         r"tcbuild publish: argument --wait: 'nan' is not a finite number of seconds >= 0 "
+         r"\(see tcbuild publish --help\)"),
+    Case("wait negative", lambda s: None, ("rollback", "--tftp", "{tftp}", "--wait", "-1"), 2,
+         r"tcbuild rollback: argument --wait: '-1' is not a finite number of seconds >= 0 .*"),
     Case("verify foreign config", lambda s: [
         shutil.copy(s.root / "bootloader" / n, s.root / "tftp" / n)
         for n in syslinux.PXE] and (s.root / "tftp/pxelinux.cfg").mkdir() or (

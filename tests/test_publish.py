@@ -7,18 +7,23 @@ boot a published tree with the real pxelinux.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tcbuild import load_recipe
+from tcbuild.boot import syslinux
 from tcbuild.boot.pxelinux import parse
 from tcbuild.config.inventory import load_inventory
 from tcbuild.sources.fetch import FetchOptions
 from tcbuild.stages.build import BuildOptions, BuildResult, build
 from tcbuild.tftproot import releases as pub
+from tcbuild.tftproot.verify import verify_all
 
 from .conftest import verified
 from .kit.mirrortree import MirrorServer
@@ -349,3 +354,154 @@ def test_one_release_into_several_roots_switches_only_once_every_root_holds_it(
     assert refused.returncode == 2 and "the roots disagree" in refused.stderr, refused.stderr
     assert len(refused.stderr.splitlines()) == 1
     assert {root: tree(root) for root in (first, second)} == before
+
+
+def modes(root: Path) -> dict[str, tuple[int, str]]:
+    """Every path under `root` with its mode and its bytes (a symlink: its target)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        what = (str(path.readlink()) if path.is_symlink() else
+                hashlib.sha256(path.read_bytes()).hexdigest() if stat.S_ISREG(info.st_mode)
+                else "dir")
+        found[str(path.relative_to(root))] = (info.st_mode, what)
+    return found
+
+
+def test_modes_are_the_trees_whatever_the_umask_and_verify_checks_the_way(site: Path) -> None:
+    """Under umask 077 every directory made is 0755 and every file 0644; `verify` names the
+    first directory on the way to a served file that others cannot read and search."""
+    tftp = site / "tftp"
+    args = ["publish", site / "recipes/gameserver.toml", "--tftp", tftp, "--cache",
+            site / "cache", "--bootloader-dir", site / "bootloader", "-q"]
+    done = subprocess.run([sys.executable, "-m", "tcbuild", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: os.umask(0o077))
+    assert done.returncode == 0, done.stderr
+    made = {p: stat.S_IMODE(p.lstat().st_mode) for p in tftp.rglob("*")
+            if p.name != "README.site"}
+    assert {p: m for p, m in made.items() if m != (0o755 if p.is_dir() else 0o644)} == {}
+    verified(tftp)
+
+    (tftp / "tcbuild").chmod(0o711)  # searchable, not readable: still refused
+    (tftp / "pxelinux.cfg").chmod(0o750)
+    assert pub.verify(tftp) == [
+        f"{tftp / 'pxelinux.cfg'}: directory not readable and searchable by others (mode "
+        "0750; the TFTP server cannot serve what is in it)",
+        f"{tftp / 'tcbuild'}: directory not readable and searchable by others (mode 0711; the "
+        "TFTP server cannot serve what is in it)",
+    ]
+    (tftp / "pxelinux.cfg").chmod(0o755)
+    (tftp / "tcbuild").chmod(0o755)
+    (tftp / "ldlinux.c32").chmod(0o640)
+    tftp.chmod(0o700)
+    assert pub.verify(tftp) == [f"{tftp}: directory not readable and searchable by others "
+                                "(mode 0700; the TFTP server cannot serve what is in it)"]
+    tftp.chmod(0o755)
+    assert pub.verify(tftp) == [f"{tftp / 'ldlinux.c32'}: not readable by others (the TFTP "
+                                "server cannot serve it)"]
+
+
+def test_per_mac_configs_follow_the_inventory(site: Path) -> None:
+    """A host that leaves its group loses its config in the next publish (with its twin and
+    history) by the recipe that wrote it, never by another; `verify --inventory` names a
+    config no host has."""
+    tftp, mac = site / "tftp", "01-52-54-00-12-34-57"
+    inventory = site / "examples/cluster.toml"
+    stale = [tftp / "pxelinux.cfg" / mac, tftp / "ipxe" / f"{mac}.ipxe",
+             tftp / "tcbuild/history" / f"{mac}.json"]
+    first = publish_at(site, T0, inventory=True)
+    assert mac in first.configs and all(p.is_file() for p in stale)
+
+    # the canary group gets its own recipe: its publish takes the host's config over
+    shutil.copy(site / "recipes/gameserver.toml", site / "recipes/canary.toml")
+    text = inventory.read_text()
+    inventory.write_text(text.replace(
+        '[group.canary]                           # hosts that boot another kernel line\n'
+        'append = "base norestore nodhcp cron console=tty0 console=ttyS0,115200 loglevel=7"',
+        '[group.canary]\nrecipe = "../recipes/canary.toml"'))
+    canary = publish_at(site, T0 + 60, inventory=True, recipe="recipes/canary.toml")
+    assert list(canary.configs) == [mac]
+    owned = (tftp / "pxelinux.cfg" / mac).read_bytes()
+    # the host leaves the group: the default recipe does not own its config, and keeps off it
+    inventory.write_text(inventory.read_text().replace('group     = "canary"\n', ""))
+    default = publish_at(site, T0 + 120, inventory=True, keep=1)
+    assert (tftp / "pxelinux.cfg" / mac).read_bytes() == owned and default.retire == ()
+    verify_inv = ["verify", "--tftp", tftp, "--inventory", inventory]
+    assert tcbuild(*verify_inv).returncode == 0
+
+    # the host leaves the inventory: verify names its config; the canary recipe retires it
+    inventory.write_text(inventory.read_text().replace(
+        '[[host]]\nname      = "server2"\nmac       = "52:54:00:12:34:57"', '[[host]]\nname'
+        '      = "server3"\nmac       = "52:54:00:12:34:58"'))
+    named = tcbuild(*verify_inv)
+    assert (named.returncode, named.stderr) == (1, (
+        f"{tftp / 'pxelinux.cfg' / mac}: no host of {inventory} has this MAC (left behind: "
+        "publish with --inventory retires it)\n"))
+    retired = publish_at(site, T0 + 180, inventory=True, recipe="recipes/canary.toml", keep=1)
+    assert [p for p in stale if p.exists()] == []
+    assert (retired.retire, retired.configs) == ((mac,), {})
+    assert pub.current(tftp) == {default.release_id: {"default"}}
+    assert tcbuild(*verify_inv).returncode == 0
+    # nothing boots the canary releases now: the next publish prunes them
+    (site / "overlays/gameserver/etc").mkdir()
+    (site / "overlays/gameserver/etc/motd").write_text("next\n")
+    last = publish_at(site, T0 + 240, inventory=True, keep=1)
+    assert {r.recipe for r in pub.releases(tftp)} == {str(site / "recipes/gameserver.toml")}
+    assert last.retire == ()
+
+
+def test_a_failed_multi_root_publish_leaves_every_root_as_it_was(site: Path) -> None:
+    """Fail each root in turn, while the releases are written and while the configs switch:
+    every root keeps its bytes and modes, the bootloader set and boot.ipxe included."""
+    from tcbuild import TcbuildError
+    from tcbuild.stages.publish import publish_all
+
+    roots = [site / "tftp", site / "tftp2"]
+    roots[1].mkdir()
+    loaded = load_recipe(site / "recipes/gameserver.toml")
+    options = BuildOptions(out_dir=site / "build/gameserver",
+                           fetch=FetchOptions(cache_dir=site / "cache", progress=False))
+
+    def publish(*where: Path, bootloader: str = "bootloader") -> list[pub.Plan]:
+        return publish_all(loaded, list(where), options, bootloader_dir=site / bootloader)
+
+    old = publish(*roots)[0].release_id
+    (site / "overlays/gameserver/etc").mkdir()
+    (site / "overlays/gameserver/etc/motd").write_text("next\n")
+    for name in syslinux.PXE:  # a new syslinux build comes with the new release
+        (site / "bootloader" / name).write_bytes(f"newer {name}\n".encode())
+    for root in roots:
+        (root / "boot.ipxe").write_text("#!ipxe\n# an older entry point\n")
+    faults = [(root, name) for name in ("pxelinux.0", "ipxe/default.ipxe") for root in roots]
+    for root, name in faults:  # the file becomes a directory: writing it fails
+        kept = (root / name).read_bytes()
+        (root / name).unlink()
+        (root / name).mkdir()
+        before = {r: modes(r) for r in roots}
+        with pytest.raises(TcbuildError) as failed:
+            publish(*roots)
+        assert str(root / name) in str(failed.value)
+        assert {r: modes(r) for r in roots} == before, (root, name)
+        (root / name).rmdir()
+        (root / name).write_bytes(kept)
+    for root in roots:
+        assert set(pub.current(root)) == {old}
+    new = publish(*roots)[0].release_id
+    for root in roots:
+        verified(root)
+        assert set(pub.current(root)) == {new}
+        assert (root / "pxelinux.0").read_bytes() == b"newer pxelinux.0\n"
+    assert verify_all(roots) == []
+
+    # another bootloader set in one root: verify of both names each file they disagree on
+    other = site / "bootloader2"
+    other.mkdir()
+    for name in syslinux.PXE:
+        (other / name).write_bytes(f"other {name}\n".encode())
+    publish_all(loaded, [roots[1]], options, bootloader_dir=other, force=True)
+    digest = {root: {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:12]
+                     for name in syslinux.PXE} for root in roots}
+    disagree = [line for line in verify_all(roots) if "the roots disagree: sha256" in line]
+    assert disagree == [f"{name}: the roots disagree: sha256 {roots[0]} {digest[roots[0]][name]}"
+                        f", {roots[1]} {digest[roots[1]][name]}" for name in syslinux.PXE]

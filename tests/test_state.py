@@ -5,14 +5,17 @@ published; prune keeps what a rollback needs; the bootloader files are checked a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -317,3 +320,32 @@ def test_a_history_ahead_of_its_config_is_cut_back() -> None:
     assert now.switched("a", {"a", "c"}).booted == ("a",)  # a rollback steps back
     assert now.switched("b", {"a", "b", "c"}).booted == ("a", "b")
     assert now.switched("a", {"a", "b", "c"}).booted == ("a", "b", "c", "a")  # a chosen one
+
+
+def test_a_root_twice_or_a_wait_without_end_is_bad_input_in_the_library(tmp_path: Path) -> None:
+    """The same root under two spellings would wait on its own lock; `nan` or `inf` never
+    times out: both are refused before any lock is taken."""
+    from tcbuild import InputError
+    from tcbuild.stages.publish import publish_all, rollback_all
+    from tcbuild.tftproot.verify import verify_all
+
+    root = tmp_path / "tftp"
+    root.mkdir()
+    (tmp_path / "x").mkdir()
+    twice = [root, tmp_path / "x/../tftp"]
+    recipe = load_recipe(ROOT / "recipes/gameserver.toml")
+    named = f"{twice[1]}: the TFTP root is named twice (also as {root})"
+    for call in (functools.partial(rollback_all, twice, wait=0.1),
+                 functools.partial(verify_all, twice),
+                 functools.partial(publish_all, recipe, twice, wait=0.1)):
+        with pytest.raises(InputError) as refused:
+            call()
+        assert str(refused.value) == named
+    for wait in (math.nan, math.inf, -1.0):
+        for call in (functools.partial(pub.rollback, root, wait=wait),
+                     functools.partial(rollback_all, [root, tmp_path], wait=wait),
+                     functools.partial(publish_all, recipe, root, wait=wait)):
+            with pytest.raises(InputError) as refused:
+                call()
+            assert str(refused.value) == f"wait: {wait!r} is not a finite number of seconds >= 0"
+    assert not (root / "tcbuild").exists()

@@ -252,16 +252,18 @@ def _releases(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     from ..stages.publish import rollback_all
 
-    for done in rollback_all(args.tftp, args.release):
+    for done in rollback_all(args.tftp, args.release, args.wait):
         print(f"{done.tftp}: {', '.join(done.configs)} now "
               f"boot{'s' if len(done.configs) == 1 else ''} {done.now} (was {done.was})")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from ..config.inventory import load_inventory
     from ..tftproot.verify import verify_all
 
-    problems = verify_all(args.tftp)
+    inventory = load_inventory(args.inventory) if args.inventory else None
+    problems = verify_all(args.tftp, inventory)
     shown = ", ".join(map(str, args.tftp))
     if args.json:
         print(json.dumps({"tftp": shown, "problems": problems}, indent=1))

@@ -7,7 +7,10 @@ them (tests/test_api.py checks the table).
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from ..bootserver.files import Dhcp
 from ..config.recipe import CheckPolicy, OutputMode
@@ -16,9 +19,37 @@ from ..formats.compress import Compression
 from ..version import __version__
 
 
+class Parser(argparse.ArgumentParser):
+    """A bad argument is one line (`tcbuild publish: argument --wait: ...`), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def seconds(text: str) -> float:
+    """A time to wait: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds >= 0")
+    return value
+
+
+class Once(argparse.Action):
+    """An option a command takes once: given twice it is bad input, not the last one wins."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option: str | None = None) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"argument {option}: given twice (this command takes one)")
+        setattr(namespace, self.dest, values)
+
+
 def parser() -> argparse.ArgumentParser:
     """The `tcbuild` command line; each command's name is `command` in the parsed arguments."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tcbuild", description="Build and publish network-boot images for Tiny Core Linux."
     )
     parser.add_argument("--version", action="version", version=f"tcbuild {__version__}")
@@ -26,17 +57,17 @@ def parser() -> argparse.ArgumentParser:
     parser.set_defaults(debug=False)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    tftp_root = argparse.ArgumentParser(add_help=False)
-    tftp_root.add_argument("--tftp", type=Path, required=True, metavar="DIR",
+    tftp_root = Parser(add_help=False)
+    tftp_root.add_argument("--tftp", type=Path, required=True, metavar="DIR", action=Once,
                            help="the TFTP root")
-    tftp_roots = argparse.ArgumentParser(add_help=False)
+    tftp_roots = Parser(add_help=False)
     tftp_roots.add_argument("--tftp", type=Path, required=True, action="append", metavar="DIR",
                             help="the TFTP root (repeatable: boot servers that serve one tree)")
-    json_output = argparse.ArgumentParser(add_help=False)
+    json_output = Parser(add_help=False)
     json_output.add_argument("--json", action="store_true", help="print the result as JSON")
-    quiet = argparse.ArgumentParser(add_help=False)
+    quiet = Parser(add_help=False)
     quiet.add_argument("--quiet", "-q", action="store_true", help="no progress bar or report")
-    mirror_options = argparse.ArgumentParser(add_help=False)
+    mirror_options = Parser(add_help=False)
     group = mirror_options.add_argument_group("mirror and cache")
     group.add_argument("--mirror", action="append", metavar="URL",
                        help="mirror base URL (repeatable; replaces the recipe's list)")
@@ -50,10 +81,10 @@ def parser() -> argparse.ArgumentParser:
                        help="fail unless the inputs are exactly those of the recipe's lock file")
     group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks on errors")
-    recipe_options = argparse.ArgumentParser(add_help=False, parents=[mirror_options])
+    recipe_options = Parser(add_help=False, parents=[mirror_options])
     recipe_options.add_argument("recipe", type=Path)
 
-    def command(name: str, text: str, *parents: argparse.ArgumentParser
+    def command(name: str, text: str, *parents: Parser
                 ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=list(parents), help=text)
         sub.set_defaults(command=name)
@@ -104,15 +135,19 @@ def parser() -> argparse.ArgumentParser:
     publish_cmd.add_argument("--dry-run", action="store_true", help="show what would change")
     publish_cmd.add_argument("--force", action="store_true",
                              help="a new release even if the tree already serves this build")
-    publish_cmd.add_argument("--wait", type=float, default=30.0, metavar="S",
+    publish_cmd.add_argument("--wait", type=seconds, default=30.0, metavar="S",
                              help="how long to wait for another publish (default 30 s)")
 
     command("releases", "list the releases of a TFTP root", tftp_root, json_output)
     rollback_cmd = command("rollback", "boot the previous (or a given) release",
                            tftp_roots)
     rollback_cmd.add_argument("release", nargs="?", help="release id (default: the previous)")
-    command("verify", "check a published TFTP root (or several that serve one tree)",
-            tftp_roots, json_output)
+    rollback_cmd.add_argument("--wait", type=seconds, default=30.0, metavar="S",
+                              help="how long to wait for a publish (default 30 s)")
+    verify_cmd = command("verify", "check a published TFTP root (or several that serve one "
+                         "tree)", tftp_roots, json_output)
+    verify_cmd.add_argument("--inventory", type=Path, metavar="FILE",
+                            help="also name each per-MAC config that no host has")
 
     boot_cmd = command("boot-test", "network-boot a published tree under QEMU", tftp_root,
                        json_output)

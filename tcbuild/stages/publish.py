@@ -17,6 +17,7 @@ from ..config.recipe import Recipe
 from ..errors import InputError, TcbuildError, boundary
 from ..formats.newc import iter_initramfs
 from ..tftproot import releases as tftp
+from ..tftproot.state import check_wait, distinct_roots
 from .build import BuildOptions, build
 
 log = logging.getLogger("tcbuild")
@@ -31,7 +32,9 @@ def publish(recipe: Recipe, tftp_root: Path | Sequence[Path],
 
     Several roots (boot servers that serve one tree) get one release: it is written into every
     root first, and the configs of any root switch to it only once every root holds it. A root
-    that fails before the switch leaves every root booting what it booted before.
+    that fails, before or during the switch, leaves every root byte for byte as it was (the
+    release, the bootloader set, `boot.ipxe`, the configs); releases are pruned only once every
+    root has switched.
     Returns the plan of the first root (`Plan.unchanged` when it already serves this build).
     """
     return publish_all(recipe, tftp_root, build_options, inventory, keep, bootloader_dir,
@@ -44,11 +47,10 @@ def publish_all(recipe: Recipe, tftp_root: Path | Sequence[Path],
                 keep: int = 5, bootloader_dir: Path | None = None, dry_run: bool = False,
                 wait: float = 30.0, force: bool = False) -> list[tftp.Plan]:
     """`publish` into one or more TFTP roots; the plan of each root, in the order given."""
-    roots = [tftp_root] if isinstance(tftp_root, Path) else list(tftp_root)
+    roots = distinct_roots([tftp_root] if isinstance(tftp_root, Path) else list(tftp_root))
     if not roots:
         raise InputError("publish: no TFTP root given")
-    if len({root.resolve() for root in roots}) != len(roots):
-        raise InputError(f"{roots[0]}: a TFTP root is named twice")
+    check_wait(wait)
     for root in roots:
         if not root.is_dir():
             raise InputError(f"{root}: the TFTP root does not exist")
@@ -64,18 +66,19 @@ def publish_all(recipe: Recipe, tftp_root: Path | Sequence[Path],
                  for root in roots]
         if dry_run:
             return plans
-        written: list[tftp.Plan] = []
+        undo = [tftp.before(planned) for planned in plans]
         try:
             for planned in plans:
-                written.append(planned)
                 tftp.write_release(planned)
+            for planned in plans:
+                tftp.make_current(planned)
         except BaseException:
-            for planned in written:
+            for before in undo:
                 with contextlib.suppress(OSError):
-                    tftp.discard_release(planned)
+                    before.restore()
             raise
         for planned in plans:
-            tftp.make_current(planned)
+            tftp.prune(planned)
     return plans
 
 
@@ -84,6 +87,8 @@ def rollback_all(roots: Sequence[Path], release: str | None = None, wait: float 
                  ) -> list[tftp.Rollback]:
     """`tftp.rollback` of several roots (boot servers of one tree) as one step: every root
     must boot the same release now and have the same one to go back to, else none changes."""
+    roots = distinct_roots(roots)
+    check_wait(wait)
     if len(roots) == 1:
         return [tftp.rollback(roots[0], release, wait)]
     for root in roots:

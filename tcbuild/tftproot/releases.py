@@ -6,6 +6,8 @@ Layout (nothing else in the TFTP root is touched; the state files are in `tftpst
                                           (the bootloader files are replaced as one set)
     boot.ipxe                             the HTTP entry point (tcbuild.ipxe)
     pxelinux.cfg/default, 01-<mac>        written beside themselves and renamed into place
+                                          (a 01-<mac> the inventory no longer asks for is
+                                          removed by the recipe whose release it boots)
     ipxe/default.ipxe, 01-<mac>.ipxe      their twins for HTTP boot, written with them
     tcbuild/releases/<time>-<build>/      kernel, initrd and release.json (their checksums)
     tcbuild/history/<config>.json         what each config booted before (for rollback)
@@ -13,6 +15,8 @@ Layout (nothing else in the TFTP root is touched; the state files are in `tftpst
 A release is complete and fsynced before any config names it, and no release a config boots
 or would roll back to is pruned, so a node that PXE-boots during a publish gets the old image
 or the new one, never a mix. One publish or rollback at a time holds `tcbuild/.lock`.
+Every directory made is 0755 and every file 0644, whatever the umask: the TFTP server reads
+them as another user.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ from .state import (
     BOOTLOADER,
     HISTORY,
     RELEASES,
+    Before,
     Checksum,
     History,
     Release,
     booting,
+    check_wait,
     configs,
     current,
     file_sha256,
@@ -50,11 +56,13 @@ from .state import (
     read_bootsets,
     release_of,
     releases,
+    snapshot,
     write_bootsets,
 )
 from .verify import verify
 
 LOCK = "tcbuild/.lock"
+_MAC_PREFIX = mac_config_name("00:00:00:00:00:00")[:3]  # "01-"
 IPXE_ENTRY = IPXE_SCRIPT
 __all__ = ["RELEASES", "Release", "configs", "current", "release_of", "releases", "verify"]
 
@@ -71,12 +79,13 @@ class Plan:
     bootloader: dict[str, Path]
     prune: tuple[str, ...]
     unchanged: bool = False  # the build is already published and current: nothing to do
+    retire: tuple[str, ...] = ()  # per-MAC configs (and twins) removed in the switch
 
     def as_json(self) -> dict[str, object]:
         """The plan as JSON-ready data (`tcbuild publish --json`)."""
         return {"tftp": str(self.tftp), "release": self.release_id, "unchanged": self.unchanged,
                 "files": sorted(self.files), "configs": sorted(self.configs),
-                "prune": list(self.prune)}
+                "retire": list(self.retire), "prune": list(self.prune)}
 
     def describe(self) -> list[str]:
         if self.unchanged:
@@ -93,6 +102,8 @@ class Plan:
             lines.append(f"{name}: from {source}")
         lines += [f"{ipxe.script_path(name)}: the twin of {CONFIG_DIR}/{name}"
                   for name in self.configs]
+        lines += [f"{CONFIG_DIR}/{name}: remove (no host of the inventory asks for it), with "
+                  f"{ipxe.script_path(name)}" for name in self.retire]
         lines += [f"prune {RELEASES}/{rid}/" for rid in self.prune]
         return lines
 
@@ -139,13 +150,25 @@ def plan(recipe: Recipe, kernel: Path, initrd: Path, build_id: str, tftp: Path,
         {name: Checksum(hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size)
          for name, p in files.items()})
     served = _configs_served(recipe, inventory)
+    retire = () if inventory is None else _retired(tftp, recipe, set(served))
     bootloader = bootloader or find_bootloader()
-    same = None if force else _serving(tftp, release, served, recipe, bootloader)
+    same = None if force or retire else _serving(tftp, release, served, recipe, bootloader)
     if same is not None:
         return Plan(tftp, same.id, {}, same, {}, {}, (), unchanged=True)
     rendered = {name: _config_for(release, append, recipe) for name, append in served.items()}
     return Plan(tftp, release_id, files, release, rendered, bootloader,
-                _prunable(tftp, keep, release_id, set(rendered)))
+                _prunable(tftp, keep, release_id, set(rendered), set(retire)), retire=retire)
+
+
+def _retired(tftp: Path, recipe: Recipe, served: set[str]) -> tuple[str, ...]:
+    """The per-MAC configs this recipe wrote that it no longer serves (the host left the
+    inventory or its group). A config belongs to the recipe that published the release it
+    boots (`release.json`'s `recipe`); those of other recipes are never touched."""
+    mine = str(recipe.path.resolve())
+    ours = {r.id for r in releases(tftp) if r.recipe == mine}
+    names = {name for rid, using in current(tftp).items() if rid in ours for name in using}
+    return tuple(sorted(name for name in names
+                        if name.startswith(_MAC_PREFIX) and name not in served))
 
 
 def _serving(tftp: Path, release: Release, served: dict[str, str | None], recipe: Recipe,
@@ -204,15 +227,17 @@ def _configs_served(recipe: Recipe, inventory: Inventory | None) -> dict[str, st
     return served
 
 
-def _prunable(tftp: Path, keep: int, new_id: str, switching: set[str]) -> tuple[str, ...]:
+def _prunable(tftp: Path, keep: int, new_id: str, switching: set[str],
+              retiring: set[str]) -> tuple[str, ...]:
     """Old releases beyond `keep`, never one a config boots or would roll back to once the
-    configs in `switching` boot `new_id` (for those, what they boot now)."""
+    configs in `switching` boot `new_id` (for those, what they boot now) and those in
+    `retiring` are gone."""
     found = releases(tftp)
     exists = {r.id for r in found}
-    protected = set(current(tftp))
+    protected = {rid for rid, using in current(tftp).items() if using - retiring}
     for name, config in configs(tftp).items():
         back = History.read(tftp, name).upto(booting(config)).back(exists)
-        if back is not None and name not in switching:
+        if back is not None and name not in switching | retiring:
             protected.add(back)
     ids = [r.id for r in found] + [new_id]
     surplus = ids[: max(0, len(ids) - keep)]
@@ -222,9 +247,12 @@ def _prunable(tftp: Path, keep: int, new_id: str, switching: set[str]) -> tuple[
 @contextlib.contextmanager
 def locked(tftp: Path, wait: float = 30.0) -> Iterator[None]:
     """Hold the TFTP root's publish lock, waiting up to `wait` seconds for another holder."""
+    check_wait(wait)
     lock = tftp / LOCK
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    _mkdirs(lock.parent, tftp, tftp.stat())
     with lock.open("a") as f:
+        if os.fstat(f.fileno()).st_uid == os.geteuid():
+            os.fchmod(f.fileno(), 0o644)  # like every file of the tree, whatever the umask
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -243,6 +271,20 @@ def execute(plan: Plan) -> None:
     with the lock held."""
     write_release(plan)
     make_current(plan)
+    prune(plan)
+
+
+def before(plan: Plan) -> Before:
+    """Everything `write_release` and `make_current` may change, as it is now: its `restore`
+    leaves the root byte-identical to now (a multi-root publish that fails in one root)."""
+    names = [*plan.configs, *plan.retire]
+    files = [*plan.bootloader, IPXE_ENTRY,
+             *(rel for name in names for rel in (f"{CONFIG_DIR}/{name}", ipxe.script_path(name),
+                                                 str(history_path(Path(), name)))),
+             BOOTLOADER]
+    dirs = ["tcbuild", RELEASES, HISTORY, CONFIG_DIR, ipxe.SCRIPT_DIR]
+    return snapshot(plan.tftp, plan.tftp / RELEASES / plan.release_id,
+                    files if not plan.unchanged else [], dirs if not plan.unchanged else [])
 
 
 def write_release(plan: Plan) -> None:
@@ -275,34 +317,29 @@ def write_release(plan: Plan) -> None:
 
 
 def make_current(plan: Plan) -> None:
-    """The second half of `execute`: switch the configs to the written release, prune."""
+    """The second half of `execute`: switch the configs to the written release and remove
+    the per-MAC configs it retires, in one row."""
     tftp = plan.tftp
     if plan.unchanged:
         return
     owner = tftp.stat()
-    releases_dir = tftp / RELEASES
     found = configs(tftp)
     exists = {r.id for r in releases(tftp)}
     _switch_configs(tftp, {name: (text, _history(tftp, name, found.get(name), plan.release_id,
                                                  exists))
-                           for name, text in plan.configs.items()}, owner)
+                           for name, text in plan.configs.items()}, owner, plan.retire)
+
+
+def prune(plan: Plan) -> None:
+    """The last step of `execute`: remove the releases the plan prunes."""
+    if plan.unchanged:
+        return
+    releases_dir = plan.tftp / RELEASES
     for rid in plan.prune:  # out of the listing by one rename, then removed
         doomed = releases_dir / f".{rid}.partial"
         with contextlib.suppress(FileNotFoundError):
             (releases_dir / rid).replace(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
-
-
-def discard_release(plan: Plan) -> None:
-    """Undo `write_release` before `make_current`: its release leaves the listing by one rename
-    (nothing boots it yet), then is removed."""
-    if plan.unchanged:
-        return
-    releases_dir = plan.tftp / RELEASES
-    doomed = releases_dir / f".{plan.release_id}.partial"
-    with contextlib.suppress(FileNotFoundError):
-        (releases_dir / plan.release_id).replace(doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def install_bootloader(tftp: Path, files: dict[str, Path], owner: os.stat_result) -> None:
@@ -334,10 +371,12 @@ def _history(tftp: Path, name: str, config: PxeConfig | None, target: str,
 
 
 def _switch_configs(tftp: Path, changes: dict[str, tuple[str, History]],
-                    owner: os.stat_result) -> None:
+                    owner: os.stat_result, retire: tuple[str, ...] = ()) -> None:
     """The configs switched together: every file written first, then each config's history and
     iPXE twin renamed just before it, all in a row (a node booting meanwhile finds the configs
-    as they were, or as they are now, but for the moment between two renames)."""
+    as they were, or as they are now, but for the moment between two renames); then each
+    retired config removed, its twin and history after it (a kill in between leaves a twin
+    that still names its release, retired by the next publish)."""
     twins = _twins({name: text for name, (text, _) in changes.items()})
     for directory in (CONFIG_DIR, ipxe.SCRIPT_DIR, HISTORY):
         _mkdirs(tftp / directory, tftp, owner)
@@ -347,6 +386,11 @@ def _switch_configs(tftp: Path, changes: dict[str, tuple[str, History]],
         files += [(history_path(tftp, name), history.text()), (tftp / path, script.encode()),
                   (tftp / CONFIG_DIR / name, text.encode())]
     write_all(files, owner=owner)
+    for name in retire:
+        for gone in (tftp / CONFIG_DIR / name, tftp / ipxe.script_path(name),
+                     history_path(tftp, name)):
+            gone.unlink(missing_ok=True)
+            fsync_dir(gone.parent)
 
 
 def switch(tftp: Path, from_id: str, to_id: str) -> list[str]:

@@ -1,17 +1,24 @@
 """`tcbuild verify`: every problem of a published TFTP root, one line each.
 
 The bootloader files must be there and come from one recorded set, every config must parse and
-name files that are there, world-readable and as their release recorded them, and have its
-iPXE twin; every state file must read, and no symlink may lead out of the root.
+name files that are there and as their release recorded them, and have its iPXE twin; every
+file served (the bootloader set, `boot.ipxe`, the configs, scripts, kernels and initrds) must be
+readable by others, and every directory on its way from the root readable and searchable (the
+TFTP server runs as another user); every state file must read, and no symlink may lead out of
+the root. With an inventory, a per-MAC config no host has is named; with several roots, a
+config or a bootloader file they disagree on.
 """
 
 from __future__ import annotations
 
+import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..boot import ipxe, syslinux
 from ..boot.bootfile import IPXE_SCRIPT
-from ..boot.pxelinux import CONFIG_DIR, PxeConfig
+from ..boot.pxelinux import CONFIG_DIR, PxeConfig, mac_config_name
+from ..config.inventory import Inventory
 from ..errors import InputError, StateError, boundary
 from .state import (
     BOOTLOADER,
@@ -19,6 +26,7 @@ from .state import (
     Release,
     booting,
     configs,
+    distinct_roots,
     file_sha256,
     read_bootsets,
     release_of,
@@ -28,10 +36,19 @@ from .state import (
 
 
 @boundary
-def verify_all(roots: list[Path]) -> list[str]:
+def verify_all(roots: Sequence[Path], inventory: Inventory | None = None) -> list[str]:
     """`verify` of each root, then what several roots (boot servers of one tree) disagree on:
-    every config must boot the same release in each of them."""
-    problems = [line for root in roots for line in verify(root)]
+    every config must boot the same release in each of them, and every bootloader file (and
+    `boot.ipxe`) be the same."""
+    roots = distinct_roots(roots)
+    problems = [line for root in roots for line in verify(root, inventory=inventory)]
+    if len(roots) > 1:
+        for name in (*syslinux.PXE, IPXE_SCRIPT):
+            digests = {root: file_sha256(root / name) for root in roots}
+            if len(set(digests.values())) > 1:
+                says = ", ".join(f"{root} {digest[:12] if digest else 'missing'}"
+                                 for root, digest in digests.items())
+                problems.append(f"{name}: the roots disagree: sha256 {says}")
     booted: dict[str, dict[Path, str | None]] = {}
     for root in roots:
         if not root.is_dir():
@@ -52,14 +69,18 @@ def verify_all(roots: list[Path]) -> list[str]:
 
 
 @boundary
-def verify(tftp: Path) -> list[str]:
-    """Every problem of a published tree, one line each (empty when it is sound)."""
+def verify(tftp: Path, *, inventory: Inventory | None = None) -> list[str]:
+    """Every problem of a published tree, one line each (empty when it is sound). With
+    `inventory`, also each per-MAC config that none of its hosts has."""
     if not tftp.is_dir():
         return [f"{tftp}: the TFTP root does not exist"]
     problems: list[str] = []
+    blocked: set[Path] = set()  # the unreadable directories named so far (each once)
     for name in syslinux.PXE:
         if not (tftp / name).is_file():
             problems.append(f"{tftp / name}: missing (from Debian's {syslinux.package(name)})")
+        else:
+            problems += _check_modes(tftp, name, blocked)
     try:
         problems += _check_bootloader(tftp)
     except StateError as e:
@@ -73,17 +94,20 @@ def verify(tftp: Path) -> list[str]:
         return [*problems, str(e)]
     if "default" not in found:
         problems.append(f"{tftp / CONFIG_DIR / 'default'}: missing")
+    if inventory is not None:
+        problems += _unowned(tftp, found, inventory)
     for name, config in found.items():
+        problems += _check_modes(tftp, f"{CONFIG_DIR}/{name}", blocked)
         for label in config.labels:
             for named in (label.kernel, label.initrd):
-                problems += _check_file(tftp, f"{CONFIG_DIR}/{name}", named, known)
+                problems += _check_file(tftp, f"{CONFIG_DIR}/{name}", named, known, blocked)
         try:
             History.read(tftp, name)
         except StateError as e:
             problems.append(str(e))
     named_by_configs = {label.kernel.lstrip("/") for c in found.values() for label in c.labels}
     named_by_configs |= {label.initrd.lstrip("/") for c in found.values() for label in c.labels}
-    problems += _verify_ipxe(tftp, found, known, named_by_configs)
+    problems += _verify_ipxe(tftp, found, known, named_by_configs, blocked)
     for link in tftp.rglob("*"):
         if link.is_symlink():
             target = (link.parent / link.readlink()).resolve()
@@ -105,13 +129,49 @@ def _check_bootloader(tftp: Path) -> list[str]:
             if present[name] is not None and present[name] != digest]
 
 
+def _unowned(tftp: Path, found: dict[str, PxeConfig], inventory: Inventory) -> list[str]:
+    """The per-MAC configs (or iPXE scripts) of a MAC no host of the inventory has."""
+    macs = {mac_config_name(host.mac) for host in inventory.hosts}
+    prefix = mac_config_name("00:00:00:00:00:00")[:3]
+    twins = {twin for name in scripts(tftp) if (twin := ipxe.config_name(name))}
+    return [f"{tftp / CONFIG_DIR / name}: no host of {inventory.path} has this MAC (left "
+            "behind: publish with --inventory retires it)"
+            for name in sorted(set(found) | twins) if name.startswith(prefix)
+            and name not in macs]
+
+
+def _check_modes(tftp: Path, rel: str, blocked: set[Path]) -> list[str]:
+    """The first of the directories from the root to `rel`, and `rel`, that others cannot read
+    (a directory: read and search), as one line (a directory only the first time)."""
+    path = tftp
+    for step in ["", *(part for part in rel.split("/") if part)]:
+        path = path / step if step else path
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return []  # missing: named where it is looked for
+        need = 0o005 if stat.S_ISDIR(mode) else 0o004
+        if mode & need == need:
+            continue
+        if not stat.S_ISDIR(mode):
+            return [f"{path}: not readable by others (the TFTP server cannot serve it)"]
+        if path in blocked:
+            return []
+        blocked.add(path)
+        return [f"{path}: directory not readable and searchable by others (mode "
+                f"{stat.S_IMODE(mode):04o}; the TFTP server cannot serve what is in it)"]
+    return []
+
+
 def _verify_ipxe(tftp: Path, found: dict[str, PxeConfig], known: dict[str, Release],
-                 checked: set[str]) -> list[str]:
+                 checked: set[str], blocked: set[Path]) -> list[str]:
     """boot.ipxe, a twin for every pxelinux config, and the files the scripts name (those
     a pxelinux config names are `checked` already)."""
     problems = []
     if not (tftp / IPXE_SCRIPT).is_file():
         problems.append(f"{tftp / IPXE_SCRIPT}: missing (tcbuild publish writes it)")
+    else:
+        problems += _check_modes(tftp, IPXE_SCRIPT, blocked)
     try:
         found_scripts = scripts(tftp, strict=True)
     except InputError as e:
@@ -121,19 +181,25 @@ def _verify_ipxe(tftp: Path, found: dict[str, PxeConfig], known: dict[str, Relea
             problems.append(f"{tftp / ipxe.script_path(name)}: missing (the HTTP twin of "
                             f"{CONFIG_DIR}/{name})")
     for name, boots in found_scripts.items():
+        problems += _check_modes(tftp, f"{ipxe.SCRIPT_DIR}/{name}", blocked)
         for boot in boots.values():
             for named in [n for n in (boot.kernel, boot.initrd) if n not in checked]:
-                problems += _check_file(tftp, f"{ipxe.SCRIPT_DIR}/{name}", named, known)
+                problems += _check_file(tftp, f"{ipxe.SCRIPT_DIR}/{name}", named, known,
+                                        blocked)
     return problems
 
 
-def _check_file(tftp: Path, config: str, path: str, known: dict[str, Release]) -> list[str]:
+def _check_file(tftp: Path, config: str, path: str, known: dict[str, Release],
+                blocked: set[Path]) -> list[str]:
     full = tftp / path.lstrip("/")
     where = f"{tftp / config}: {path}"
     if not full.is_file():
         return [f"{where}: missing"]
-    if not full.stat().st_mode & 0o004:
+    unreadable = _check_modes(tftp, path, blocked)
+    if unreadable and unreadable[0].startswith(f"{full}: "):
         return [f"{where}: not readable by others (the TFTP server cannot serve it)"]
+    if unreadable:
+        return unreadable
     rid = release_of(path)
     if rid is None:
         return []
