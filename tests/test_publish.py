@@ -349,3 +349,15 @@ def test_one_release_into_several_roots_switches_only_once_every_root_holds_it(
     assert refused.returncode == 2 and "the roots disagree" in refused.stderr, refused.stderr
     assert len(refused.stderr.splitlines()) == 1
     assert {root: tree(root) for root in (first, second)} == before
+
+
+def test_a_dry_run_over_a_config_in_another_encoding_says_it_replaces_it(site: Path) -> None:
+    tftp = site / "tftp"
+    (tftp / "pxelinux.cfg").mkdir()
+    (tftp / "pxelinux.cfg/default").write_bytes(b"# caf\xe9 (Latin-1)\nDEFAULT local\n")
+    before = tree(tftp)
+    loaded, result = built(site)
+    plan = pub.plan(loaded, result.kernel, result.initrd, result.build_id,  # type: ignore[arg-type]
+                    tftp, None, 5, pub.find_bootloader(site / "bootloader"), now=T0)
+    assert "pxelinux.cfg/default: replace" in plan.describe()
+    assert tree(tftp) == before

@@ -16,7 +16,14 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import RecipeError, boundary
-from ..formats.tomlfile import CONTROL, control_characters, control_problem, key_path, read_toml
+from ..formats.tomlfile import (
+    CONTROL,
+    control_characters,
+    control_problem,
+    key_path,
+    read_toml,
+    type_name,
+)
 
 MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.IGNORECASE)
 LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
@@ -171,7 +178,7 @@ class _Reader:
         if value is None:
             self.problem(f"{where}{key}", "missing")
         else:
-            self.problem(f"{where}{key}", f"expected a string, got {type(value).__name__}")
+            self.problem(f"{where}{key}", f"expected a string, got {type_name(value)}")
         return None
 
     def address(self, table: Mapping[str, Any], key: str, where: str,
@@ -357,7 +364,10 @@ class _Reader:
                     if value in own:
                         self.problem(f"{where}{key}", f"{value} is the cluster's own address")
             group = item.get("group")
-            if group is not None and group not in groups:
+            if group is not None and not isinstance(group, str):
+                self.problem(f"{where}group", f"expected a string, got {type_name(group)}")
+                group = None
+            elif group is not None and group not in groups:
                 self.problem(f"{where}group", f"no group '{group}' (defined: "
                              f"{', '.join(sorted(groups)) or 'none'})")
             keys = {"name": name.lower() if name else None, "mac": mac,
