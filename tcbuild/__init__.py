@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` loads eac
     from .bootserver.files import Dhcp, server_files
     from .check.rules import Finding
     from .check.run import CheckFailed, check_target
-    from .config.inventory import Inventory, load_inventory
+    from .config.inventory import Inventory
+    from .config.inventoryfile import load_inventory
     from .config.lockfile import LockFile, lock_path, read_lock
     from .config.recipe import ExtensionMode, Flavor, IsoInput, OutputMode, Overlay, Recipe
     from .config.recipefile import load_recipe
@@ -63,7 +64,8 @@ _MODULES = {  # the same names as above, by module
     "bootserver.files": ("Dhcp", "server_files"),
     "check.rules": ("Finding",),
     "check.run": ("CheckFailed", "check_target"),
-    "config.inventory": ("Inventory", "load_inventory"),
+    "config.inventory": ("Inventory",),
+    "config.inventoryfile": ("load_inventory",),
     "config.lockfile": ("LockFile", "lock_path", "read_lock"),
     "config.recipe": ("ExtensionMode", "Flavor", "IsoInput", "OutputMode", "Overlay", "Recipe"),
     "config.recipefile": ("load_recipe",),

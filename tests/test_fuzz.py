@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tcbuild import TcbuildError, load_recipe
 from tcbuild.boot.pxelinux import parse
-from tcbuild.config.inventory import load_inventory
+from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.formats.newc import HEADER_SIZE, iter_initramfs, read_entries
 from tcbuild.formats.tcz import check_tcz, pack_directory, read_tcz
 from tcbuild.sources.deps import parse_dep

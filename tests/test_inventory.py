@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tcbuild import InputError, RecipeError
-from tcbuild.config.inventory import Group, load_inventory
+from tcbuild.config.inventory import Group
+from tcbuild.config.inventoryfile import load_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = """
@@ -247,3 +248,59 @@ def test_host_names_whose_log_files_collide_are_refused(tmp_path: Path) -> None:
             "host's file web-err.log; rename one")
     text = example.replace('"server1"', '"web"').replace('"server2"', '"web-errors"')
     assert [h.name for h in load_inventory(write(tmp_path, text)).hosts] == ["web", "web-errors"]
+
+
+def test_a_cluster_or_host_made_in_code_obeys_the_same_rules() -> None:
+    """`dataclasses.replace` with a hostile value raises, so no generated config can hold it."""
+    inventory = load_inventory(ROOT / "examples/cluster.toml")
+    cluster, host = inventory.cluster, inventory.hosts[0]
+    for change, line in [
+        ({"tftp_root": '/srv/tftp"; touch /tmp/pwned; "'},
+         "cluster.tftp_root: '/srv/tftp\"; touch /tmp/pwned; \"' is not an absolute path"),
+        ({"domain": 'example.com"; }\nhost evil { hardware ethernet 52:54:00:0:0:1; } #'},
+         "cluster.domain: 'example.com\"; }\nhost evil"),
+        ({"log_dir": "/var/log/%msg%"}, "cluster.log_dir: '/var/log/%msg%' is not an absolute"),
+        ({"nfs_export_options": "rw,no_root_squash *(rw)"},
+         "cluster.nfs_export_options: 'rw,no_root_squash *(rw)' is not an exports option"),
+        ({"game_log_tag": "a b"}, "cluster.game_log_tag: 'a b' is not a syslog tag"),
+        ({"http_url": 'http://x/",evil'}, "cluster.http_url: 'http://x/\",evil' is not an http"),
+        ({"syslog_port": 0}, "cluster.syslog_port: 0 is not a port number"),
+        ({"boot_server": "10.1.1.1; evil"}, "cluster.boot_server: '10.1.1.1; evil' is not an "
+                                            "IPv4 address"),
+        ({"boot_servers": (IPv4Address("10.1.1.9"),)},
+         "cluster.boot_servers: expected 1 or 2 distinct addresses, boot_server 10.1.1.1 first"),
+        ({"internal_router": IPv4Address("10.9.9.9")},
+         "cluster.internal_router: 10.9.9.9 is outside the internal subnet 10.1.1.0/24"),
+    ]:
+        with pytest.raises(RecipeError) as info:
+            dataclasses.replace(cluster, **change)  # type: ignore[arg-type]
+        assert info.value.problems[0].startswith(line), (change, info.value.problems)
+    for change, line in [
+        ({"name": "server1 }"}, "host.name: 'server1 }' is not a valid host name"),
+        ({"mac": "52:54:00:12:34:56; }"}, "host.mac: '52:54:00:12:34:56; }' is not a MAC"),
+        ({"mac": "52-54-00-12-34-56"}, "host.mac: '52-54-00-12-34-56' is not written as "
+                                       "52:54:00:12:34:56"),
+        ({"ip": "10.1.1.5;"}, "host.ip: '10.1.1.5;' is not an IPv4 address"),
+        ({"group": ["canary"]}, "host.group: expected a string, got an array"),
+    ]:
+        with pytest.raises(RecipeError) as info:
+            dataclasses.replace(host, **change)  # type: ignore[arg-type]
+        assert len(info.value.problems) == 1, info.value.problems
+        assert info.value.problems[0].startswith(line), (change, info.value.problems)
+    where = f"{ROOT / 'examples/cluster.toml'}: "
+    second = inventory.hosts[1]
+    for hosts, line in [
+        ((host, dataclasses.replace(second, ip=host.ip)),
+         "host[1].ip: 10.1.1.5 is also used by host[0]"),
+        ((dataclasses.replace(host, ip=IPv4Address("10.2.0.5")),),
+         "host[0].ip: 10.2.0.5 is outside the internal subnet 10.1.1.0/24"),
+        ((dataclasses.replace(host, group="nope"),), "host[0].group: no group 'nope' "),
+        ((dataclasses.replace(host, name="a" * 63),), f"host[0].name: '{'a' * 63}.example.com' "
+                                                      "has 75 characters"),
+    ]:
+        with pytest.raises(RecipeError) as info:
+            dataclasses.replace(inventory, hosts=hosts)
+        assert info.value.problems[0].startswith(where + line), info.value.problems
+    with pytest.raises(RecipeError, match=r"group\.canary\.append: '&&' would chain a command"):
+        dataclasses.replace(inventory, groups={"canary": Group("canary", None, "x && shell")})
+    assert dataclasses.replace(cluster, tftp_root="/srv/tftp").tftp_root == "/srv/tftp"

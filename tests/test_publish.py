@@ -19,7 +19,7 @@ import pytest
 from tcbuild import load_recipe
 from tcbuild.boot import syslinux
 from tcbuild.boot.pxelinux import parse
-from tcbuild.config.inventory import load_inventory
+from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.sources.fetch import FetchOptions
 from tcbuild.stages.build import BuildOptions, BuildResult, build
 from tcbuild.tftproot import releases as pub
@@ -505,3 +505,15 @@ def test_a_failed_multi_root_publish_leaves_every_root_as_it_was(site: Path) -> 
     disagree = [line for line in verify_all(roots) if "the roots disagree: sha256" in line]
     assert disagree == [f"{name}: the roots disagree: sha256 {roots[0]} {digest[roots[0]][name]}"
                         f", {roots[1]} {digest[roots[1]][name]}" for name in syslinux.PXE]
+
+
+def test_a_dry_run_over_a_config_in_another_encoding_says_it_replaces_it(site: Path) -> None:
+    tftp = site / "tftp"
+    (tftp / "pxelinux.cfg").mkdir()
+    (tftp / "pxelinux.cfg/default").write_bytes(b"# caf\xe9 (Latin-1)\nDEFAULT local\n")
+    before = tree(tftp)
+    loaded, result = built(site)
+    plan = pub.plan(loaded, result.kernel, result.initrd, result.build_id,  # type: ignore[arg-type]
+                    tftp, None, 5, pub.find_bootloader(site / "bootloader"), now=T0)
+    assert "pxelinux.cfg/default: replace" in plan.describe()
+    assert tree(tftp) == before

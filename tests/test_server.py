@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tcbuild.bootserver.files import Dhcp, server_files
 from tcbuild.bootserver.nfs import ganesha_conf
-from tcbuild.config.inventory import load_inventory
+from tcbuild.config.inventoryfile import load_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples/cluster.toml"

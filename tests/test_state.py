@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcbuild import TcbuildError
-from tcbuild.config.inventory import load_inventory
+from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.config.lockfile import LockFile
 from tcbuild.config.recipefile import load_recipe
 from tcbuild.formats.manifest import FileRecord, Manifest

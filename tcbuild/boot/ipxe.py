@@ -14,11 +14,13 @@ harmless.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from ..config.recipe import kernel_line_problem
 from ..errors import InputError
 from .bootfile import IPXE_SCRIPT
 from .pxelinux import CONFIG_DIR, PxeConfig
@@ -77,9 +79,10 @@ def render(config: PxeConfig, name: str) -> str:
                     "over HTTP.", f"goto {config.default}"]
     for label in config.labels:
         for text in (label.name, label.kernel, label.initrd, label.append):
-            if "${" in text or "\n" in text:
-                raise InputError(f"{CONFIG_DIR}/{name}: LABEL {label.name}: '{text}' cannot be "
-                                 "written into an iPXE script (iPXE expands ${...})")
+            problem = kernel_line_problem(text)
+            if problem:
+                raise InputError(f"{CONFIG_DIR}/{name}: LABEL {label.name}: {json.dumps(text)} "
+                                 f"cannot be written into an iPXE script: {problem}")
         initrd_name = PurePosixPath(label.initrd).name
         kernel_line = " ".join(filter(None, (f"initrd={initrd_name}", label.append)))
         lines += ["", f":{label.name}", f"kernel {_url(label.kernel)} {kernel_line}",

@@ -42,6 +42,7 @@ class Program:
     runpath: tuple[str, ...] = ()
     abi: tuple[int, str] | None = None  # None: a script
     arguments: tuple[str, ...] = ()  # a script's `#!` words after the interpreter
+    malformed: str = ""  # what is out of range in an ELF object no loader would map
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +114,25 @@ def _read_elf(data: bytes) -> Program | None:
             return None  # a kernel module or an object file: no loader involved
         structs = _structs(little, elfclass, elf["e_type"], elf["e_machine"],
                            elf["e_ident"]["EI_OSABI"])
+        abi = (elfclass, str(elf["e_machine"]))
+        table = (elf["e_phoff"], elf["e_phnum"] * elf["e_phentsize"])
+        if not _inside(data, *table):
+            return Program(None, abi=abi, malformed=_outside("its program headers", *table,
+                                                             data))
         headers = [struct_parse(structs.Elf_Phdr, stream,
                                 stream_pos=elf["e_phoff"] + i * elf["e_phentsize"])
                    for i in range(elf["e_phnum"])]
         interpreter, tags = None, []
         for header in headers:
+            if header["p_type"] not in ("PT_INTERP", "PT_DYNAMIC"):
+                continue
+            if not _inside(data, header["p_offset"], header["p_filesz"]):
+                return Program(None, abi=abi, malformed=_outside(
+                    f"its {header['p_type']} segment", header["p_offset"], header["p_filesz"],
+                    data))
             if header["p_type"] == "PT_INTERP":
                 interpreter = c_string(data, header["p_offset"])
-            elif header["p_type"] == "PT_DYNAMIC":
+            else:
                 count = header["p_filesz"] // structs.Elf_Dyn.sizeof()
                 entries = struct_parse(_dynamic(little, elfclass, count), stream,
                                        stream_pos=header["p_offset"])
@@ -130,7 +142,6 @@ def _read_elf(data: bytes) -> Program | None:
                     tags.append((entry["d_tag"], entry["d_val"]))
     except (ELFError, ValueError, IndexError):
         return None  # not an object the loader would map either
-    abi = (elfclass, str(elf["e_machine"]))
     strtab = next((value for tag, value in tags if tag == DT["DT_STRTAB"]), None)
     base = None if strtab is None else next(
         (strtab - h["p_vaddr"] + h["p_offset"] for h in headers if h["p_type"] == "PT_LOAD"
@@ -146,6 +157,16 @@ def _read_elf(data: bytes) -> Program | None:
 
     return Program(interpreter, strings("DT_NEEDED"), paths("DT_RPATH"), paths("DT_RUNPATH"),
                    abi)
+
+
+def _inside(data: bytes, offset: int, size: int) -> bool:
+    """Whether `size` bytes at `offset` are all in the file."""
+    return offset >= 0 and size >= 0 and offset + size <= len(data)
+
+
+def _outside(what: str, offset: int, size: int, data: bytes) -> str:
+    return (f"{what} ({size} bytes at offset {offset:#x}) lie outside the file ({len(data)} "
+            "bytes)")
 
 
 def c_string(data: bytes, offset: int) -> str:

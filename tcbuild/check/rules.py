@@ -132,6 +132,11 @@ class _Checker:
         if program.abi is None:
             self.script(view, shown, node.origin, program)
             return
+        if program.malformed:
+            self.findings.append(Finding(shown, node.origin, f"a malformed ELF object: "
+                                         f"{program.malformed}; no loader would map it", "",
+                                         hint="replace the file"))
+            return
         if program.interpreter and view.file(program.interpreter) is None:
             found = image[0].file(program.interpreter) if image else None
             self.report(shown, node.origin, f"its loader {program.interpreter} (PT_INTERP) is "

@@ -28,7 +28,7 @@ from ..version import __version__
 from .loader import LD_SO_CONF, Program, read_program
 from .rules import Finding, check_image, parse_provides
 
-PROGRAMS_FORMAT = "tcbuild-programs-1"
+PROGRAMS_FORMAT = "tcbuild-programs-2"  # 2: malformed ELF objects
 log = logging.getLogger("tcbuild")
 
 
@@ -91,7 +91,7 @@ def _load(cache: Cache | None, key: str) -> dict[str, Program | None]:
         rows = json.loads(data) if data else {}
         return {digest: None if row is None else Program(
             row[0], tuple(row[1]), tuple(row[2]), tuple(row[3]),
-            None if row[4] is None else (row[4][0], row[4][1]), tuple(row[5]))
+            None if row[4] is None else (row[4][0], row[4][1]), tuple(row[5]), str(row[6]))
             for digest, row in rows.items()}
     except (ValueError, TypeError, IndexError, AttributeError):
         return {}
@@ -99,7 +99,7 @@ def _load(cache: Cache | None, key: str) -> dict[str, Program | None]:
 
 def _store(cache: Cache, key: str, programs: Mapping[str, Program | None]) -> None:
     rows = {digest: None if p is None else [p.interpreter, p.needed, p.rpath, p.runpath, p.abi,
-                                             p.arguments]
+                                             p.arguments, p.malformed]
             for digest, p in programs.items()}
     try:
         cache.store_derived(key, [json.dumps(rows, sort_keys=True).encode()])

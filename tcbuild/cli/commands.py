@@ -205,7 +205,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     from ..boot.pxelinux import CONFIG_DIR
-    from ..config.inventory import load_inventory
+    from ..config.inventoryfile import load_inventory
     from ..stages.build import BuildOptions
     from ..stages.publish import publish_all
 
@@ -259,7 +259,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ..config.inventory import load_inventory
+    from ..config.inventoryfile import load_inventory
     from ..tftproot.verify import verify_all
 
     inventory = load_inventory(args.inventory) if args.inventory else None
@@ -313,7 +313,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _server_config(args: argparse.Namespace) -> int:
     from ..bootserver.files import Dhcp
-    from ..config.inventory import load_inventory
+    from ..config.inventoryfile import load_inventory
     from ..stages.files import check_server_config, write_server_config
 
     inventory = load_inventory(args.inventory)
@@ -344,7 +344,7 @@ def _fleet(args: argparse.Namespace) -> int:
 
 
 def _power(args: argparse.Namespace) -> int:
-    from ..config.inventory import load_inventory
+    from ..config.inventoryfile import load_inventory
     from ..fleet.power import power
 
     results = power(load_inventory(args.inventory), args.hosts, args.action)

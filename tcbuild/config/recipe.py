@@ -15,8 +15,10 @@ from ..formats.compress import Compression
 from ..formats.manifest import MANIFEST
 from ..formats.tomlfile import (
     CONTROL,
+    TEMPLATE_TEXT,
     control_problem,
     key_path,
+    type_name,
 )
 
 DEFAULT_MIRRORS = ("http://repo.tinycorelinux.net/",)
@@ -150,9 +152,9 @@ class Recipe:
     check_ignore: tuple[str, ...] = ()  # image paths (globs) whose findings are deliberate
 
     def __post_init__(self) -> None:
-        """The values that reach a boot config, a kernel line or an output's name obey the
-        rules however the recipe was made (`load_recipe` reports all of a file's problems)."""
-        problems = [f"{self.path}: {key}: {message}" for key, message in _boot_problems(self)]
+        """Every value obeys the rules `load_recipe` applies, however the recipe was made
+        (`dataclasses.replace`, the library API): the same checks, the same kind of error."""
+        problems = [f"{self.path}: {key}: {message}" for key, message in _problems(self)]
         if problems:
             raise RecipeError(problems)
 
@@ -208,18 +210,145 @@ def initrd_name_problem(name: str, flavor: Flavor, recipe_name: str) -> str | No
                  if taken.lower() == name.lower()), None)
 
 
-def _boot_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
-    """(key, problem) for what reaches a boot config, a kernel line or an output's name."""
-    lines = [("boot.append", recipe.append), ("boot.serial", recipe.serial or "")]
-    lines += [(key_path("boot.labels", name), line) for name, line in recipe.labels.items()]
-    for key, text in lines:
-        problem = control_problem(text)
-        if problem:
-            yield key, problem
-    for name in recipe.labels:
-        problem = label_problem(name)
-        if problem:
-            yield key_path("boot.labels", name), problem
-    problem = initrd_name_problem(recipe.initrd_name, recipe.flavor, recipe.name)
-    if problem:
-        yield "boot.initrd_name", problem
+IPXE_OPERATORS = ("&&", "||", ";")
+"""Words that end an iPXE command and start the next (exec.c `command_terminator`)."""
+SERIAL = re.compile(r"[0-3]( \d{3,6})?")
+OWNER = re.compile(r"[a-z_][a-z0-9_-]*\$?")
+TIMEOUT_MAX = 36000  # pxelinux TIMEOUT: an hour, in tenths of a second
+
+
+def ipxe_problem(text: str) -> str | None:
+    """What iPXE would read as its own syntax in a kernel line of a script: `${` expands a
+    setting, a word `&&`, `||` or `;` chains a command, a word starting with `#` drops the rest
+    of the line, a trailing `\\` joins the next line (a `:` matters only at a line's start,
+    where tcbuild writes `kernel`)."""
+    if "${" in text:
+        return "'${' would be expanded by iPXE (a setting)"
+    for word in text.split():
+        if word in IPXE_OPERATORS:
+            return f"'{word}' would chain a command of its own in an iPXE script"
+        if word.startswith("#"):
+            return f"'{word}' would start a comment in an iPXE script (the rest is lost)"
+    if text.endswith("\\"):
+        return "a trailing '\\' would join the next line of an iPXE script"
+    return None
+
+
+def kernel_line_problem(text: str) -> str | None:
+    """What is wrong with a kernel line (`boot.append`, a label's, a group's): it is written
+    into pxelinux and isolinux configs and iPXE scripts."""
+    return control_problem(text) or ipxe_problem(text)
+
+
+def release_problem(release: str) -> str | None:
+    return None if RELEASE.match(release) else f"'{release}' is not a release series like '15.x'"
+
+
+def serial_problem(serial: object) -> str | None:
+    if isinstance(serial, str) and SERIAL.fullmatch(serial):
+        return None
+    return f"{serial!r} is not a pxelinux SERIAL line like \"0 115200\""
+
+
+def timeout_problem(timeout: object) -> str | None:
+    if isinstance(timeout, int) and not isinstance(timeout, bool) and \
+            0 <= timeout <= TIMEOUT_MAX:
+        return None
+    return f"{timeout!r} is not a time in tenths of a second"
+
+
+def pattern_problem(pattern: str, climbs: bool = True) -> str | None:
+    """A path or glob inside the image (`image.remove`: no `..`; `image.check_ignore`)."""
+    normalized = pattern.strip("/")
+    if normalized and not (climbs and ".." in normalized.split("/")):
+        return None
+    return f"'{pattern}' is not a path or glob inside the image"
+
+
+def mode_problem(mode: object) -> str | None:
+    if isinstance(mode, int) and not isinstance(mode, bool) and 0 <= mode <= 0o7777:
+        return None
+    return f"{mode!r} is not a mode like \"0755\" or 0o755"
+
+
+def owner_problem(owner: object) -> str | None:
+    if isinstance(owner, int) and not isinstance(owner, bool) and 0 <= owner < 2**32:
+        return None
+    if isinstance(owner, str) and OWNER.fullmatch(owner):
+        return None
+    return f"{owner!r} is not a user or group name or number"
+
+
+def image_path_problem(path: str) -> str | None:
+    """A `[files]` key: an absolute path inside the image."""
+    normalized = path.strip("/")
+    if path.startswith("/") and normalized and ".." not in normalized.split("/"):
+        return None
+    return "expected an absolute path inside the image, like \"/opt/bootlocal.sh\""
+
+
+def var_problem(name: str, value: object) -> str | None:
+    if not VAR_NAME.match(name):
+        return "not a valid variable name (letters, digits, _)"
+    if not isinstance(value, str | int | float | bool):
+        return f"expected a string, number or boolean, got {type_name(value)}"
+    return control_problem(value, TEMPLATE_TEXT) if isinstance(value, str) else None
+
+
+def _problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
+    """(key, problem) for every value of a recipe a reader would refuse."""
+    for key, value, kind in (("tinycore.flavor", recipe.flavor, Flavor),
+                             ("extensions.mode", recipe.mode, ExtensionMode),
+                             ("image.output", recipe.output, OutputMode),
+                             ("image.compression", recipe.compression, Compression),
+                             ("image.check", recipe.check, CheckPolicy)):
+        if not isinstance(value, kind):
+            yield key, f"{value!r} is not one of: {' | '.join(e.value for e in kind)}"
+    checks: list[tuple[str, str | None]] = [
+        ("tinycore.release", release_problem(recipe.release)),
+        ("boot.serial", None if recipe.serial is None
+         else control_problem(recipe.serial) or serial_problem(recipe.serial)),
+        ("boot.timeout", timeout_problem(recipe.timeout)),
+        ("boot.append", kernel_line_problem(recipe.append)),
+        ("boot.initrd_name", initrd_name_problem(recipe.initrd_name, recipe.flavor,
+                                                 recipe.name)
+         if isinstance(recipe.flavor, Flavor) else None),  # else: reported above
+    ]
+    for i, url in enumerate(recipe.mirrors):
+        checks.append((f"tinycore.mirrors[{i}]", None if _is_mirror(url) else
+                       f"'{url}' is not an http:// or https:// URL ending in '/'"))
+    for i, name in enumerate(recipe.install):
+        checks.append((f"extensions.install[{i}]", None if EXTENSION_NAME.match(name)
+                       and name.endswith(".tcz") else f"'{name}' is not an extension name"))
+    paths: list[tuple[str, Path | None]] = [(f"extensions.local[{i}]", p)
+                                            for i, p in enumerate(recipe.local)]
+    paths += [(f"overlay[{i}].source", o.source) for i, o in enumerate(recipe.overlays)]
+    paths += [("inventory", recipe.inventory),
+              ("tinycore.iso", None if recipe.iso is None else recipe.iso.path)]
+    checks += [(key, control_problem(str(path))) for key, path in paths if path is not None]
+    if recipe.iso is not None and not ISO_NAME.match(recipe.iso.name):
+        checks.append(("tinycore.iso", f"'{recipe.iso.name}' is not an ISO file name"))
+    checks += [(key_path("vars", name), var_problem(name, value))
+               for name, value in recipe.vars.items()]
+    for name, line in recipe.labels.items():
+        checks.append((key_path("boot.labels", name),
+                       label_problem(name) or kernel_line_problem(line)))
+    checks += [(f"image.remove[{i}]", pattern_problem(p)) for i, p in enumerate(recipe.remove)]
+    checks += [(f"image.check_ignore[{i}]", pattern_problem(p, climbs=False))
+               for i, p in enumerate(recipe.check_ignore)]
+    for path, attributes in recipe.files.items():
+        key = key_path("files", f"/{path}")
+        checks.append((key, image_path_problem(f"/{path}")))
+        checks.append((f"{key}.mode", None if attributes.mode is None
+                       else mode_problem(attributes.mode)))
+        checks += [(f"{key}.{which}", owner_problem(owner)) for which, owner in
+                   (("owner", attributes.owner), ("group", attributes.group))
+                   if owner is not None]
+    yield from ((key, problem) for key, problem in checks if problem)
+
+
+def _is_mirror(url: str) -> bool:
+    try:
+        return normalize_mirror(url) == url
+    except InputError:
+        return False

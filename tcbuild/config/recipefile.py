@@ -27,7 +27,6 @@ from .recipe import (
     ISO_MAJOR,
     ISO_NAME,
     RELEASE,
-    VAR_NAME,
     CheckPolicy,
     ExtensionMode,
     FileAttributes,
@@ -38,9 +37,18 @@ from .recipe import (
     Recipe,
     archive_suffix,
     extension_filename,
+    image_path_problem,
     initrd_name_problem,
+    kernel_line_problem,
     label_problem,
+    mode_problem,
     normalize_mirror,
+    owner_problem,
+    pattern_problem,
+    release_problem,
+    serial_problem,
+    timeout_problem,
+    var_problem,
 )
 
 E = TypeVar("E", bound=StrEnum)
@@ -99,7 +107,7 @@ class _RecipeReader:
             mode=self.choice(ext, "extensions.mode", ExtensionMode, ExtensionMode.UNPACKED),
             overlays=self.overlays(data.get("overlay", [])),
             vars=self.vars(data.get("vars", {})),
-            append=self.string(boot, "boot.append", "base nodhcp") or "",
+            append=self.append(boot),
             initrd_name=self.initrd_name(boot, flavor),
             output=self.choice(image, "image.output", OutputMode, OutputMode.REPACK),
             compression=self.choice(image, "image.compression", Compression, Compression.SMALL),
@@ -113,7 +121,7 @@ class _RecipeReader:
             prompt=self.flag(boot, "boot.prompt"),
             labels=self.labels(boot),
             check=self.choice(image, "image.check", CheckPolicy, CheckPolicy.WARN),
-            check_ignore=self.check_ignore(image),
+            check_ignore=self.patterns(image, "image.check_ignore", climbs=False),
         )
         if self.problems:
             raise RecipeError(self.problems)
@@ -193,8 +201,8 @@ class _RecipeReader:
         if not core:
             return "0.x"  # the missing table is reported already
         value = self.string(core, "tinycore.release", None)
-        if value is not None and not RELEASE.match(value):
-            self.problem("tinycore.release", f"'{value}' is not a release series like '15.x'")
+        if value is not None:
+            self.refused("tinycore.release", release_problem(value))
         return value or "0.x"
 
     def mirrors(self, core: dict[str, Any]) -> tuple[str, ...]:
@@ -277,12 +285,7 @@ class _RecipeReader:
             self.problem("vars", f"expected a table, got {type_name(value)}")
             return MappingProxyType({})
         for name, item in value.items():
-            if not VAR_NAME.match(name):
-                self.problem(key_path("vars", name), "not a valid variable name (letters, "
-                             "digits, _)")
-            elif not isinstance(item, str | int | float | bool):
-                self.problem(f"vars.{name}", f"expected a string, number or boolean, got "
-                             f"{type_name(item)}")
+            self.refused(key_path("vars", name), var_problem(name, item))
         return MappingProxyType(dict(sorted(value.items())))
 
     def flag(self, table: dict[str, Any], key: str) -> bool:
@@ -292,22 +295,25 @@ class _RecipeReader:
             return False
         return value
 
+    def refused(self, key: str, problem: str | None) -> bool:
+        """Report `problem` under `key`, if there is one (the model's own checks)."""
+        if problem:
+            self.problem(key, problem)
+        return problem is not None
+
     def serial(self, boot: dict[str, Any]) -> str | None:
         value = boot.get("serial")
-        if value is None:
-            return None
-        if not isinstance(value, str) or not re.fullmatch(r"[0-3]( \d{3,6})?", value):
-            self.problem("boot.serial", f"{value!r} is not a pxelinux SERIAL line like "
-                         "\"0 115200\"")
-            return None
+        refused = value is None or self.refused("boot.serial", serial_problem(value))
+        return None if refused else str(value)
+
+    def append(self, boot: dict[str, Any]) -> str:
+        value = self.string(boot, "boot.append", "base nodhcp") or ""
+        self.refused("boot.append", kernel_line_problem(value))
         return value
 
     def timeout(self, boot: dict[str, Any]) -> int:
         value = boot.get("timeout", 0)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 36000:
-            self.problem("boot.timeout", f"{value!r} is not a time in tenths of a second")
-            return 0
-        return value
+        return 0 if self.refused("boot.timeout", timeout_problem(value)) else int(value)
 
     def labels(self, boot: dict[str, Any]) -> Mapping[str, str]:
         value = boot.get("labels", {})
@@ -323,7 +329,7 @@ class _RecipeReader:
                 self.problem(key, problem)
             elif not isinstance(line, str):
                 self.problem(key, f"expected a kernel line (a string), got {type_name(line)}")
-            else:
+            elif not self.refused(key, kernel_line_problem(line)):
                 labels[name] = line
         return MappingProxyType(dict(sorted(labels.items())))
 
@@ -337,42 +343,28 @@ class _RecipeReader:
         return self.existing("inventory", value, "file")
 
     def remove(self, image: dict[str, Any]) -> tuple[str, ...]:
-        patterns = []
-        for key, pattern in self.string_list(image, "image.remove"):
-            normalized = pattern.strip("/")
-            if not normalized or ".." in normalized.split("/"):
-                self.problem(key, f"'{pattern}' is not a path or glob inside the image")
-            else:
-                patterns.append(normalized)
+        patterns = self.patterns(image, "image.remove")
         if patterns and image.get("output") == OutputMode.APPEND:
             self.problem("image.remove", "append mode cannot remove base entries "
                          "(use output = \"repack\")")
-        return tuple(patterns)
+        return patterns
 
-    def check_ignore(self, image: dict[str, Any]) -> tuple[str, ...]:
-        patterns = []
-        for key, pattern in self.string_list(image, "image.check_ignore"):
-            normalized = pattern.strip("/")
-            if not normalized:
-                self.problem(key, f"'{pattern}' is not a path or glob inside the image")
-            else:
-                patterns.append(normalized)
-        return tuple(patterns)
+    def patterns(self, image: dict[str, Any], key: str, climbs: bool = True) -> tuple[str, ...]:
+        """Paths or globs inside the image (`image.remove` may not climb with `..`)."""
+        return tuple(pattern.strip("/") for where, pattern in self.string_list(image, key)
+                     if not self.refused(where, pattern_problem(pattern, climbs)))
 
     def files(self, table: dict[str, Any]) -> Mapping[str, FileAttributes]:
         result = {}
         for path, value in table.items():
             key = key_path("files", path)
-            normalized = path.strip("/")
-            if not path.startswith("/") or not normalized or ".." in normalized.split("/"):
-                self.problem(key, "expected an absolute path inside the image, like "
-                             "\"/opt/bootlocal.sh\"")
+            if self.refused(key, image_path_problem(path)):
                 continue
             if not isinstance(value, dict):
                 self.problem(key, f"expected a table, got {type_name(value)}")
                 continue
             self.check_keys(value, f"{key}.", {"mode", "owner", "group", "secret"})
-            result[normalized] = FileAttributes(
+            result[path.strip("/")] = FileAttributes(
                 mode=self.mode(value.get("mode"), f"{key}.mode"),
                 owner=self.owner(value.get("owner"), f"{key}.owner"),
                 group=self.owner(value.get("group"), f"{key}.group"),
@@ -385,26 +377,18 @@ class _RecipeReader:
             return None
         if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3,4}", value):
             return int(value, 8)
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o7777:
-            return value
-        self.problem(key, f"{value!r} is not a mode like \"0755\" or 0o755")
-        return None
+        return None if self.refused(key, mode_problem(value)) else int(value)
 
     def owner(self, value: Any, key: str) -> str | int | None:
         if value is None:
             return None
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
-            return value
-        if isinstance(value, str) and re.fullmatch(r"[a-z_][a-z0-9_-]*\$?", value):
-            return value
-        self.problem(key, f"{value!r} is not a user or group name or number")
-        return None
+        if self.refused(key, owner_problem(value)):
+            return None
+        return value if isinstance(value, str) else int(value)
 
     def initrd_name(self, boot: dict[str, Any], flavor: Flavor) -> str:
         name = self.string(boot, "boot.initrd_name", "core.hts.gz")
         if name is None:
             return "core.hts.gz"
-        problem = initrd_name_problem(name, flavor, self.path.stem)
-        if problem:
-            self.problem("boot.initrd_name", problem)
+        self.refused("boot.initrd_name", initrd_name_problem(name, flavor, self.path.stem))
         return name

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from ..boot.pxelinux import CONFIG_DIR, mac_config_name, parse
-from ..config.inventory import Host, load_inventory, log_names
+from ..config.inventory import Host, log_names
+from ..config.inventoryfile import load_inventory
 from ..errors import InputError, boundary
 from ..tftproot.releases import release_of, releases
 

@@ -40,6 +40,9 @@ def read_toml(path: Path, kind: str) -> dict[str, Any]:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from e
     except tomllib.TOMLDecodeError as e:
         raise InputError(_toml_error(path, e)) from e
+    except RecursionError as e:  # tomllib recurses once per level of arrays or inline tables
+        raise InputError(f"{path}: invalid TOML: arrays or inline tables nested too "
+                         "deeply") from e
 
 
 def _toml_error(path: Path, error: tomllib.TOMLDecodeError) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from ..atomic import publish_files
 from ..check import run as checkrun
 from ..check.rules import Finding
-from ..config.inventory import load_inventory
+from ..config.inventoryfile import load_inventory
 from ..config.recipe import CheckPolicy, ExtensionMode, OutputMode, Recipe
 from ..errors import RecipeError, StateError, boundary
 from ..formats import tcz

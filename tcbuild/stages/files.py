@@ -13,7 +13,7 @@ from ..bootserver.files import Dhcp, server_files
 from ..config.inventory import Inventory
 from ..config.lockfile import lock_path, lock_text
 from ..config.recipe import Recipe
-from ..errors import boundary
+from ..errors import FileError, boundary
 from ..sources.fetch import fetch
 from ..sources.inputs import FetchOptions, Inputs
 
@@ -46,9 +46,12 @@ def check_server_config(inventory: Inventory, out: Path, dhcp: Collection[Dhcp] 
     for name, text in server_files(inventory, dhcp).items():
         target = out / name
         try:
-            installed: str | None = target.read_text()
+            installed: str | None = target.read_bytes().decode()
         except FileNotFoundError:
             installed = None
+        except UnicodeDecodeError as e:
+            raise FileError(f"{target}: not UTF-8 text (byte {e.start}), so not a file "
+                            "tcbuild wrote; nothing to compare with", str(target)) from e
         old = [] if installed is None else installed.splitlines(keepends=True)
         diffs[name] = [] if installed == text else list(difflib.unified_diff(
             old, text.splitlines(keepends=True),

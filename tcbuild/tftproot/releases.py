@@ -95,8 +95,8 @@ class Plan:
         lines += [f"  {name} ({self.release.files[name].size} bytes)" for name in self.files]
         for name, content in self.configs.items():
             target = self.tftp / CONFIG_DIR / name
-            old = target.read_text() if target.is_file() else None
-            state = "unchanged" if old == content else ("replace" if old else "create")
+            old = target.read_bytes() if target.is_file() else None  # any bytes: no decoding
+            state = "unchanged" if old == content.encode() else ("replace" if old else "create")
             lines.append(f"{CONFIG_DIR}/{name}: {state}")
         for name, source in self.bootloader.items():
             lines.append(f"{name}: from {source}")

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tcbuild.config.inventory import load_inventory
+from tcbuild.config.inventoryfile import load_inventory
 
 from .bootkit import DEFAULT_KERNEL_CACHE, build_boot_mirror, debian_kernel
 from .clusterlab import Cluster, fill_share, with_log_dir

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tcbuild.bootserver.files import Dhcp, server_files
-from tcbuild.config.inventory import Host, Inventory, load_inventory
+from tcbuild.config.inventory import Host, Inventory
+from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.config.recipefile import load_recipe
 from tcbuild.image.overlay import read_overlay
 from tcbuild.stages.build import template_context
