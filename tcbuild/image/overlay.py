@@ -353,7 +353,14 @@ class _ArchiveReader:
         return replace(self.entries[head].entry, name=name)
 
     def files(self) -> list[OverlayFile]:
-        """Every entry; a hard-link group's names share its data, count and first name."""
+        """Every entry; a hard-link group's names share its data, count and first name; a
+        parent directory the archive has no entry for made 0755 root:root."""
+        for name in list(self.entries):
+            parent = posixpath.dirname(name)
+            while parent and parent not in self.entries:
+                self.entries[parent] = OverlayFile(_directory(parent, 0o755, self.mtime),
+                                                   f"{self.archive}:{parent}")
+                parent = posixpath.dirname(parent)
         for head, names in self.groups.items():
             for name in names:
                 item = self.entries[name]
