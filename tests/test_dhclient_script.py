@@ -107,7 +107,17 @@ def test_the_example_dhclient_script_configures_the_node_and_runs_the_exit_hook(
     assert ("dhclient-script: BOUND: eth1 has 10.1.1.5 netmask 255.255.255.0, routers 10.1.1.1"
             in log)
     assert "dhclient-script: hostname server1.example.com" in log
+    assert "dhclient-exit-hook: removed a default route through eth1" in log  # the script's
     assert "dhclient-exit-hook: BOUND on eth1: address 10.1.1.5, second-ip 172.16.1.5" in log
+
+    # dhclient restarted (a new process knows no old lease): REBOOT with the same lease leaves
+    # the same state.
+    again = lab.start(node, "d21-reboot", ["sh", "-c", events(script, bin_dir, ("REBOOT", LEASE))],
+                      uts=True, private=["/etc", "/usr/local"], setup=setup)
+    assert again.process.wait(timeout=30) == 0, again.output()
+    assert "REBOOT exit 0\n" in again.output()
+    assert addresses(lab, node)["eth1"] == ["10.1.1.5/24"]
+    assert default_routes(lab, node) == [("172.16.1.1", "eth0", None)]
 
     # RENEW with the same lease changes nothing; EXPIRE takes the address away; TIMEOUT (no
     # earlier lease to try) fails.
