@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import stat
 import subprocess
@@ -338,3 +339,71 @@ def test_out_of_range_elf_offsets_are_findings_not_crashes() -> None:
         "it (replace the file)"]
     intact = read_program(xz)
     assert intact is not None and intact.malformed == "" and intact.interpreter == LOADER
+
+
+BOOTLOCAL = b"""#!/bin/sh
+# /usr/local/bin/commented-out is never run
+DHCLIENT=/usr/local/sbin/dhclient
+SCRIPT='/opt/site/dhclient-script'
+if [ -x "$DHCLIENT" ]; then
+    out=$("$DHCLIENT" -nw -sf "$SCRIPT" \\
+        -cf /usr/local/etc/dhclient.conf eth1 2>&1) || echo "$out"
+fi
+. /usr/local/etc/site.env
+/opt/site/tool --once && /usr/bin/sethostname node1 >/dev/null
+/proc/self/exe --version; mkdir -p /mnt/share
+"""
+
+
+def test_what_a_boot_script_or_template_runs_by_absolute_path_is_checked() -> None:
+    """bootlocal.sh and the overlay's shell templates: each program they run by absolute path
+    (a literal, a variable set to one, dhclient's `-sf`) is in the image and executable, each
+    file they source is there; comments, arguments, run-time paths and other texts are not."""
+    provides = parse_provides(b"dhcp.tcz\nusr/local/sbin/dhclient\n")
+    tree = [directory(d) for d in ("bin", "opt", "opt/site", "usr", "usr/bin", "usr/local",
+                                   "usr/local/etc", "srv")]
+    entries = [(e, "base") for e in [*tree, entry("bin/sh", b"\x7fELF busybox")]] + [
+        (entry("opt/bootlocal.sh", BOOTLOCAL), "overlay:site/opt/bootlocal.sh.j2"),
+        (entry("opt/site/tool", b"#!/bin/sh\n", mode=0o644), "overlay:site/opt/site/tool"),
+        (entry("usr/bin/sethostname", b"\x7fELF stand-in"), "base"),
+        (entry("usr/local/etc/hook", b"# shellcheck shell=sh\n/opt/site/missing-too\n",
+               mode=0o644), "overlay:site/usr/local/etc/hook.j2"),
+        (entry("srv/exports", b"/srv/share 10.0.0.0/8(ro)\n", mode=0o644),
+         "overlay:site/srv/exports.j2"),  # not shell: its first word is no command
+        (entry("opt/site/plain", b"#!/bin/sh\n/opt/site/unchecked\n"), "overlay:site/plain"),
+    ]
+    lines = [f.line() for f in check_image(entries, provides=provides)]
+    assert lines == [
+        "/opt/bootlocal.sh [overlay:site/opt/bootlocal.sh.j2]: runs /usr/local/sbin/dhclient "
+        "(line 6), which is not in the image (add `dhcp` to extensions.install)",
+        "/opt/bootlocal.sh [overlay:site/opt/bootlocal.sh.j2]: runs /opt/site/dhclient-script "
+        "(line 6), which is not in the image",
+        "/opt/bootlocal.sh [overlay:site/opt/bootlocal.sh.j2]: sources /usr/local/etc/site.env "
+        "(line 9), which is not in the image",
+        "/opt/bootlocal.sh [overlay:site/opt/bootlocal.sh.j2]: runs /opt/site/tool (line 10), "
+        "which is not executable (give /opt/site/tool a mode with x bits)",
+        "/usr/local/etc/hook [overlay:site/usr/local/etc/hook.j2]: runs /opt/site/missing-too "
+        "(line 2), which is not in the image",
+    ]
+    assert check_image(entries, provides=provides, ignore=["opt/bootlocal.sh",
+                                                           "usr/local/etc/hook"]) == []
+
+
+def test_the_example_without_its_dhclient_script_or_with_a_bash_one(site: Path) -> None:
+    """The example's bootlocal.sh runs dhclient with `-sf /opt/tcbuild/dhclient-script`: without
+    that file the check names it; with one that wants bash (ISC's), it names the interpreter."""
+    script = site / "overlays/gameserver/opt/tcbuild/dhclient-script"
+    recipe_path = site / "recipes/gameserver.toml"
+    text = script.read_bytes()
+    script.unlink()
+    bootlocal = "/opt/bootlocal.sh [overlay:"
+    missing = [line for line in lines(run(site, recipe_path, "without")) if line.startswith(
+        bootlocal)]
+    assert len(missing) == 1 and re.search(
+        r": runs /opt/tcbuild/dhclient-script \(line \d+\), which is not in the image$",
+        missing[0]), missing
+    script.write_bytes(text.replace(b"#!/bin/sh\n", b"#!/bin/bash\n", 1))
+    script.chmod(0o755)
+    assert [line for line in lines(run(site, recipe_path, "bash")) if "dhclient-script" in line
+            ] == [f"/opt/tcbuild/dhclient-script [overlay:{script}]: its interpreter /bin/bash "
+                  "(#!) is not in the image"]

@@ -72,14 +72,15 @@ def assert_node_up(cluster: Cluster, host: Host) -> None:
     assert acks == 2 + cluster.nodes[name].restarts, dhcpd
     assert any(re.fullmatch(rf"dhclient\[\d+\]: bound to {host.ip} -- renewal in \d+ seconds\.",
                             m) for m in log), log
-    # The exit hook took option 187 and the host name, and said what it did.
+    # The image's dhclient-script set the host name; the exit hook took option 187; both said
+    # what they did.
     hook = "dhclient-exit-hook: "
     assert (f"{hook}BOUND on eth1: address {host.ip}, second-ip {host.second_ip}, "
             f"host-name {fqdn}") in log
     assert (f"{hook}ran: ifconfig eth0 {host.second_ip} netmask {c.external_network.netmask} "
             f"broadcast {c.external_network.broadcast_address} up") in log
     assert f"{hook}ran: ip -4 route replace default via {c.external_gateway} dev eth0" in log
-    assert f"{hook}ran: hostname {fqdn}" in log
+    assert f"dhclient-script: hostname {fqdn}" in log
     nrpe = "/usr/local/etc/nagios/nrpe.cfg"
     assert f"{hook}ran: sed -i s/^server_address=.*/server_address={host.ip}/ {nrpe}" in log
 

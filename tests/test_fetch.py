@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -204,10 +207,6 @@ def test_fails_over_to_the_next_mirror(
         closed.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{closed.getsockname()[1]}/"  # nothing listens there
     with MirrorServer(mirror_tree.root) as second:
-        # The graph first, from mirrors that answer: with a dead one in the list, a missing
-        # `.dep` is not known to be absent (the dead mirror might have it).
-        resolve(make_recipe(tmp_path, [mirror.url, second.url], ["dhcp", "nfs-utils"]),
-                options(tmp_path))
         mirror.fail(f"{X64}/tcz/dhcp.tcz", "status", code=503)
         recipe = make_recipe(tmp_path, [dead, mirror.url, second.url], ["dhcp", "nfs-utils"])
         inputs = fetch(recipe, options(tmp_path))
@@ -215,6 +214,77 @@ def test_fails_over_to_the_next_mirror(
     assert origins["dhcp.tcz"] == second.url
     assert origins["nfs-utils.tcz"] == mirror.url and origins["vmlinuz64"] == mirror.url
     assert mirror.requests.count(f"{X64}/tcz/dhcp.tcz") == FAST.attempts
+
+
+@contextlib.contextmanager
+def unreachable(kind: str) -> Iterator[str]:
+    """A mirror URL on loopback that cannot be reached: nothing listens on its port
+    ("refused"), or a listener whose backlog is full drops every new connection ("timeout")."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/"
+        if kind == "refused":
+            server.close()
+            yield url
+            return
+        server.listen(0)
+        with contextlib.ExitStack() as stack:
+            for _ in range(3):  # fill the accept queue; none is ever accepted
+                waiting = stack.enter_context(socket.socket())
+                waiting.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    waiting.connect(server.getsockname())
+            time.sleep(0.1)
+            yield url
+
+
+@pytest.mark.parametrize("kind", ["refused", "timeout"])
+def test_an_unreachable_mirror_is_skipped_and_a_404_means_no_dependencies(
+    tmp_path: Path, mirror: MirrorServer, mirror_tree: MirrorTree, kind: str
+) -> None:
+    """`--mirror DEAD --mirror LIVE` and an extension without a `.dep` (dhcp): the dead mirror
+    says nothing, the live one's 404 is "no dependencies" (kept as such), the files come from
+    the live one."""
+    dep = f"{X64}/tcz/dhcp.tcz.dep"
+    policy = Policy(attempts=2, backoff=0.01, connect_timeout=0.3, read_timeout=1)
+    with unreachable(kind) as dead:
+        recipe = make_recipe(tmp_path, [dead, mirror.url], ["dhcp"], local=False)
+        inputs = fetch(recipe, FetchOptions(cache_dir=tmp_path / "cache", policy=policy))
+    assert inputs.resolution.graph["dhcp.tcz"] == ()
+    assert {f.name: f.origin for f in inputs.files}["dhcp.tcz"] == mirror.url
+    assert mirror.count(dep) == 1
+    assert isinstance(Cache(tmp_path / "cache").lookup(dep), Absent)
+    assert inputs.extensions[0].path.read_bytes() == mirror_tree.read(f"{X64}/tcz/dhcp.tcz")
+
+
+@pytest.mark.parametrize("fault", [{"kind": "status", "code": 503}, {"kind": "truncate"}],
+                         ids=["503", "truncated"])
+def test_a_reachable_mirror_failing_is_no_answer_even_beside_a_dead_one(
+    tmp_path: Path, mirror: MirrorServer, mirror_tree: MirrorTree, fault: dict[str, object]
+) -> None:
+    """A dead mirror, one that fails on the `.dep` (5xx, cut-off body) and one that lacks it:
+    the fetch fails naming all three, and nothing is cached for the `.dep`."""
+    dep = f"{X64}/tcz/nfs-utils.tcz.dep"
+    with unreachable("refused") as dead, MirrorServer(mirror_tree.root) as second:
+        mirror.fail(dep, **fault)  # type: ignore[arg-type]
+        second.fail(dep, "status", code=404)
+        recipe = make_recipe(tmp_path, [dead, mirror.url, second.url], ["nfs-utils"],
+                             local=False)
+        with pytest.raises(FetchError) as info:
+            resolve(recipe, options(tmp_path))
+    assert str(info.value).startswith(
+        f"nfs-utils.tcz.dep: could not download: {dead}{dep}: Connection refused; "
+        f"{mirror.url}{dep}: ")
+    assert str(info.value).endswith(f"; {second.url}{dep}: not found")
+    assert Cache(tmp_path / "cache").lookup(dep) is None
+
+
+def test_every_mirror_unreachable_is_a_failure_not_an_absence(tmp_path: Path) -> None:
+    with unreachable("refused") as dead:
+        recipe = make_recipe(tmp_path, [dead], ["dhcp"], local=False)
+        with pytest.raises(FetchError, match=r"could not download: .*Connection refused$"):
+            resolve(recipe, options(tmp_path))
+    assert not (tmp_path / "cache").exists() or not cache_files(tmp_path)
 
 
 def test_offline_names_exactly_what_is_missing(tmp_path: Path, mirror: MirrorServer) -> None:

@@ -385,3 +385,33 @@ def test_append_mode_takes_an_archive_without_hard_links(
         a, b = appended[path], repacked[path]
         assert (a.mode, a.uid, a.gid, a.mtime, a.data) == (b.mode, b.uid, b.gid, b.mtime, b.data)
     assert appended["usr/local/etc/site.conf"].data == b"server 10.1.1.1\n"
+
+
+def test_an_archive_without_directory_entries_makes_their_parents(
+    tmp_path: Path, mirror: MirrorServer
+) -> None:
+    """`tar czf site.tar.gz opt/site/run.sh` names no directory: the image has them, 0755
+    root:root like a directory overlay's, and an existing one keeps its own mode and owner."""
+    require_tool("tar", "tar")
+    tree = tmp_path / "tree"
+    (tree / "opt/site").mkdir(parents=True)
+    (tree / "srv/www/site").mkdir(parents=True)
+    (tree / "opt/site/run.sh").write_text("#!/bin/sh\necho site\n")
+    (tree / "opt/site/run.sh").chmod(0o755)
+    (tree / "srv/www/site/index.html").write_text("<p>site</p>\n")
+    subprocess.run(["tar", "czf", str(tmp_path / "site.tar.gz"), "-C", str(tree),
+                    "opt/site/run.sh", "srv/www/site/index.html"], check=True)
+    listed = subprocess.run(["tar", "tzf", str(tmp_path / "site.tar.gz")], check=True,
+                            capture_output=True, text=True).stdout.split()
+    assert listed == ["opt/site/run.sh", "srv/www/site/index.html"]  # no directory entry
+    recipe = recipe_file(tmp_path, mirror.url)
+    base = image(run_build(tmp_path, recipe, out="base").initrd)
+    use_archive(recipe, "site.tar.gz")
+    got = image(run_build(tmp_path, recipe).initrd)
+    for path in ("opt/site", "srv", "srv/www", "srv/www/site"):
+        assert got[path].mode == stat.S_IFDIR | 0o755, path
+        assert (got[path].uid, got[path].gid) == (0, 0), path
+    assert got["opt"] == base["opt"]  # the base's directory, as it was
+    assert got["opt/site/run.sh"].data == b"#!/bin/sh\necho site\n"
+    assert got["opt/site/run.sh"].mode == stat.S_IFREG | 0o755
+    assert got["srv/www/site/index.html"].mode == stat.S_IFREG | 0o644

@@ -4,10 +4,13 @@ that changed and gives, byte for byte, what a cold build from an empty cache giv
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -16,13 +19,15 @@ from tcbuild import load_recipe
 from tcbuild.formats.newc import Entry, iter_initramfs
 from tcbuild.image import compose as image
 from tcbuild.image import runs
+from tcbuild.image import store as image_store
+from tcbuild.image.overlay import overlay_digest
 from tcbuild.image.store import Damaged, Store, Writer
 from tcbuild.sources.fetch import FetchOptions
 from tcbuild.stages.build import BuildOptions, BuildResult, build
 
 from .conftest import tmpfs
 from .kit.mirrortree import MirrorServer
-from .test_image import members, recipe_file
+from .test_image import ROOT, members, recipe_file
 
 
 @pytest.fixture
@@ -242,3 +247,120 @@ def test_two_builds_at_once_share_a_cold_cache(tmp_path: Path, mirror: MirrorSer
     assert later.compressed == 0  # everything the two kept is whole and used
     for i in range(2):
         assert (tmp_path / f"out{i}/core.hts.gz").read_bytes() == later.initrd.read_bytes()
+
+
+DIGEST_AS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from tcbuild.image.overlay import overlay_digest
+print(overlay_digest(Path(sys.argv[2])))
+"""
+
+
+def test_an_overlay_digest_takes_exec_bits_from_the_mode_for_every_user() -> None:
+    """The image's file is 0755 when any x bit is set, whoever builds: so is the digest (the
+    build id). `chmod 0654` by a user who owns the file must change it, as it changes the image."""
+    with tempfile.TemporaryDirectory(prefix="tcbuild-digest-") as name:
+        tree = Path(name)
+        tree.chmod(0o755)
+        script = tree / "run.sh"
+        script.write_text("#!/bin/sh\necho run\n")
+        users = [None] + ([65534] if os.geteuid() == 0 else [])  # and nobody, who owns it
+
+        def digests(mode: int) -> list[str]:
+            script.chmod(mode)
+            found = []
+            for uid in users:
+                if uid is None:
+                    found.append(overlay_digest(tree))
+                    continue
+                os.chown(tree, uid, uid)
+                os.chown(script, uid, uid)
+                found.append(subprocess.run(
+                    ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                     sys.executable, "-c", DIGEST_AS, str(ROOT), str(tree)],
+                    check=True, capture_output=True, text=True).stdout.strip())
+            return found
+
+        plain, executable = digests(0o644), digests(0o755)
+        assert len(set(plain)) == len(set(executable)) == 1  # every user sees the same
+        assert plain != executable
+        for mode in (0o654, 0o645, 0o744, 0o700):
+            assert digests(mode) == executable, oct(mode)
+        for mode in (0o600, 0o444, 0o664):
+            assert digests(mode) == plain, oct(mode)
+
+
+def golden_entries() -> list[Entry]:
+    """A small fixed tree of every kind the writer writes: directories, files, a hard-link
+    group (data on its last name), a symlink, a device node, a setuid mode, an empty file."""
+    t = 1_700_000_000
+
+    def entry(name: str, mode: int, data: bytes | None = None, nlink: int = 1, ino: int = 0,
+              rdev: tuple[int, int] = (0, 0), uid: int = 0) -> Entry:
+        return Entry(name, mode, uid, 50 if uid else 0, nlink, t, len(data or b""), ino, rdev,
+                     data)
+
+    return [
+        entry(".", stat.S_IFDIR | 0o755, nlink=2),
+        entry("bin", stat.S_IFDIR | 0o755, nlink=2),
+        entry("bin/busybox", stat.S_IFREG | 0o4755, b"", nlink=2, ino=7),
+        entry("bin/sh", stat.S_IFREG | 0o4755, b"\x7fELF busybox\n" * 3, nlink=2, ino=7),
+        entry("dev", stat.S_IFDIR | 0o755, nlink=2),
+        entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)),
+        entry("etc", stat.S_IFDIR | 0o755, nlink=2),
+        entry("etc/empty", stat.S_IFREG | 0o644, b""),
+        entry("etc/motd", stat.S_IFREG | 0o644, b"Tiny Core " * 40 + b"\n", uid=1001),
+        entry("lib", stat.S_IFLNK | 0o777, b"usr/lib"),
+    ]
+
+
+# What the writer produced for `golden_entries`, and the FORMAT it was recorded with: change
+# both together (the member digests hold for the libdeflate version named beside them).
+GOLDEN_FORMAT = 2
+GOLDEN_NEWC = "e1beaabf0a6c2932e22e5d61c9a837dc183b11fc6d53540d147c73563034c863"
+GOLDEN_DEFLATE = "0.9.0"
+GOLDEN_MEMBERS = {"small": "c135789a9be20007a2c6e376d9731597fec179b15ea8e5ff410feb65a9237a76",
+                  "fast": "faa29c15eea6987da030281019d903bc237e521cab2be50c8d19fb5f6707ccaa"}
+
+
+def test_the_writer_gives_the_recorded_bytes_for_the_format_number() -> None:
+    """Every cache key and build id carries `FORMAT`: bytes the writer makes differently must
+    come with a new number, or a build would take an older writer's members from the cache."""
+    import deflate
+
+    from tcbuild.formats.compress import Compression, gzip_member
+    from tcbuild.version import FORMAT
+
+    archive = runs.archive(golden_entries())
+    newc = hashlib.sha256(archive).hexdigest()
+    members = {c.value: gzip_member(archive, c) for c in Compression}
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in members.items()}
+    recorded = (f"record GOLDEN_FORMAT = {FORMAT}, GOLDEN_NEWC = {newc!r}, GOLDEN_DEFLATE = "
+                f"{deflate.__version__!r}, GOLDEN_MEMBERS = {digests!r}")
+    assert FORMAT == GOLDEN_FORMAT, f"FORMAT changed: {recorded}"
+    assert newc == GOLDEN_NEWC, f"the newc writer's bytes changed: bump FORMAT, then {recorded}"
+    for name, data in members.items():
+        assert zlib.decompress(bytes(data), 31) == archive
+        assert data[:8] == b"\x1f\x8b\x08\x00\0\0\0\0"  # no name, no time in the header
+        if deflate.__version__ == GOLDEN_DEFLATE:
+            assert digests[name] == GOLDEN_MEMBERS[name], (
+                f"the {name} gzip members changed: bump FORMAT, then {recorded}")
+
+
+def test_a_new_format_number_rebuilds_and_reuses_nothing_kept(
+    tmp_path: Path, mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an older writer kept is never taken: another `FORMAT` is another build id and other
+    cache keys, so every member is compressed again."""
+    import tcbuild.stages.build as stage
+
+    recipe = recipe_file(tmp_path, mirror.url, install='"dhcp"')
+    first = built(recipe, tmp_path / "out", tmp_path / "c")
+    assert built(recipe, tmp_path / "out", tmp_path / "c").up_to_date
+    monkeypatch.setattr(stage, "FORMAT", stage.FORMAT + 1)
+    monkeypatch.setattr(image_store, "INDEX_FORMAT", f"tcbuild-index-{stage.FORMAT}")
+    again = built(recipe, tmp_path / "out", tmp_path / "c")
+    assert not again.up_to_date and again.build_id != first.build_id
+    assert again.compressed == len(members(again.initrd)) == first.compressed

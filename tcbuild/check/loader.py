@@ -54,6 +54,7 @@ class Node:
     target: str = ""  # a symlink's
     program: Program | None = None
     text: bytes | None = None  # kept for the loader's configuration only
+    executable: bool = False  # a regular file with an x bit
 
 
 
@@ -194,7 +195,7 @@ def node_of(entry: Entry, origin: str, known: Mapping[str, Program | None] | Non
     program = known[entry.path] if entry.path in known else read_program(data)
     if program is not None and program.abi is None and not mode & 0o111:
         program = None
-    return Node(origin, "file", program=program, text=text)
+    return Node(origin, "file", program=program, text=text, executable=bool(mode & 0o111))
 
 
 class View:

@@ -5,6 +5,8 @@ mirror's `provides.db` in, findings out; nothing is read from or written to the 
 - Every ELF executable and shared object: its `PT_INTERP` is a file of the image, and each
   `DT_NEEDED` resolves as glibc's loader would resolve it there (`loader.py`).
 - Every executable script: its `#!` interpreter is there (and `env`'s program on the `PATH`).
+- What `/opt/bootlocal.sh` and the overlay's shell templates run by absolute path (`scripts.py`)
+  is a file of the image, and executable (what they source with `.` is there).
 - The kernel (its version read from the bzImage header), `lib/modules/<version>/` and the
   kernel extensions (`filesystems-6.6.8-tinycore64`) are of one version.
 - Onboot extensions (`/tmp/builtin/optional`) are checked as tce-load leaves them: mounted at
@@ -23,6 +25,7 @@ from typing import Any
 
 from ..formats.newc import Entry
 from .loader import LOADER_NAME, Node, Program, View, c_string, find_library, library_dirs, node_of
+from .scripts import BOOT_SCRIPTS, TEMPLATE_ORIGIN, is_shell, runs
 
 PATH_DIRS = ("usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin")
 ONBOOT = "tmp/builtin/optional"
@@ -165,6 +168,18 @@ class _Checker:
                             "the PATH of the image", f"usr/local/bin/{name}", True)
 
 
+    def runner(self, view: View, path: str, origin: str, text: str) -> None:
+        """What a boot script or template runs by absolute path: there, and executable."""
+        for run in runs(text):
+            found = view.file(run.path)
+            what = f"{'sources' if run.sourced else 'runs'} /{run.path} (line {run.line})"
+            if found is None:
+                self.report(path, origin, f"{what}, which is not in the image", run.path, True)
+            elif not run.sourced and not found[1].executable:
+                self.report(path, origin, f"{what}, which is not executable", run.path, True,
+                            f"give /{found[0]} a mode with x bits")
+
+
 def _elsewhere(found: tuple[str, Node] | None, node: Node) -> str:
     """The hint for an onboot extension's need another extension of the image meets."""
     if found is None or not found[1].origin.startswith("extension:"):
@@ -187,11 +202,16 @@ def check_image(entries: Iterable[tuple[Entry, str]], *, kernel: bytes | None = 
     """
     base: dict[str, Node] = {}
     raw: dict[str, bytes] = {}  # what tce-setup reads: onboot.lst, the .tcz and .dep files
+    scripts: list[tuple[str, str, str]] = []  # boot scripts and shell templates: their text
     for entry, origin in entries:
         path = entry.path
         base[path] = node_of(entry, origin, known)
         if path == ONBOOT_LIST or path.startswith(f"{ONBOOT}/"):
             raw[path] = entry.data or b""
+        if entry.data and (path in BOOT_SCRIPTS or TEMPLATE_ORIGIN.fullmatch(origin)):
+            text = entry.data.decode("utf-8", "replace")
+            if is_shell(path, text):
+                scripts.append((path, origin, text))
     onboot = {} if read_tcz is None else _onboot(raw, read_tcz)
     checker = _Checker(provides or {}, _installed(base, onboot))
     everything = View(_mounted(base, list(onboot), onboot), base)
@@ -199,6 +219,8 @@ def check_image(entries: Iterable[tuple[Entry, str]], *, kernel: bytes | None = 
     for path, node in base.items():
         if node.program is not None:
             checker.program(everything, conf, path, node)
+    for path, origin, text in scripts:
+        checker.runner(everything, path, origin, text)
     for name, (nodes, closure) in onboot.items():
         stem = name.removesuffix(".tcz")
         view = View(_mounted(base, closure, onboot), base)

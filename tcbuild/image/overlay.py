@@ -39,7 +39,7 @@ from ..errors import InputError
 from ..formats.newc import Entry
 from ..formats.tomlfile import CONTROL
 from ..sources.cache import Cache
-from ..version import __version__
+from ..version import FORMAT, __version__
 
 if TYPE_CHECKING:
     import jinja2
@@ -72,7 +72,7 @@ class Templates:
         if cache is None or version is None:
             return render(source, text, self.context)
         named = {k: v for k, v in self.context.items() if re.search(rf"\b{re.escape(k)}\b", text)}
-        facts = ["rendered", __version__, version, text, named]  # a value is reached by its name
+        facts = ["rendered", FORMAT, __version__, version, text, named]  # values by their name
         key = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
         kept = cache.derived(key)
         if kept is not None:
@@ -185,8 +185,8 @@ def overlay_digest(source: Path) -> str:
             h.update(path.relative_to(source).as_posix().encode() + b"\0")
             if path.is_symlink():
                 h.update(b"L" + str(path.readlink()).encode())
-            elif path.is_file():
-                h.update(b"X" if os.access(path, os.X_OK) else b"F")
+            elif path.is_file():  # exec as `_tree_entry` writes it: any x bit, whoever reads
+                h.update(b"X" if path.stat().st_mode & 0o111 else b"F")
                 h.update(hashlib.sha256(path.read_bytes()).digest())
             h.update(b"\0")
     return h.hexdigest()
@@ -353,7 +353,14 @@ class _ArchiveReader:
         return replace(self.entries[head].entry, name=name)
 
     def files(self) -> list[OverlayFile]:
-        """Every entry; a hard-link group's names share its data, count and first name."""
+        """Every entry; a hard-link group's names share its data, count and first name; a
+        parent directory the archive has no entry for made 0755 root:root."""
+        for name in list(self.entries):
+            parent = posixpath.dirname(name)
+            while parent and parent not in self.entries:
+                self.entries[parent] = OverlayFile(_directory(parent, 0o755, self.mtime),
+                                                   f"{self.archive}:{parent}")
+                parent = posixpath.dirname(parent)
         for head, names in self.groups.items():
             for name in names:
                 item = self.entries[name]

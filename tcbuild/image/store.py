@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 from ..errors import StateError
 from ..formats.manifest import describe
 from ..formats.newc import Entry
+from ..version import FORMAT
 from .compose import BASE, Item, Tree, shared
 
 Table = dict[str, tuple[int, int]]  # sha256 hex -> (offset, size) in one data file
@@ -128,7 +129,7 @@ def writing(open_file: contextlib.AbstractContextManager[BinaryIO]) -> Iterator[
 
 # -- the indexes ----------------------------------------------------------------------------
 
-INDEX_FORMAT = "tcbuild-index-2"
+INDEX_FORMAT = f"tcbuild-index-{FORMAT}"  # in every derived key (`incremental.derived_key`)
 Places = Mapping[str, Sequence[int]]  # a `Table` as read back
 
 

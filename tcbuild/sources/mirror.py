@@ -48,7 +48,8 @@ def parse_md5_txt(text: bytes, source: str) -> str:
 
 
 class NotFound(FetchError):
-    """Every mirror answered 404 (or 410) for a path: the only answer that means "absent"."""
+    """Every mirror that could be reached answered 404 (or 410) for a path: the only answer
+    that means "absent" (a mirror that cannot be reached says nothing)."""
 
 
 class _Transient(Exception):
@@ -57,6 +58,11 @@ class _Transient(Exception):
 
 class _Permanent(Exception):
     """A failure retrying the same mirror will not fix."""
+
+
+class _Unreachable(_Transient):
+    """No connection to the mirror (refused, no such host, connect timeout): it said nothing
+    about the file, so the other mirrors' answers decide."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,7 @@ class Mirrors:
         expected_md5: str | None,
     ) -> Download:
         failures: list[str] = []
-        missing = 0
+        missing = unreachable = 0
         mismatch: tuple[str, str] | None = None
         for mirror in self.urls:
             url = mirror + path
@@ -151,6 +157,10 @@ class Mirrors:
             except NotFound:
                 missing += 1
                 failures.append(f"{url}: not found")
+                continue
+            except _Unreachable as e:
+                unreachable += 1
+                failures.append(f"{url}: {e}")
                 continue
             except (_Transient, _Permanent) as e:
                 failures.append(f"{url}: {e}")
@@ -165,7 +175,8 @@ class Mirrors:
                 f"{name}: checksum mismatch: expected md5 {expected_md5}, got {mismatch[1]} "
                 f"(from {mismatch[0]})"
             )
-        if missing < len(self.urls):  # a mirror that failed may be the one that has it
+        if not missing or missing + unreachable < len(self.urls):  # a mirror that failed may
+            # be the one that has it; one that could not be reached tells nothing
             raise FetchError(f"{name}: could not download: " + "; ".join(failures))
         raise NotFound(f"{name}: not found on any mirror ({', '.join(self.urls)})")
 
@@ -205,7 +216,15 @@ class Mirrors:
 
         timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         try:
-            with self._open(url, timeout) as response:
+            response = self._open(url, timeout)
+        except requests.RequestException as e:
+            if _no_connection(e):
+                raise _Unreachable("connect timed out" if isinstance(e, requests.ConnectTimeout)
+                                   else _reason(e)) from e
+            raise _Transient("timed out" if isinstance(e, requests.Timeout) else _reason(e)
+                             ) from e
+        try:
+            with response:
                 status = response.status_code
                 if status in (404, 410):
                     raise NotFound(url)
@@ -234,6 +253,18 @@ class Mirrors:
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme, parts.netloc
+
+
+def _no_connection(error: requests.RequestException) -> bool:
+    """Whether no connection was made: refused, no such host, or the connect timed out
+    (urllib3's `NewConnectionError` and `NameResolutionError` are `ConnectTimeoutError`s)."""
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError
+
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, ConnectTimeoutError)
 
 
 def _reason(error: requests.RequestException) -> str:

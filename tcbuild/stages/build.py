@@ -38,7 +38,7 @@ from ..image.overlay import Templates, overlay_digest, read_overlay
 from ..sources.cache import Cache, default_cache_dir
 from ..sources.fetch import fetch
 from ..sources.inputs import FetchOptions, Inputs
-from ..version import __version__
+from ..version import FORMAT, __version__
 
 log = logging.getLogger("tcbuild")
 
@@ -254,6 +254,7 @@ def _build_id(recipe: Recipe, inputs: Inputs) -> str:
     del settings["compression"], settings["output"]
     facts = {
         "tcbuild": __version__,
+        "format": FORMAT,
         "settings": settings,
         "vars": dict(recipe.vars),
         "files": {p: [a.mode, a.owner, a.group] for p, a in recipe.files.items()},

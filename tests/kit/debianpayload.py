@@ -3,12 +3,12 @@
 Tiny Core's mirror cannot be reached here, so the stand-in extensions of tests/kit/bootkit.py are
 filled from Debian's packages instead: ISC `dhclient` (package isc-dhcp-client, as installed on
 this machine) with its shared-library closure and the dynamic loader, laid out the way Tiny Core
-lays an extension out (`usr/local/sbin`, `usr/local/lib`), plus a POSIX-sh `dhclient-script` for
-busybox. The stand-in core has no glibc and no `ldconfig`, so the extension also carries what
-Tiny Core's `tce-load` would have produced: `/etc/ld.so.conf` naming `/usr/local/lib`, the
-`/etc/ld.so.cache` made from it (by the build host's `ldconfig -r`), and
-`/lib64/ld-linux-x86-64.so.2`, the loader path compiled into every x86_64 program, leading to
-the loader under `/usr/local/lib`.
+lays an extension out (`usr/local/sbin`, `usr/local/lib`), and no `dhclient-script`, like
+Tiny Core 7.x's `dhcp.tcz`: the example's image brings its own. The stand-in core has no glibc
+and no `ldconfig`, so the extension also carries what Tiny Core's `tce-load` would have
+produced: `/etc/ld.so.conf` naming `/usr/local/lib`, the `/etc/ld.so.cache` made from it (by the
+build host's `ldconfig -r`), and `/lib64/ld-linux-x86-64.so.2`, the loader path compiled into
+every x86_64 program, leading to the loader under `/usr/local/lib`.
 """
 
 from __future__ import annotations
@@ -26,61 +26,6 @@ INTERP = "lib64/ld-linux-x86-64.so.2"
 
 Files = dict[str, tuple[int, bytes | str]]
 """Path in the extension -> (mode, bytes, or a symlink target as str)."""
-
-DHCLIENT_SCRIPT = r"""#!/bin/sh
-# dhclient-script of the stand-in dhcp.tcz (tcbuild tests): what ISC dhclient runs on each
-# event, in POSIX sh with busybox's ifconfig and route (Tiny Core has no bash). It configures
-# the interface from $new_* (address, netmask, broadcast, routers, resolver), then sources
-# /etc/dhclient-exit-hooks, like ISC's own script, with $exit_status set.
-PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin:/usr/local/sbin
-export PATH
-exit_status=0
-
-set_address() {
-    ifconfig "$interface" "$new_ip_address" ${new_subnet_mask:+netmask "$new_subnet_mask"} \
-        ${new_broadcast_address:+broadcast "$new_broadcast_address"} up || exit_status=1
-    for router in ${new_routers:-}; do
-        route add default gw "$router" dev "$interface" 2>/dev/null
-    done
-}
-
-write_resolv_conf() {
-    [ -n "${new_domain_name:-}${new_domain_name_servers:-}" ] || return 0
-    {
-        if [ -n "${new_domain_name:-}" ]; then echo "search $new_domain_name"; fi
-        for server in ${new_domain_name_servers:-}; do echo "nameserver $server"; done
-    } >/etc/resolv.conf.dhclient && mv /etc/resolv.conf.dhclient /etc/resolv.conf
-}
-
-case ${reason:-} in
-    PREINIT)
-        ifconfig "$interface" up || exit_status=1
-        ;;
-    BOUND | RENEW | REBIND | REBOOT)
-        if [ -n "${old_ip_address:-}" ] && [ "$old_ip_address" != "${new_ip_address:-}" ]; then
-            ifconfig "$interface" 0.0.0.0
-        fi
-        if [ "${old_ip_address:-}" != "${new_ip_address:-}" ] || [ "$reason" = BOUND ] ||
-            [ "$reason" = REBOOT ]; then
-            set_address
-        fi
-        write_resolv_conf
-        ;;
-    EXPIRE | FAIL | RELEASE | STOP)
-        if [ -n "${old_ip_address:-}" ]; then
-            ifconfig "$interface" 0.0.0.0
-        fi
-        ;;
-    TIMEOUT)
-        exit_status=1  # no earlier lease to fall back on: a diskless node keeps none
-        ;;
-esac
-
-if [ -f /etc/dhclient-exit-hooks ]; then
-    . /etc/dhclient-exit-hooks
-fi
-exit "$exit_status"
-"""
 
 
 def _ldd(program: Path) -> list[Path]:
@@ -115,7 +60,7 @@ def _ld_so_cache(libraries: Files) -> bytes:
 
 
 def dhcp_files(dhclient: Path = DHCLIENT) -> Files:
-    """`dhcp.tcz`'s files: Debian's dhclient, its libraries and loader, the script, the cache."""
+    """`dhcp.tcz`'s files: Debian's dhclient, its libraries and loader, the cache."""
     if not dhclient.is_file():
         raise RuntimeError(f"{dhclient} is missing (apt-get install isc-dhcp-client)")
     files: Files = {"usr/local/sbin/dhclient": (0o755, dhclient.read_bytes())}
@@ -125,7 +70,6 @@ def dhcp_files(dhclient: Path = DHCLIENT) -> Files:
             files[INTERP] = (0o777, str(PurePosixPath("..", LIB, library.name)))
     files["etc/ld.so.conf"] = (0o644, f"/{LIB}\n".encode())
     files["etc/ld.so.cache"] = (0o644, _ld_so_cache(files))
-    files["usr/local/sbin/dhclient-script"] = (0o755, DHCLIENT_SCRIPT.encode())
     return files
 
 

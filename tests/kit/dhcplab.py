@@ -33,7 +33,7 @@ from .requires import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes/gameserver.toml"
-DHCLIENT_SCRIPT = "/sbin/dhclient-script"  # Debian's; it sources /etc/dhcp/dhclient-exit-hooks
+DHCLIENT_SCRIPT = "/opt/tcbuild/dhclient-script"  # the image's own, as bootlocal.sh runs it
 
 
 def recipe_inventory() -> Inventory:
@@ -58,6 +58,7 @@ def render_image_files(out: Path) -> dict[str, Path]:
                 path = out / item.entry.name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(item.entry.data)
+                path.chmod(stat.S_IMODE(item.entry.mode))
                 files["/" + item.entry.name] = path
     return files
 
@@ -127,7 +128,6 @@ def acknowledged(server: Dhcp, daemon: Daemon, host: Host, interface: str) -> bo
 def require_dhclient() -> None:
     require_tool("dhclient", "isc-dhcp-client")
     require_tool("busybox", "busybox-static")
-    assert Path(DHCLIENT_SCRIPT).is_file(), f"{DHCLIENT_SCRIPT} missing (isc-dhcp-client)"
 
 
 @dataclass
@@ -148,10 +148,10 @@ class Node:
         """Start the image's dhclient on eth1, as a booting node does (each call: a reboot).
 
         The node's view, in its own mount and UTS namespaces: /etc, /usr/sbin and /usr/local
-        are copy-on-write. Debian's dhclient-script sources /etc/dhcp/dhclient-exit-hooks as the
-        upstream one sources /etc/dhclient-exit-hooks, which bootlocal.sh links to the image's
-        hook; Debian's own hook directories are emptied. ifconfig is busybox's, as on Tiny
-        Core. The configuration of the image's nrpe extension is where the hook expects it.
+        are copy-on-write. dhclient runs the image's own dhclient-script (`-sf`, as bootlocal.sh
+        starts it), which sources the image's hook from /usr/local/etc; ifconfig and route are
+        busybox's, as on Tiny Core. The configuration of the image's nrpe extension is where the
+        hook expects it.
         """
         self.runs += 1
         hook = self.image["/usr/local/etc/dhclient-exit-hooks"]
@@ -159,19 +159,19 @@ class Node:
         q = shlex.quote
         setup = f"""
             hostname unnamed-node
-            mkdir -p /etc/dhcp
-            rm -rf /etc/dhcp/dhclient-enter-hooks.d /etc/dhcp/dhclient-exit-hooks.d
-            cp {q(str(hook))} /etc/dhcp/dhclient-exit-hooks
+            mkdir -p /usr/local/etc
+            cp {q(str(hook))} /usr/local/etc/dhclient-exit-hooks
             rm -f /etc/resolv.conf
             : > /etc/resolv.conf
             ln -sf {q(str(shutil.which("busybox")))} /usr/sbin/ifconfig
+            ln -sf {q(str(shutil.which("busybox")))} /usr/sbin/route
             mkdir -p {q(str(Path(nrpe_cfg).parent))}
             cp {q(str(ROOT / "recipes/extras/nrpe" / nrpe_cfg.lstrip("/")))} {q(nrpe_cfg)}
         """
         return lab.start(
             self.namespace, f"dhclient-{self.host.name}-{self.runs}",
             ["dhclient", "-d", "-v", "-1", "-cf", self.image["/usr/local/etc/dhclient.conf"],
-             "-sf", DHCLIENT_SCRIPT, "-pf", self.workdir / "dhclient.pid",
+             "-sf", self.image[DHCLIENT_SCRIPT], "-pf", self.workdir / "dhclient.pid",
              "-lf", self.lease_file, "eth1"],
             uts=True, private=["/etc", "/usr/sbin", "/usr/local"], setup=setup)
 

@@ -462,6 +462,8 @@ def _extension_files(name: str) -> dict[str, tuple[int, bytes | str]]:
         version = name.removeprefix("filesystems-")
         ko = f"usr/local/lib/modules/{version}/kernel/fs/nfsd/nfsd.ko.gz"
         files[ko] = (0o644, _gzip(f"STAND-IN MODULE nfsd {version}\n".encode()))
+    if name == "dhcp":  # what the example's bootlocal.sh runs (the real one is ISC's dhclient)
+        files["usr/local/sbin/dhclient"] = (0o755, b"#!/bin/sh\necho 'dhclient stand-in'\n")
     if name == "openssl":
         files["usr/local/lib/libssl.so.3"] = (0o755, _filler("libssl", 1024))
         files["usr/local/lib/libssl.so"] = (0o777, "libssl.so.3")
