@@ -136,6 +136,7 @@ CLUSTER_KEYS = {
     "nfs_export_options", "tftp_root", "log_dir", "syslog_port", "game_log_tag", "boot_servers",
     "http_url", *CLUSTER_BMC_KEYS,
 }
+CLUSTER_KEYS |= {"name_pattern", "discovery"}  # read by `enroll` (config/allocate.py)
 HOST_KEYS = {"name", "mac", "ip", "second_ip", "group", *BMC_KEYS}
 GROUP_KEYS = {"recipe", "append"}
 
