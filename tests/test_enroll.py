@@ -287,3 +287,30 @@ def test_dhcpd_is_checked_then_restarted_and_a_failed_restart_is_undone(tmp_path
                                       "restarted with")
     assert (path.read_text(), conf.read_text()) == before
     assert log.read_text() == "restart\n" * 3
+
+
+def test_tftp_gets_the_hosts_config_and_loses_it_on_retire(site: Path) -> None:
+    """--tftp: a canary host boots what `default` boots, with the group's line; a host without
+    power control is to be rebooted; retire removes the config and its iPXE twin."""
+    tftp = site / "tftp"
+    published = tcbuild("publish", site / "recipes/gameserver.toml", "--tftp", tftp, "--cache",
+                        site / "cache", "--bootloader-dir", site / "bootloader", "--out",
+                        site / "out", "--quiet")
+    assert published.returncode == 0, published.stderr
+    inventory = site / "examples/cluster.toml"
+    result = tcbuild("enroll", "52:54:00:aa:bb:cc", "--inventory", inventory, "--group",
+                     "canary", "--tftp", tftp, "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    config = tftp / "pxelinux.cfg/01-52-54-00-aa-bb-cc"
+    assert shown["configs"] == [str(config)]
+    assert shown["power"] == ["server3: no BMC or power_command; reboot it to boot as server3"]
+    default = (tftp / "pxelinux.cfg/default").read_text()
+    canary = load_inventory(inventory).groups["canary"].append
+    assert canary is not None and f"APPEND {canary}\n" in config.read_text()
+    assert config.read_text().split("APPEND")[0] == default.split("APPEND")[0]
+    assert (tftp / "ipxe/01-52-54-00-aa-bb-cc.ipxe").is_file()
+    verified = tcbuild("verify", "--tftp", tftp, "--inventory", inventory)
+    assert verified.returncode == 0, verified.stderr
+    assert tcbuild("retire", "server3", "--inventory", inventory, "--tftp", tftp).returncode == 0
+    assert not config.exists() and not (tftp / "ipxe/01-52-54-00-aa-bb-cc.ipxe").exists()
