@@ -25,9 +25,11 @@ from .version import __version__
 
 if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` loads each on first use
     from .boot.iso import IsoPlan, plan_iso, write_iso
+    from .bootserver.apply import Installed
     from .bootserver.files import Dhcp, server_files
     from .check.rules import Finding
     from .check.run import CheckFailed, check_target
+    from .config.allocate import NewHost, Request
     from .config.inventory import Inventory
     from .config.inventoryfile import load_inventory
     from .config.lockfile import LockFile, lock_path, read_lock
@@ -52,6 +54,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` loads eac
     from .sources.inputs import FetchOptions, Input, Inputs, kernel_version
     from .sources.mirror import Policy
     from .stages.build import BuildOptions, BuildResult, build
+    from .stages.enroll import ApplyOptions, Changed, enroll, enroll_many, retire
     from .stages.files import check_server_config, lock, write_server_config
     from .stages.iso import IsoResult, build_iso
     from .stages.publish import publish
@@ -61,9 +64,11 @@ if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` loads eac
 
 _MODULES = {  # the same names as above, by module
     "boot.iso": ("IsoPlan", "plan_iso", "write_iso"),
+    "bootserver.apply": ("Installed",),
     "bootserver.files": ("Dhcp", "server_files"),
     "check.rules": ("Finding",),
     "check.run": ("CheckFailed", "check_target"),
+    "config.allocate": ("NewHost", "Request"),
     "config.inventory": ("Inventory",),
     "config.inventoryfile": ("load_inventory",),
     "config.lockfile": ("LockFile", "lock_path", "read_lock"),
@@ -80,6 +85,7 @@ _MODULES = {  # the same names as above, by module
     "sources.inputs": ("FetchOptions", "Input", "Inputs", "kernel_version"),
     "sources.mirror": ("Policy",),
     "stages.build": ("BuildOptions", "BuildResult", "build"),
+    "stages.enroll": ("ApplyOptions", "Changed", "enroll", "enroll_many", "retire"),
     "stages.files": ("check_server_config", "lock", "write_server_config"),
     "stages.iso": ("IsoResult", "build_iso"),
     "stages.publish": ("publish",),
@@ -104,9 +110,11 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ApplyOptions",
     "ArchiveError",
     "BuildOptions",
     "BuildResult",
+    "Changed",
     "CheckFailed",
     "ChecksumError",
     "Compression",
@@ -119,6 +127,7 @@ __all__ = [
     "Flavor",
     "Input",
     "InputError",
+    "Installed",
     "Inputs",
     "Inventory",
     "IsoInput",
@@ -127,6 +136,7 @@ __all__ = [
     "Listing",
     "LockFile",
     "Manifest",
+    "NewHost",
     "OutputMode",
     "Overlay",
     "Plan",
@@ -136,6 +146,7 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "Release",
+    "Request",
     "Resolution",
     "Rollback",
     "StateError",
@@ -148,6 +159,8 @@ __all__ = [
     "current",
     "default_cache_dir",
     "diff",
+    "enroll",
+    "enroll_many",
     "fetch",
     "kernel_version",
     "load_inventory",
@@ -161,6 +174,7 @@ __all__ = [
     "read_manifest",
     "releases",
     "resolve",
+    "retire",
     "rollback",
     "served",
     "server_files",

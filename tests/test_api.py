@@ -233,7 +233,8 @@ WHERE_THEY_WORK = {  # command -> (--quiet, --json)
     "inspect": (False, True), "diff": (False, True), "releases": (False, True),
     "rollback": (False, False), "verify": (False, True), "boot-test": (False, True),
     "doctor": (False, True), "server-config": (False, False), "fleet": (False, True),
-    "check": (True, True), "power": (False, True),
+    "check": (True, True), "power": (False, True), "enroll": (False, True),
+    "retire": (False, True),
 }
 
 

@@ -126,6 +126,8 @@ ISO = ("iso", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}", "--bootl
        "{boot}")
 SERVER = ("server-config", "{inventory}", "--out", "{out}")
 POWER = ("power", "cycle", "server1", "--inventory", "{inventory}")
+ENROLL = ("enroll", "--inventory", "{inventory}")
+NEW = ("enroll", "52:54:00:00:00:0a", "--inventory", "{inventory}")
 RCP = r"\S*recipes/gameserver\.toml"
 INV = r"\S*examples/cluster\.toml"
 
@@ -355,6 +357,25 @@ CASES = [
          r"/opt/bad \[overlay:\S+\]: a malformed ELF object: its program headers \(\d+ bytes "
          r"at offset 0xfffffffffffffff0\) lie outside the file \(\d+ bytes\); no loader would "
          r"map it \(replace the file\)"),
+    # enroll and retire: the inventory is left as it was (the test compares its bytes)
+    Case("enroll malformed mac", lambda s: None, (*ENROLL[:1], "52:54:00:12:34", *ENROLL[1:]), 2,
+         rf"{INV}: '52:54:00:12:34' is not a MAC address like 52:54:00:12:34:56"),
+    Case("enroll taken mac", lambda s: None, (*ENROLL[:1], "52-54-00-12-34-56", *ENROLL[1:]), 2,
+         rf"{INV}: MAC 52:54:00:12:34:56 is already host server1's"),
+    Case("enroll taken name", lambda s: None, (*NEW, "--name", "Server2"), 2,
+         rf"{INV}: name Server2 is already taken by a host"),
+    Case("enroll taken address", lambda s: None, (*NEW, "--second-ip", "172.16.1.5"), 2,
+         rf"{INV}: second_ip 172\.16\.1\.5: already used by host server1"),
+    Case("enroll full range", lambda s: s.edit(
+        s.inventory, 'internal_subnet  = "10.1.1.0/24"',
+        'internal_subnet  = "10.1.1.0/29"\ndiscovery = "10.1.1.2-10.1.1.4"'), NEW, 2,
+         rf"{INV}: ip: the internal subnet 10\.1\.1\.0/29 has no free address left .*"),
+    Case("enroll control socket unreachable", lambda s: None,
+         (*NEW, "--apply", "kea", "--kea-socket", "{out}/kea.sock", "--kea-conf", "{out}/kea"),
+         1, r"Kea's control socket \S+/out/kea\.sock: No such file or directory"),
+    Case("retire unknown host", lambda s: None,
+         ("retire", "server9", "--inventory", "{inventory}"), 2,
+         rf"{INV}: no host named 'server9' \(hosts: server1, server2\)"),
     # TFTP roots
     Case("tftp root missing", lambda s: shutil.rmtree(s.root / "tftp"),
          PUBLISH, 2, r"\S+/tftp: the TFTP root does not exist"),
@@ -415,7 +436,7 @@ def test_bad_input(case: Case, site: Site) -> None:
     with MirrorServer(site.mirror) as server:
         case.setup(site)
         out, tftp = site.root / "out", site.root / "tftp"
-        before = (_hash(out), _hash(tftp))
+        before = (_hash(out), _hash(tftp), site.inventory.read_bytes())
         values = {"recipe": site.recipe, "inventory": site.inventory, "tftp": tftp, "out": out,
                   "cache": site.root / "cache", "mirror": server.url,
                   "boot": site.root / "bootloader"}
@@ -428,4 +449,4 @@ def test_bad_input(case: Case, site: Site) -> None:
     assert len(lines) == 1, lines
     assert "Traceback" not in result.stderr
     assert re.fullmatch(case.line, lines[0]), lines[0]
-    assert (_hash(out), _hash(tftp)) == before
+    assert (_hash(out), _hash(tftp), site.inventory.read_bytes()) == before

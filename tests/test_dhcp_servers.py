@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tcbuild.boot.bootfile import PXELINUX
+from tcbuild.bootserver.dnsmasq import inlined
 from tcbuild.bootserver.files import Dhcp, server_files
 from tcbuild.bootserver.kea import kea_files
 from tcbuild.config.inventory import Inventory
@@ -78,6 +79,8 @@ def test_the_daemons_accept_every_generated_dhcp_config(tmp_path: Path, name: st
     for file in kea:
         result = run("kea-dhcp4", "-t", tmp_path / file, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
+    (tmp_path / "dnsmasq.conf").write_text(inlined(*(files[f"dnsmasq{part}"] for part in (
+        ".conf", "-hosts", "-opts"))))
     for main in ("dnsmasq.conf", "dnsmasq-proxy.conf"):
         for extra in ([], [f"--conf-file={tmp_path / 'dnsmasq-tftp.conf'}"]):
             result = run("dnsmasq", "--test", f"--conf-file={tmp_path / main}", *extra,
@@ -100,9 +103,12 @@ def test_the_daemons_refuse_a_broken_value(tmp_path: Path) -> None:
         (tmp_path / file).write_text(text)
     kea = run("kea-dhcp4", "-t", tmp_path / "kea-dhcp4.conf", check=False)
     assert kea.returncode == 1 and "52:54:00:12:34:5g" in kea.stdout + kea.stderr
+    # dnsmasq's check does not read its per-node files: tcbuild checks them written in.
+    text = inlined(files["dnsmasq.conf"], files["dnsmasq-hosts"], files["dnsmasq-opts"])
+    (tmp_path / "dnsmasq.conf").write_text(text)
     dnsmasq = run("dnsmasq", "--test", f"--conf-file={tmp_path / 'dnsmasq.conf'}",
                   check=False)
-    line = 1 + files["dnsmasq.conf"].splitlines().index(
+    line = 1 + text.splitlines().index(
         "dhcp-host=52:54:00:12:34:5g,set:host-server2,10.1.1.6,server2")
     assert dnsmasq.returncode == 1
     assert f"bad hex constant at line {line} of {tmp_path / 'dnsmasq.conf'}" in dnsmasq.stderr

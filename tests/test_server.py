@@ -27,7 +27,8 @@ def tcbuild(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def test_generated_files_follow_the_inventory() -> None:
     files = server_files(load_inventory(EXAMPLE))
-    assert list(files) == ["dhcpd.conf", "kea-dhcp4.conf", "dnsmasq.conf", "dnsmasq-proxy.conf",
+    assert list(files) == ["dhcpd.conf", "kea-dhcp4.conf", "dnsmasq.conf", "dnsmasq-hosts",
+                           "dnsmasq-opts", "dnsmasq-proxy.conf",
                            "dnsmasq-tftp.conf", "rsyslog-tcbuild.conf", "exports", "ganesha.conf",
                            "tftpd-hpa", "hosts"]
     for name, text in files.items():
@@ -115,8 +116,8 @@ def test_bad_inventory_exits_2_and_writes_nothing(tmp_path: Path) -> None:
 
 def test_kea_and_dnsmasq_configs_follow_the_inventory() -> None:
     files = server_files(load_inventory(EXAMPLE), [Dhcp.KEA, Dhcp.DNSMASQ])
-    assert list(files)[:4] == ["kea-dhcp4.conf", "dnsmasq.conf", "dnsmasq-proxy.conf",
-                               "dnsmasq-tftp.conf"]
+    assert list(files)[:6] == ["kea-dhcp4.conf", "dnsmasq.conf", "dnsmasq-hosts",
+                               "dnsmasq-opts", "dnsmasq-proxy.conf", "dnsmasq-tftp.conf"]
     kea = json.loads(files["kea-dhcp4.conf"].split("\n", 2)[2])["Dhcp4"]
     assert kea["option-def"] == [{"name": "second-ip", "code": 187, "type": "ipv4-address",
                                   "space": "dhcp4"}]
@@ -132,9 +133,13 @@ def test_kea_and_dnsmasq_configs_follow_the_inventory() -> None:
     assert "hooks-libraries" not in kea  # one boot server: no HA
     dnsmasq = files["dnsmasq.conf"]
     assert "dhcp-range=10.1.1.0,static,255.255.255.0,43200\n" in dnsmasq
-    assert ("dhcp-host=52:54:00:12:34:57,set:host-server2,10.1.1.6,server2\n"
-            "dhcp-option-force=tag:host-server2,187,172.16.1.6\n"
-            'dhcp-option-force=tag:host-server2,12,"server2.example.com"\n') in dnsmasq
+    # The per-node lines are in the files dnsmasq re-reads on SIGHUP (enroll --apply).
+    assert ("dhcp-hostsfile=/etc/tcbuild/dnsmasq-hosts\n"
+            "dhcp-optsfile=/etc/tcbuild/dnsmasq-opts\n") in dnsmasq
+    assert "52:54:00" not in dnsmasq
+    assert files["dnsmasq-hosts"].endswith("52:54:00:12:34:57,set:host-server2,10.1.1.6,server2\n")
+    assert files["dnsmasq-opts"].endswith('tag:host-server2,187,172.16.1.6\n'
+                                          'tag:host-server2,12,"server2.example.com"\n')
     assert ("dhcp-boot=tag:uefi-x64,bootx64.efi,,10.1.1.1\n"
             "dhcp-boot=tag:bios,pxelinux.0,,10.1.1.1\n"
             "dhcp-boot=pxelinux.0,,10.1.1.1\n") in dnsmasq

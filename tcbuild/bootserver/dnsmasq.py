@@ -16,6 +16,12 @@ from ..config.inventory import Inventory
 from .generated import LEASE_SECONDS, header
 
 CONF = "dnsmasq.conf"
+HOSTS = "dnsmasq-hosts"
+OPTS = "dnsmasq-opts"
+HOSTS_FILE = "/etc/tcbuild/dnsmasq-hosts"
+OPTS_FILE = "/etc/tcbuild/dnsmasq-opts"
+"""Where `dnsmasq.conf` reads the per-node lines (`dhcp-hostsfile`, `dhcp-optsfile`): dnsmasq
+re-reads both on SIGHUP, so a node is added or removed without a restart (`enroll --apply`)."""
 PROXY_CONF = "dnsmasq-proxy.conf"
 TFTP_CONF = "dnsmasq-tftp.conf"
 
@@ -27,7 +33,8 @@ PXE_CSA = {0: "x86PC", 7: "BC_EFI", 9: "x86-64_EFI"}
 
 
 def dnsmasq_files(inventory: Inventory) -> dict[str, str]:
-    return {CONF: dnsmasq_conf(inventory), PROXY_CONF: dnsmasq_proxy_conf(inventory),
+    return {CONF: dnsmasq_conf(inventory), HOSTS: dnsmasq_hosts(inventory),
+            OPTS: dnsmasq_opts(inventory), PROXY_CONF: dnsmasq_proxy_conf(inventory),
             TFTP_CONF: dnsmasq_tftp_conf(inventory)}
 
 
@@ -52,14 +59,36 @@ def dnsmasq_conf(inventory: Inventory) -> str:
         lines.append(f"dhcp-boot=tag:{rule.client}{not_ipxe(rule.client, c.http_url)},"
                      f"{rule.file}{server_part(rule.client, str(c.boot_server))}")
     lines.append(f"dhcp-boot={DEFAULT},,{c.boot_server}")
-    lines += ["", "# Per node: its address, its second (public) address as DHCP option 187, and",
-              "# its FQDN as host name (dnsmasq's own option 12 would carry the bare name)."]
-    for host in inventory.hosts:
-        tag = HOST_TAG + host.name
-        lines += [f"dhcp-host={host.mac},set:{tag},{host.ip},{host.name}",
-                  f"dhcp-option-force=tag:{tag},187,{host.second_ip}",
-                  f"dhcp-option-force=tag:{tag},12,\"{host.fqdn(c.domain)}\""]
+    lines += ["", "# Per node (re-read on SIGHUP): its address and name, its second (public)",
+              "# address as DHCP option 187, its FQDN as host name (dnsmasq's own option 12",
+              "# would carry the bare name).",
+              f"dhcp-hostsfile={HOSTS_FILE}", f"dhcp-optsfile={OPTS_FILE}"]
     return "\n".join(lines) + "\n"
+
+
+def dnsmasq_hosts(inventory: Inventory) -> str:
+    """`dhcp-hostsfile`: one line per node, its MAC, tag, fixed address and name."""
+    return header(inventory) + "".join(
+        f"{host.mac},set:{HOST_TAG}{host.name},{host.ip},{host.name}\n"
+        for host in inventory.hosts)
+
+
+def dnsmasq_opts(inventory: Inventory) -> str:
+    """`dhcp-optsfile`: each node's option 187 and FQDN, sent whether asked for or not."""
+    domain = inventory.cluster.domain
+    return header(inventory) + "".join(
+        f"tag:{HOST_TAG}{host.name},187,{host.second_ip}\n"
+        f"tag:{HOST_TAG}{host.name},12,\"{host.fqdn(domain)}\"\n"
+        for host in inventory.hosts)
+
+
+def inlined(conf: str, hosts: str, opts: str) -> str:
+    """`dnsmasq.conf` with the lines of its per-node files written in: what `dnsmasq --test`
+    checks (it does not read those files; dnsmasq skips a bad line of them on SIGHUP)."""
+    def body(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+    return (conf + "".join(f"dhcp-host={line}\n" for line in body(hosts))
+            + "".join(f"dhcp-option={line}\n" for line in body(opts)))
 
 
 def dnsmasq_proxy_conf(inventory: Inventory) -> str:

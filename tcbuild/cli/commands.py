@@ -22,6 +22,7 @@ from . import grammar
 if TYPE_CHECKING:
     from ..config.recipe import Recipe
     from ..sources.inputs import FetchOptions
+    from ..stages.enroll import ApplyOptions, Changed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -356,6 +357,67 @@ def _power(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _apply_options(args: argparse.Namespace) -> ApplyOptions | None:
+    import shlex
+
+    from ..bootserver.apply import Installed
+    from ..bootserver.files import Dhcp
+    from ..stages.enroll import ApplyOptions
+
+    if args.apply is None:
+        return None
+    given = {key: getattr(args, key) for key in (
+        "kea_conf", "kea_socket", "kea_leases", "dnsmasq_hosts", "dnsmasq_opts", "dnsmasq_pid",
+        "dhcpd_conf", "rsyslog_conf") if getattr(args, key) is not None}
+    for key in ("dhcpd_restart", "rsyslog_restart"):
+        command = getattr(args, key)
+        if command is not None:
+            try:
+                given[key] = tuple(shlex.split(command))
+            except ValueError as e:
+                raise InputError(f"--{key.replace('_', '-')}: {e}") from e
+            if not given[key]:
+                raise InputError(f"--{key.replace('_', '-')}: empty command")
+    return ApplyOptions(Dhcp(args.apply), Installed(**given), not args.no_rsyslog,
+                        args.kea_standby)
+
+
+def _changed(args: argparse.Namespace, changed: Changed, verb: str) -> int:
+    if args.json:
+        print(json.dumps(changed.as_json(), indent=1))
+        return 0
+    for host in changed.hosts:
+        print(f"{changed.inventory}: {verb} {host.name} ({host.mac}, {host.ip}, "
+              f"{host.second_ip})")
+    for name in changed.applied:
+        print(f"  {name}: new config live")
+    for path in changed.configs:
+        print(f"  {path}")
+    for line in changed.power:
+        print(f"  {line}")
+    return 0
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from ..stages.enroll import enroll
+
+    extra = {key: value for key, value in (
+        ("bmc", args.bmc), ("bmc_user", args.bmc_user),
+        ("bmc_password_file", args.bmc_password_file)) if value is not None}
+    changed = enroll(args.inventory, args.mac, name=args.name, ip=args.ip,
+                     second_ip=args.second_ip, group=args.group, extra=extra, tftp=args.tftp,
+                     apply_options=_apply_options(args), power_cycle=not args.no_power)
+    return _changed(args, changed, "enrolled")
+
+
+def _retire(args: argparse.Namespace) -> int:
+    from ..stages.enroll import retire
+
+    changed = retire(args.inventory, args.name, tftp=args.tftp,
+                     apply_options=_apply_options(args))
+    return _changed(args, changed, "retired")
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "deps": _deps,
     "fetch": _fetch,
@@ -372,6 +434,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "server-config": _server_config,
     "fleet": _fleet,
     "power": _power,
+    "enroll": _enroll,
+    "retire": _retire,
     "check": _check,
     "diff": _diff,
 }

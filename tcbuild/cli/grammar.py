@@ -189,6 +189,52 @@ def parser() -> argparse.ArgumentParser:
     power_cmd.add_argument("hosts", nargs="+", metavar="HOST", help="inventory host names")
     power_cmd.add_argument("--inventory", type=Path, required=True, metavar="FILE")
 
+    live = Parser(add_help=False)
+    places = live.add_argument_group("--apply: where the daemons' files are (Debian's defaults)")
+    places.add_argument("--apply", choices=[d.value for d in Dhcp], metavar="DHCP",
+                        help="put the new configs live on this boot server, which runs DHCP "
+                             "(isc, kea or dnsmasq), and rsyslog")
+    places.add_argument("--no-rsyslog", action="store_true",
+                        help="with --apply: leave rsyslog's rules alone")
+    places.add_argument("--kea-conf", type=Path, metavar="FILE")
+    places.add_argument("--kea-socket", type=Path, metavar="PATH",
+                        help="Kea's control socket (default: the generated config's)")
+    places.add_argument("--kea-leases", type=Path, metavar="FILE",
+                        help="Kea's lease file (default: the generated config's)")
+    places.add_argument("--kea-standby", action="store_true",
+                        help="of a Kea pair, this machine is the standby")
+    places.add_argument("--dnsmasq-hosts", type=Path, metavar="FILE")
+    places.add_argument("--dnsmasq-opts", type=Path, metavar="FILE")
+    places.add_argument("--dnsmasq-pid", type=Path, metavar="FILE")
+    places.add_argument("--dhcpd-conf", type=Path, metavar="FILE")
+    places.add_argument("--dhcpd-restart", metavar="COMMAND",
+                        help="how to restart dhcpd (default: systemctl restart isc-dhcp-server)")
+    places.add_argument("--rsyslog-conf", type=Path, metavar="FILE")
+    places.add_argument("--rsyslog-restart", metavar="COMMAND",
+                        help="how to restart rsyslog (default: systemctl restart rsyslog)")
+    places.add_argument("--tftp", type=Path, action="append", default=[], metavar="DIR",
+                        help="a TFTP root: write (or remove) the host's per-MAC config "
+                             "(repeatable)")
+
+    enroll_cmd = command("enroll", "add a machine to the inventory (and the live configs)",
+                         live, json_output)
+    enroll_cmd.add_argument("mac", help="the MAC of its PXE-booting NIC")
+    enroll_cmd.add_argument("--inventory", type=Path, required=True, metavar="FILE")
+    enroll_cmd.add_argument("--name", help="its name (default: the next of name_pattern)")
+    enroll_cmd.add_argument("--ip", help="its internal address (default: the next free one)")
+    enroll_cmd.add_argument("--second-ip", help="its public address (default: the next free)")
+    enroll_cmd.add_argument("--group", help="its inventory group")
+    enroll_cmd.add_argument("--bmc", help="its BMC, like ipmi://10.1.2.5")
+    enroll_cmd.add_argument("--bmc-user", help="the BMC's user (default: [cluster]'s)")
+    enroll_cmd.add_argument("--bmc-password-file", metavar="FILE",
+                            help="the file with the BMC's password (default: [cluster]'s)")
+    enroll_cmd.add_argument("--no-power", action="store_true",
+                            help="with --tftp: do not power-cycle it")
+    retire_cmd = command("retire", "remove a host from the inventory (and the live configs); "
+                         "its logs stay", live, json_output)
+    retire_cmd.add_argument("name", help="the host's inventory name")
+    retire_cmd.add_argument("--inventory", type=Path, required=True, metavar="FILE")
+
     check_cmd = command("check", "will it run? libraries, interpreters, kernel and "
                         "modules of an image", mirror_options, quiet, json_output)
     check_cmd.add_argument("image", type=Path, help="a build directory or an initrd")

@@ -56,7 +56,7 @@ CLUSTER_KEYS = {
     "domain", "boot_server", "internal_subnet", "internal_router", "external_network",
     "external_gateway", "log_host", "nfs_server", "nfs_export", "nfs_mountpoint", "nfs_clients",
     "nfs_export_options", "tftp_root", "log_dir", "syslog_port", "game_log_tag", "boot_servers",
-    "http_url", *CLUSTER_BMC_KEYS,
+    "http_url", "name_pattern", *CLUSTER_BMC_KEYS,
 }
 HOST_KEYS = {"name", "mac", "ip", "second_ip", "group", *BMC_KEYS}
 GROUP_KEYS = {"recipe", "append"}

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tcbuild.bootserver import dnsmasq
 from tcbuild.bootserver.files import Dhcp, server_files
 from tcbuild.config.inventory import Host, Inventory
 from tcbuild.config.inventoryfile import load_inventory
@@ -104,14 +105,24 @@ def start_dhcp_server(lab: Lab, namespace: str, server: Dhcp, inventory: Invento
         dhcpd.wait_for_output("Server starting service.")
         return dhcpd
     require_tool("dnsmasq", "dnsmasq-base")
-    conf = workdir / "dnsmasq.conf"
-    conf.write_text(files["dnsmasq.conf"])
+    conf = dnsmasq_files(files, workdir)
     dnsmasq = lab.start(namespace, "dnsmasq", [
         "dnsmasq", "--keep-in-foreground", "--log-dhcp", "--log-facility=-", f"--conf-file={conf}",
         f"--dhcp-leasefile={workdir / 'dnsmasq.leases'}", f"--pid-file={workdir / 'dnsmasq.pid'}",
         "--user=root"])
     dnsmasq.wait_for_output("DHCP, static leases only on")
     return dnsmasq
+
+
+def dnsmasq_files(files: dict[str, str], workdir: Path) -> Path:
+    """Write dnsmasq's config with its per-host files in `workdir` (the config names them)."""
+    conf = workdir / "dnsmasq.conf"
+    text = files["dnsmasq.conf"]
+    for name, installed in ((dnsmasq.HOSTS, dnsmasq.HOSTS_FILE), (dnsmasq.OPTS, dnsmasq.OPTS_FILE)):
+        (workdir / name).write_text(files[name])
+        text = text.replace(f"={installed}\n", f"={workdir / name}\n")
+    conf.write_text(text)
+    return conf
 
 
 def acknowledged(server: Dhcp, daemon: Daemon, host: Host, interface: str) -> bool:

@@ -1,0 +1,189 @@
+"""Enrolling and retiring planned: a new host's name and addresses, chosen or checked. Pure.
+
+A name comes from `[cluster] name_pattern` ("server{n}" by default): the next number after the
+highest one a host's name already has. An address is the next free one after the highest a host
+already has in its network (the internal subnet, the external network), never the network or
+broadcast address, the router, a boot server, the external gateway, an address in use, or the
+discovery range (`[cluster] discovery = "A-B"`, read here from the raw value). Wanting more
+than the network holds is bad input: one line, nothing written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from ..errors import InputError
+from .inventory import Host, Inventory
+from .values import LABEL, mac_problem
+
+DEFAULT_PATTERN = "server{n}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One machine to enroll: its MAC, and whatever the operator chose (None: allocate)."""
+
+    mac: str
+    name: str | None = None
+    ip: str | None = None
+    second_ip: str | None = None
+    group: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)  # e.g. bmc = "ipmi://10.1.2.5"
+
+
+@dataclass(frozen=True)
+class NewHost:
+    """A host as it will be written: the keys of its `[[host]]` table, in order."""
+
+    name: str
+    mac: str
+    ip: IPv4Address
+    second_ip: IPv4Address
+    group: str | None
+    extra: Mapping[str, str]
+
+    def table(self) -> dict[str, str]:
+        keys = {"name": self.name, "mac": self.mac, "ip": str(self.ip),
+                "second_ip": str(self.second_ip)}
+        if self.group:
+            keys["group"] = self.group
+        return {**keys, **self.extra}
+
+    def as_json(self) -> dict[str, str]:
+        return self.table()
+
+
+def normal_mac(text: str) -> str:
+    """`52-54-00-AB-CD-EF` -> `52:54:00:ab:cd:ef`; a malformed, multicast or zero MAC is bad
+    input (the reader's rules)."""
+    problem = mac_problem(text)
+    if problem:
+        raise InputError(problem)
+    return text.lower().replace("-", ":")
+
+
+def discovery_range(raw: Any, subnet: IPv4Network) -> tuple[IPv4Address, IPv4Address] | None:
+    """`[cluster] discovery = "A-B"` as two addresses, or None when absent or malformed (the
+    inventory's reader reports a malformed one)."""
+    if not isinstance(raw, str) or raw.count("-") != 1:
+        return None
+    try:
+        first, last = (IPv4Address(part.strip()) for part in raw.split("-"))
+    except ValueError:
+        return None
+    if first > last or first not in subnet or last not in subnet:
+        return None
+    return first, last
+
+
+def name_pattern(raw: Any) -> str:
+    """`[cluster] name_pattern`: a DNS label with `{n}` once in it."""
+    pattern = DEFAULT_PATTERN if raw is None else raw
+    if not isinstance(pattern, str) or pattern.count("{n}") != 1 or not LABEL.match(
+            pattern.replace("{n}", "1")):
+        raise InputError(f"cluster.name_pattern: {pattern!r} is not a host name with {{n}} "
+                         "once in it, like 'server{n}'")
+    return pattern
+
+
+class Allocator:
+    """Names and addresses for new hosts, each taken once chosen (several in one write)."""
+
+    def __init__(self, inventory: Inventory, raw_cluster: Mapping[str, Any]) -> None:
+        c = inventory.cluster
+        self.inventory = inventory
+        self.pattern = name_pattern(raw_cluster.get("name_pattern"))
+        self.names = {h.name.lower() for h in inventory.hosts}
+        self.macs = {h.mac: h.name for h in inventory.hosts}
+        self.used: dict[IPv4Address, str] = {}
+        for h in inventory.hosts:
+            self.used[h.ip] = f"host {h.name}"
+            self.used[h.second_ip] = f"host {h.name}"
+        own = {c.internal_router: "the internal router", c.external_gateway: "the external gateway",
+               **{server: "a boot server" for server in c.boot_servers}}
+        self.reserved = {**own, **self.used}
+        self.discovery = discovery_range(raw_cluster.get("discovery"), c.internal_subnet)
+
+    def take(self, request: Request) -> NewHost:
+        mac = normal_mac(request.mac)
+        if mac in self.macs:
+            raise InputError(f"MAC {mac} is already host {self.macs[mac]}'s")
+        name = request.name if request.name is not None else self.next_name()
+        if not LABEL.match(name):
+            raise InputError(f"name {name!r} is not a host name (a DNS label)")
+        if name.lower() in self.names:
+            raise InputError(f"name {name} is already taken by a host")
+        c = self.inventory.cluster
+        ip = self.address(request.ip, c.internal_subnet, "ip", "internal subnet")
+        second = self.address(request.second_ip, c.external_network, "second_ip",
+                              "external network")
+        if request.group is not None and request.group not in self.inventory.groups:
+            raise InputError(f"group {request.group!r} is not in the inventory (defined: "
+                             f"{', '.join(sorted(self.inventory.groups)) or 'none'})")
+        host = NewHost(name, mac, ip, second, request.group, dict(request.extra))
+        self.names.add(name.lower())
+        self.macs[mac] = name
+        for address in (ip, second):
+            self.used[address] = self.reserved[address] = f"host {name}"
+        return host
+
+    def next_name(self) -> str:
+        before, after = self.pattern.split("{n}")
+        number = re.compile(rf"^{re.escape(before)}([0-9]+){re.escape(after)}$", re.IGNORECASE)
+        found = [int(m[1]) for name in self.names if (m := number.match(name))]
+        n = max(found, default=0) + 1
+        while self.pattern.replace("{n}", str(n)).lower() in self.names:
+            n += 1
+        return self.pattern.replace("{n}", str(n))
+
+    def address(self, wanted: str | None, network: IPv4Network, key: str, what: str
+                ) -> IPv4Address:
+        if wanted is not None:
+            try:
+                address = IPv4Address(wanted)
+            except ValueError:
+                raise InputError(f"{key} {wanted!r} is not an IPv4 address") from None
+            problem = self.refused(address, network)
+            if problem:
+                raise InputError(f"{key} {address}: {problem}")
+            return address
+        taken = [a for a in self.used if a in network]
+        start = int(max(taken)) + 1 if taken else int(network.network_address) + 1
+        end = int(network.broadcast_address)
+        for value in (*range(start, end), *range(int(network.network_address) + 1, start)):
+            if self.refused(IPv4Address(value), network) is None:
+                return IPv4Address(value)
+        raise InputError(f"{key}: the {what} {network} has no free address left (hosts, "
+                         "router, boot servers, gateway and discovery range take them all)")
+
+    def refused(self, address: IPv4Address, network: IPv4Network) -> str | None:
+        """Why `address` may not be a new host's in `network`, or None."""
+        if address not in network:
+            return f"outside {network}"
+        if address in (network.network_address, network.broadcast_address):
+            return f"the network or broadcast address of {network}"
+        if address in self.reserved:
+            return f"already used by {self.reserved[address]}"
+        if self.discovery and self.discovery[0] <= address <= self.discovery[1]:
+            return f"inside the discovery range {self.discovery[0]}-{self.discovery[1]}"
+        return None
+
+
+def plan_hosts(inventory: Inventory, raw_cluster: Mapping[str, Any],
+               requests: Sequence[Request]) -> list[NewHost]:
+    """The hosts to add for `requests`, in order, each with what was asked or allocated."""
+    allocator = Allocator(inventory, raw_cluster)
+    return [allocator.take(request) for request in requests]
+
+
+def find_host(inventory: Inventory, name: str) -> Host:
+    """The host called `name` (case-insensitive); not there is bad input."""
+    for host in inventory.hosts:
+        if host.name.lower() == name.lower():
+            return host
+    raise InputError(f"{inventory.path}: no host named {name!r} (hosts: "
+                     f"{', '.join(h.name for h in inventory.hosts) or 'none'})")
