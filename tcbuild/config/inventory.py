@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import RecipeError, boundary
 from ..formats.tomlfile import CONTROL, control_characters, control_problem, key_path, read_toml
 from .bmc import BMC_KEYS, CLUSTER_BMC_KEYS, PowerAccess, cluster_defaults, read_power
+from .discovery import DiscoveryRange, parse_range
 
 MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.IGNORECASE)
 LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
@@ -58,6 +59,7 @@ class Cluster:
     game_log_tag: str
     boot_servers: tuple[IPv4Address, ...]  # 1 or 2 (a Kea HA pair), boot_server first
     http_url: str | None  # where the published tree is served over HTTP, ending in "/"
+    discovery: DiscoveryRange | None = None  # addresses for machines not in the inventory
 
     def template_vars(self) -> dict[str, str | int]:
         """What the image's templates see of the cluster (names a recipe may not redefine)."""
@@ -134,7 +136,7 @@ CLUSTER_KEYS = {
     "domain", "boot_server", "internal_subnet", "internal_router", "external_network",
     "external_gateway", "log_host", "nfs_server", "nfs_export", "nfs_mountpoint", "nfs_clients",
     "nfs_export_options", "tftp_root", "log_dir", "syslog_port", "game_log_tag", "boot_servers",
-    "http_url", *CLUSTER_BMC_KEYS,
+    "http_url", "discovery", *CLUSTER_BMC_KEYS,
 }
 HOST_KEYS = {"name", "mac", "ip", "second_ip", "group", *BMC_KEYS}
 GROUP_KEYS = {"recipe", "append"}
@@ -166,6 +168,11 @@ class _Reader:
         table = data.get("cluster")
         power = cluster_defaults(table if isinstance(table, dict) else {}, self.problem)
         hosts = self.hosts(data.get("host", []), cluster, groups, power)
+        if cluster is not None and cluster.discovery is not None:
+            for host in hosts:
+                if host.ip in cluster.discovery:
+                    self.problem("cluster.discovery", f"{cluster.discovery} includes {host.ip}, "
+                                 f"the fixed address of host {host.name}")
         if self.problems or cluster is None:
             raise RecipeError(self.problems or [f"{self.path}: cluster: missing table"])
         return Inventory(self.path, cluster, hosts, MappingProxyType(groups))
@@ -265,6 +272,7 @@ class _Reader:
         if http_url is not None and not HTTP_URL.match(http_url):
             self.problem("cluster.http_url", f"'{http_url}' is not an http:// URL ending in '/' "
                          "(like 'http://10.1.1.1/'; letters, digits and ._~+@- in the path)")
+        discovery = self.discovery(table, subnet, router, boot_servers)
         if (domain is None or boot is None or subnet is None or router is None
                 or external is None or gateway is None or log_host is None or nfs_server is None
                 or export is None or mountpoint is None or clients is None or options is None
@@ -272,7 +280,21 @@ class _Reader:
             return None
         return Cluster(domain, boot, subnet, router, external, gateway, log_host, nfs_server,
                        export, mountpoint, clients, options, tftp_root, log_dir, port, tag,
-                       boot_servers, http_url)
+                       boot_servers, http_url, discovery)
+
+    def discovery(self, table: Mapping[str, Any], subnet: IPv4Network | None,
+                  router: IPv4Address | None, servers: tuple[IPv4Address, ...] | None
+                  ) -> DiscoveryRange | None:
+        """`discovery`: the range unknown machines get a short lease from (none: no lease)."""
+        text = self.text(table, "discovery", "cluster.", "") or None
+        if text is None:
+            return None
+        taken = [("internal_router", router)] if router else []
+        taken += [(f"boot server {server}", server) for server in servers or ()]
+        found, problem = parse_range(text, subnet, taken)
+        if problem:
+            self.problem("cluster.discovery", problem)
+        return found
 
     def boot_servers(self, table: Mapping[str, Any], boot: IPv4Address | None,
                      subnet: IPv4Network | None) -> tuple[IPv4Address, ...] | None:
