@@ -319,6 +319,26 @@ CASES = [
                                                            '"Server1-err"'),
          SERVER, 2, rf"{INV}: host\[1\]\.name: 'Server1-err' and host\[0\] 'server1' would "
          r"share the log host's file Server1-err\.log; rename one"),
+    Case("discovery range backwards", lambda s: s.edit(
+        s.inventory, 'tftp_root ', 'discovery = "10.1.1.250-10.1.1.200"\ntftp_root '),
+         SERVER, 2, rf"{INV}: cluster\.discovery: '10\.1\.1\.250-10\.1\.1\.200' starts after it "
+         r"ends"),
+    Case("discovery range outside the subnet", lambda s: s.edit(
+        s.inventory, 'tftp_root ', 'discovery = "10.1.1.200-10.1.2.20"\ntftp_root '),
+         SERVER, 2, rf"{INV}: cluster\.discovery: 10\.1\.2\.20 is outside the internal subnet "
+         r"10\.1\.1\.0/24"),
+    Case("discovery range holding a host", lambda s: s.edit(
+        s.inventory, 'tftp_root ', 'discovery = "10.1.1.2-10.1.1.5"\ntftp_root '),
+         SERVER, 2, rf"{INV}: cluster\.discovery: 10\.1\.1\.2-10\.1\.1\.5 includes 10\.1\.1\.5, "
+         r"the fixed address of host server1"),
+    Case("discovery range holding the router", lambda s: s.edit(
+        s.inventory, 'tftp_root ', 'discovery = "10.1.1.1-10.1.1.4"\ntftp_root '),
+         SERVER, 2, rf"{INV}: cluster\.discovery: 10\.1\.1\.1-10\.1\.1\.4 includes 10\.1\.1\.1, "
+         r"the address of internal_router"),
+    Case("discovery not a range", lambda s: s.edit(
+        s.inventory, 'tftp_root ', 'discovery = "10.1.1.200"\ntftp_root '),
+         SERVER, 2, rf"{INV}: cluster\.discovery: '10\.1\.1\.200' is not an address range "
+         r"like '10\.1\.1\.200-10\.1\.1\.250'"),
     Case("unknown group", lambda s: s.edit(s.inventory, 'group     = "canary"',
                                            'group     = "canari"'),
          SERVER, 2, rf"{INV}: host\[1\]\.group: no group 'canari' \(defined: canary\)"),

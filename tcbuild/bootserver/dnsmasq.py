@@ -12,8 +12,10 @@ TFTP server of the published tree instead of tftpd-hpa. DNS is off (`port=0`). P
 from __future__ import annotations
 
 from ..boot.bootfile import DEFAULT, IPXE_USER_CLASS, Client, boot_rules
+from ..config.discovery import LEASE_SECONDS as DISCOVERY_SECONDS
+from ..config.discovery import PXELINUX_CONFIGFILE
 from ..config.inventory import Inventory
-from .generated import LEASE_SECONDS, header
+from .generated import DISCOVERY_CONFIG, LEASE_SECONDS, discovery_script, header
 
 CONF = "dnsmasq.conf"
 HOSTS = "dnsmasq-hosts"
@@ -54,7 +56,7 @@ def dnsmasq_conf(inventory: Inventory) -> str:
     ]
     if c.domain:
         lines += [f"domain={c.domain}", f"dhcp-option=option:domain-name,{c.domain}"]
-    lines += ["", *client_classes(inventory.cluster.http_url)]
+    lines += ["", *client_classes(inventory.cluster.http_url), *discovery(inventory)]
     for rule in boot_rules(c.http_url):
         lines.append(f"dhcp-boot=tag:{rule.client}{not_ipxe(rule.client, c.http_url)},"
                      f"{rule.file}{server_part(rule.client, str(c.boot_server))}")
@@ -144,3 +146,20 @@ def not_ipxe(client: Client, http_url: str | None) -> str:
 def server_part(client: Client, server: str) -> str:
     """The TFTP server of a file name; a URL names its own."""
     return "" if client is Client.IPXE else f",,{server}"
+
+
+def discovery(inventory: Inventory) -> list[str]:
+    """A machine no dhcp-host line names (dnsmasq's tag `known` unset): a short lease from the
+    discovery range, the discovery config by option 209 sent unasked, for iPXE its twin (this
+    dhcp-boot line comes first: dnsmasq takes the first that matches). Nothing without a range."""
+    c = inventory.cluster
+    if c.discovery is None:
+        return []
+    mask = c.internal_subnet.netmask
+    lines = ["# Machines the inventory does not know: discovery (tcbuild.config.discovery).",
+             f"dhcp-range=tag:!known,{c.discovery.first},{c.discovery.last},{mask},"
+             f"{DISCOVERY_SECONDS}",
+             f'dhcp-option-force=tag:!known,{PXELINUX_CONFIGFILE},"{DISCOVERY_CONFIG}"']
+    if c.http_url:
+        lines.append(f"dhcp-boot=tag:{Client.IPXE},tag:!known,{discovery_script(c.http_url)}")
+    return lines

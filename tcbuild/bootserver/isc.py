@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..boot.bootfile import ARCH_OPTION, DEFAULT, IPXE_USER_CLASS, Client, boot_rules
+from ..config.discovery import LEASE_SECONDS, PXELINUX_CONFIGFILE
 from ..config.inventory import Inventory
-from .generated import header
+from .generated import DISCOVERY_CONFIG, discovery_script, header
 
 
 def dhcpd_conf(inventory: Inventory) -> str:
@@ -17,6 +18,11 @@ def dhcpd_conf(inventory: Inventory) -> str:
         "option second-ip code 187 = ip-address;",
         "# The client's architecture (RFC 4578): the boot program is chosen by it.",
         f"option arch code {ARCH_OPTION} = unsigned integer 16;",
+    ]
+    if c.discovery:
+        lines += ["# The config file PXELINUX reads (RFC 5071): an unknown machine's.",
+                  f"option pxelinux-configfile code {PXELINUX_CONFIGFILE} = text;"]
+    lines += [
         "",
         "authoritative;",
         "allow booting;",
@@ -32,6 +38,7 @@ def dhcpd_conf(inventory: Inventory) -> str:
     lines += [
         f"    next-server {c.boot_server};",
         *dhcpd_boot_file(c.http_url),
+        *discovery_pool(inventory),
         "}",
     ]
     for host in inventory.hosts:
@@ -63,3 +70,30 @@ def dhcpd_boot_file(http_url: str | None) -> list[str]:
         lines += [f"    {'if' if n == 0 else '} elsif'} {test} {{",
                   f'        filename "{rule.file}";']
     return [*lines, "    } else {", f'        filename "{DEFAULT}";', "    }"]
+
+
+def discovery_pool(inventory: Inventory) -> list[str]:
+    """A machine no host stanza names: a short lease from the discovery range, and the discovery
+    config by option 209, sent unasked (the PXE firmware does not ask for it, and pxelinux reads
+    the firmware's reply). An iPXE client gets the config's twin. Nothing without a range."""
+    c = inventory.cluster
+    if c.discovery is None:
+        return []
+    lines = [
+        "    # Machines the inventory does not know: discovery (tcbuild.config.discovery).",
+        "    pool {",
+        f"        range {c.discovery.first} {c.discovery.last};",
+        "        deny known-clients;",
+        f"        default-lease-time {LEASE_SECONDS};",
+        f"        max-lease-time {LEASE_SECONDS};",
+        f'        option pxelinux-configfile "{DISCOVERY_CONFIG}";',
+        "        if exists dhcp-parameter-request-list {",
+        "            option dhcp-parameter-request-list = "
+        f"concat(option dhcp-parameter-request-list, {PXELINUX_CONFIGFILE:02x});",
+        "        }",
+    ]
+    if c.http_url:
+        lines += [f'        if exists user-class and option user-class = "{IPXE_USER_CLASS}" {{',
+                  f'            filename "{discovery_script(c.http_url)}";',
+                  "        }"]
+    return [*lines, "    }"]

@@ -18,8 +18,9 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from ..boot.bootfile import DEFAULT, Client, boot_rules
+from ..config import discovery
 from ..config.inventory import Inventory
-from .generated import LEASE_SECONDS, header
+from .generated import DISCOVERY_CONFIG, LEASE_SECONDS, discovery_script, header
 
 CONF = "kea-dhcp4.conf"
 HA_CONFS = ("kea-dhcp4-primary.conf", "kea-dhcp4-standby.conf")
@@ -48,6 +49,10 @@ MAX_ACK_MS = 1000
 LINE = 100  # the line width of `dumps`
 
 SECOND_IP = {"name": "second-ip", "code": 187, "type": "ipv4-address", "space": "dhcp4"}
+CONFIGFILE = {"name": "pxelinux-configfile", "code": discovery.PXELINUX_CONFIGFILE,
+              "type": "string", "space": "dhcp4"}
+DISCOVERY = "discovery"
+"""The class of a client without a reservation (Kea's UNKNOWN), with a discovery range."""
 
 
 def kea_files(inventory: Inventory) -> dict[str, str]:
@@ -68,8 +73,9 @@ def kea_dhcp4_conf(inventory: Inventory, server: IPv4Address) -> str:
         "lease-database": {"type": "memfile", "persist": True, "name": LEASE_FILE,
                            "lfc-interval": 3600},
         "valid-lifetime": LEASE_SECONDS,
-        "option-def": [SECOND_IP],
-        "client-classes": client_classes(inventory.cluster.http_url),
+        "option-def": [SECOND_IP, CONFIGFILE] if inventory.cluster.discovery else [SECOND_IP],
+        "client-classes": client_classes(inventory.cluster.http_url,
+                                         inventory.cluster.discovery is not None),
         "subnet4": [subnet(inventory, server)],
     }
     if len(inventory.cluster.boot_servers) > 1:
@@ -95,13 +101,28 @@ def dumps(value: Any, indent: str = "", column: int = 0) -> str:
             + f"\n{indent}]")
 
 
-def client_classes(http_url: str | None) -> list[dict[str, str]]:
-    """One class per boot rule; the tests exclude each other, so no class order matters."""
+def client_classes(http_url: str | None, discover: bool = False) -> list[dict[str, Any]]:
+    """One class per boot rule; the tests exclude each other, so no class order matters.
+
+    With `discover`, the class of an unknown client (no reservation): a short lease, option 209
+    sent unasked, and for iPXE the discovery script (the known iPXE class then takes only the
+    known, so exactly one class names an iPXE client's boot file).
+    """
     ipxe = "substring(option[77].hex,0,4) == 'iPXE'"
-    classes = []
+    classes: list[dict[str, Any]] = []
+    if discover:
+        classes.append({"name": DISCOVERY, "test": "member('UNKNOWN')",
+                        "valid-lifetime": discovery.LEASE_SECONDS,
+                        "option-data": [{"name": CONFIGFILE["name"], "data": DISCOVERY_CONFIG,
+                                         "always-send": True}]})
     for rule in boot_rules(http_url):
         if rule.client is Client.IPXE:
             test = ipxe
+            if discover and http_url:
+                classes.append({"name": f"{DISCOVERY}-{rule.client}",
+                                "test": f"member('UNKNOWN') and {ipxe}",
+                                "boot-file-name": discovery_script(http_url)})
+                test = f"member('KNOWN') and {ipxe}"
         else:
             test = " or ".join(f"option[93].hex == 0x{arch:04x}" for arch in rule.architectures)
             if http_url:
@@ -116,12 +137,15 @@ def subnet(inventory: Inventory, server: IPv4Address) -> dict[str, Any]:
                {"name": "broadcast-address", "data": str(c.internal_subnet.broadcast_address)}]
     if c.domain:
         options.append({"name": "domain-name", "data": c.domain})
+    pools = ({"pools": [{"pool": f"{c.discovery.first} - {c.discovery.last}",
+                         "client-class": "UNKNOWN"}]} if c.discovery else {})
     return {
         "id": 1,
         "subnet": str(c.internal_subnet),
         "next-server": str(server),
         "boot-file-name": DEFAULT,
         "option-data": options,
+        **pools,
         "reservations": [
             {"hw-address": host.mac, "ip-address": str(host.ip),
              "hostname": host.fqdn(c.domain),

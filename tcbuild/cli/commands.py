@@ -334,12 +334,15 @@ def _server_config(args: argparse.Namespace) -> int:
 
 def _fleet(args: argparse.Namespace) -> int:
     from .. import fleet
+    from ..fleet.discover import discovered
 
     nodes = fleet.survey(args.inventory, args.logs, args.tftp)
+    new = discovered(args.inventory, args.logs, args.leases)
     if args.json:
-        print(json.dumps([n.as_json() for n in nodes], indent=1))
+        print(json.dumps([*(n.as_json() for n in nodes), *(m.as_json() for m in new)],
+                         indent=1))
     else:
-        for line in fleet.render(nodes):
+        for line in [*fleet.render(nodes), *(m.row() for m in new)]:
             print(line)
     return 0
 

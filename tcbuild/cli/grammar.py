@@ -182,6 +182,10 @@ def parser() -> argparse.ArgumentParser:
     fleet_cmd.add_argument("--tftp", type=Path, metavar="DIR",
                            help="the TFTP root: compare with the release each node's config "
                                 "names")
+    fleet_cmd.add_argument("--leases", type=Path, action="append", metavar="FILE",
+                           help="the DHCP server's lease file (dhcpd.leases or Kea's memfile; "
+                                "repeatable; default: Debian's places): new machines are "
+                                "listed when it bears out their reports")
 
     power_cmd = command("power", "a host's power through its BMC (IPMI) or power_command",
                         json_output)

@@ -15,6 +15,7 @@ from typing import TypeVar
 from ..errors import RecipeError
 from ..formats.tomlfile import key_path, type_name
 from .bmc import PowerAccess
+from .discovery import DiscoveryRange, parse_range
 from .recipe import kernel_line_problem
 from .values import (
     ADDRESS_KEYS,
@@ -68,6 +69,7 @@ class Cluster:
     game_log_tag: str
     boot_servers: tuple[IPv4Address, ...]  # 1 or 2 (a Kea HA pair), boot_server first
     http_url: str | None  # where the published tree is served over HTTP, ending in "/"
+    discovery: DiscoveryRange | None = None  # addresses for machines not in the inventory
 
     def __post_init__(self) -> None:
         """Every value obeys the reader's rules however the cluster was made: its values reach
@@ -149,6 +151,9 @@ class Inventory:
             fqdn = fqdn_problem(host.name, self.cluster.domain)
             problems += [(f"{where}name", fqdn)] if fqdn else []
             rows.append((where, unique_keys(host.name, host.mac, host.ip, host.second_ip)))
+            if self.cluster.discovery is not None and host.ip in self.cluster.discovery:
+                problems.append(("cluster.discovery", f"{self.cluster.discovery} includes "
+                                 f"{host.ip}, the fixed address of host {host.name}"))
         problems += duplicates(rows)
         _raise(f"{self.path}: {key}: {problem}" for key, problem in problems)
 
@@ -216,6 +221,10 @@ def _cluster_problems(c: Cluster) -> Iterator[tuple[str, str]]:
                                                   "external network"))]
     checks += [(f"boot_servers[{i}]", inside_problem(server, subnet, "internal subnet"))
                for i, server in enumerate(c.boot_servers)]
+    if c.discovery is not None:
+        taken = [("internal_router", c.internal_router),
+                 *((f"boot server {server}", server) for server in c.boot_servers)]
+        checks.append(("discovery", parse_range(str(c.discovery), subnet, taken)[1] or None))
     servers = c.boot_servers
     if not (0 < len(servers) <= BOOT_SERVERS_MAX and servers[0] == c.boot_server
             and len(set(servers)) == len(servers)):

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from ..errors import RecipeError, boundary
 from ..formats.tomlfile import CONTROL, control_characters, read_toml, type_name
 from .bmc import BMC_KEYS, CLUSTER_BMC_KEYS, cluster_defaults, read_power
+from .discovery import DiscoveryRange, parse_range
 from .inventory import (
     Cluster,
     Group,
@@ -56,7 +57,7 @@ CLUSTER_KEYS = {
     "domain", "boot_server", "internal_subnet", "internal_router", "external_network",
     "external_gateway", "log_host", "nfs_server", "nfs_export", "nfs_mountpoint", "nfs_clients",
     "nfs_export_options", "tftp_root", "log_dir", "syslog_port", "game_log_tag", "boot_servers",
-    "http_url", "name_pattern", *CLUSTER_BMC_KEYS,
+    "http_url", "name_pattern", "discovery", *CLUSTER_BMC_KEYS,
 }
 HOST_KEYS = {"name", "mac", "ip", "second_ip", "group", *BMC_KEYS}
 GROUP_KEYS = {"recipe", "append"}
@@ -192,6 +193,7 @@ class _Reader:
             self.place = (subnet, external, {router, boot, gateway, *(boot_servers or ())})
         http_url = self.checked(table, "http_url", w, "", lambda url: http_url_problem(
             url or None)) or None
+        discovery = self.discovery(table, subnet, router, boot_servers)
         if (domain is None or boot is None or subnet is None or router is None
                 or external is None or gateway is None or log_host is None or nfs_server is None
                 or None in paths.values() or clients is None or options is None
@@ -201,7 +203,20 @@ class _Reader:
         return self.made(w, partial(
             Cluster, domain, boot, subnet, router, external, gateway, log_host, nfs_server,
             export, mountpoint, clients, options, tftp_root, log_dir, port, tag, boot_servers,
-            http_url))
+            http_url, discovery))
+
+    def discovery(self, table: Mapping[str, Any], subnet: IPv4Network | None,
+                  router: IPv4Address | None, servers: tuple[IPv4Address, ...] | None
+                  ) -> DiscoveryRange | None:
+        """`discovery`: the range unknown machines get a short lease from (none: no lease)."""
+        text = self.text(table, "discovery", "cluster.", "") or None
+        if text is None:
+            return None
+        taken = [("internal_router", router)] if router else []
+        taken += [(f"boot server {server}", server) for server in servers or ()]
+        found, problem = parse_range(text, subnet, taken)
+        self.refused("cluster.discovery", problem or None)
+        return found
 
     def boot_servers(self, table: Mapping[str, Any], boot: IPv4Address | None,
                      subnet: IPv4Network | None) -> tuple[IPv4Address, ...] | None:

@@ -8,6 +8,8 @@ Layout (nothing else in the TFTP root is touched; the state files are in `tftpst
     pxelinux.cfg/default, 01-<mac>        written beside themselves and renamed into place
                                           (a 01-<mac> the inventory no longer asks for is
                                           removed by the recipe whose release it boots)
+    pxelinux.cfg/discovery                `default` in report mode, for machines the
+                                          inventory does not know (with its `discovery` range)
     ipxe/default.ipxe, 01-<mac>.ipxe      their twins for HTTP boot, written with them
     tcbuild/releases/<time>-<build>/      kernel, initrd and release.json (their checksums)
     tcbuild/history/<config>.json         what each config booted before (for rollback)
@@ -36,6 +38,7 @@ from ..atomic import fsync_dir, write_all, write_bytes
 from ..boot import ipxe, syslinux
 from ..boot.bootfile import IPXE_SCRIPT
 from ..boot.pxelinux import CONFIG_DIR, Label, PxeConfig, for_recipe, mac_config_name, parse, render
+from ..config import discovery
 from ..config.inventory import Inventory
 from ..config.recipe import RELEASE_JSON, Recipe
 from ..errors import InputError, TcbuildError, boundary
@@ -168,7 +171,8 @@ def _retired(tftp: Path, recipe: Recipe, served: set[str]) -> tuple[str, ...]:
     ours = {r.id for r in releases(tftp) if r.recipe == mine}
     names = {name for rid, using in current(tftp).items() if rid in ours for name in using}
     return tuple(sorted(name for name in names
-                        if name.startswith(_MAC_PREFIX) and name not in served))
+                        if (name.startswith(_MAC_PREFIX) or name == discovery.CONFIG)
+                        and name not in served))
 
 
 def _serving(tftp: Path, release: Release, served: dict[str, str | None], recipe: Recipe,
@@ -206,8 +210,9 @@ def _read_text(path: Path) -> str | None:
 def _configs_served(recipe: Recipe, inventory: Inventory | None) -> dict[str, str | None]:
     """Config file -> boot line (None: the recipe's) for the configs this recipe boots.
 
-    The default recipe owns `default` and the hosts of groups that only change the boot line;
-    a group's own recipe owns its hosts' per-MAC files and nothing else.
+    The default recipe owns `default` and the hosts of groups that only change the boot line,
+    and `discovery` when the inventory has a discovery range (`default` with the report-mode
+    argument); a group's own recipe owns its hosts' per-MAC files and nothing else.
     """
     if inventory is None:
         return {"default": None}
@@ -215,6 +220,8 @@ def _configs_served(recipe: Recipe, inventory: Inventory | None) -> dict[str, st
     group_recipes = {g.recipe.resolve() for g in inventory.groups.values() if g.recipe}
     is_default = mine not in group_recipes
     served: dict[str, str | None] = {"default": None} if is_default else {}
+    if is_default and inventory.cluster.discovery is not None:
+        served[discovery.CONFIG] = " ".join(filter(None, (recipe.append, discovery.KERNEL_ARG)))
     for host in inventory.hosts:
         group = inventory.groups.get(host.group) if host.group else None
         if group is None:

@@ -5,8 +5,9 @@ name files that are there and as their release recorded them, and have its iPXE 
 file served (the bootloader set, `boot.ipxe`, the configs, scripts, kernels and initrds) must be
 readable by others, and every directory on its way from the root readable and searchable (the
 TFTP server runs as another user); every state file must read, and no symlink may lead out of
-the root. With an inventory, a per-MAC config no host has is named; with several roots, a
-config or a bootloader file they disagree on.
+the root. With an inventory, a per-MAC config no host has is named, and the discovery config
+missing (the inventory has a discovery range) or left behind (it has none); with several
+roots, a config or a bootloader file they disagree on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from ..boot import ipxe, syslinux
 from ..boot.bootfile import IPXE_SCRIPT
 from ..boot.pxelinux import CONFIG_DIR, PxeConfig, mac_config_name
+from ..config import discovery
 from ..config.inventory import Inventory
 from ..errors import InputError, StateError, boundary
 from .state import (
@@ -130,14 +132,23 @@ def _check_bootloader(tftp: Path) -> list[str]:
 
 
 def _unowned(tftp: Path, found: dict[str, PxeConfig], inventory: Inventory) -> list[str]:
-    """The per-MAC configs (or iPXE scripts) of a MAC no host of the inventory has."""
+    """The per-MAC configs (or iPXE scripts) of a MAC no host of the inventory has; the
+    discovery config missing, or left behind by an inventory without a discovery range."""
     macs = {mac_config_name(host.mac) for host in inventory.hosts}
     prefix = mac_config_name("00:00:00:00:00:00")[:3]
     twins = {twin for name in scripts(tftp) if (twin := ipxe.config_name(name))}
-    return [f"{tftp / CONFIG_DIR / name}: no host of {inventory.path} has this MAC (left "
-            "behind: publish with --inventory retires it)"
-            for name in sorted(set(found) | twins) if name.startswith(prefix)
-            and name not in macs]
+    present = set(found) | twins
+    problems = [f"{tftp / CONFIG_DIR / name}: no host of {inventory.path} has this MAC (left "
+                "behind: publish with --inventory retires it)"
+                for name in sorted(present) if name.startswith(prefix) and name not in macs]
+    wanted = inventory.cluster.discovery is not None
+    if wanted and discovery.CONFIG not in found:
+        problems.append(f"{tftp / CONFIG_DIR / discovery.CONFIG}: missing ({inventory.path} has "
+                        "a discovery range: publish with --inventory writes it)")
+    elif not wanted and discovery.CONFIG in present:
+        problems.append(f"{tftp / CONFIG_DIR / discovery.CONFIG}: {inventory.path} has no "
+                        "discovery range (left behind: publish with --inventory retires it)")
+    return problems
 
 
 def _check_modes(tftp: Path, rel: str, blocked: set[Path]) -> list[str]:
