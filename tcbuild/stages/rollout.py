@@ -66,6 +66,13 @@ def run_template(template: str, host: Host, **more: str) -> subprocess.Completed
     return subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
 
 
+def power_of(inventory: Inventory) -> Power | None:
+    """The power control of the inventory's hosts (None: none known, every host needs
+    --manual-reboot)."""
+    del inventory
+    return None
+
+
 @boundary
 def rollout(recipe: Recipe, roots: Sequence[Path], inventory: Inventory,
             build_options: BuildOptions | None = None, logs: Path | None = None,
@@ -75,6 +82,7 @@ def rollout(recipe: Recipe, roots: Sequence[Path], inventory: Inventory,
     """Build, stage and roll the recipe's release out in waves (see the module)."""
     options = options or RolloutOptions()
     roots = list(roots)
+    power = power if power is not None else power_of(inventory)
     logs = logs if logs is not None else Path(inventory.cluster.log_dir)
     hosts = hosts_of(recipe.path, inventory)
     if not hosts:
@@ -133,6 +141,7 @@ def resume(roots: Sequence[Path], power: Power | None = None, abort: bool = Fals
     if poll is not None:
         options = replace(options, poll=poll)
     hosts = [h for h in inventory.hosts if h.name in state.hosts]
+    power = power if power is not None else power_of(inventory)
     if not options.manual_reboot:
         missing = power.missing(hosts) if power is not None else [h.name for h in hosts]
         if missing:
@@ -216,8 +225,9 @@ class Runner:
                         note=f"drain did not succeed within {self.options.drain_timeout:.0f} s"))
                     return [name]
             self.save(self.state.host(name, state=moving[0], cycled=None))
+            at = time.time()  # lines the log host receives from now on count
             self.cycle(self.hosts[name])
-            self.save(self.state.host(name, cycled=time.time()))
+            self.save(self.state.host(name, cycled=at))
         return self.wait_for(todo, build_id, not back, done)
 
     def back_text(self, name: str) -> str:
