@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` loads eac
         StateError,
         TcbuildError,
     )
+    from .fleet.rollout import Power
     from .formats.compress import Compression
     from .formats.manifest import Listing, Manifest, diff, load_listing, read_manifest
     from .progress import Progress, ProgressBar
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` loads eac
     from .stages.files import check_server_config, lock, write_server_config
     from .stages.iso import IsoResult, build_iso
     from .stages.publish import publish
+    from .stages.rollout import RolloutOptions, RolloutOutcome, rollout
     from .tftproot.releases import Plan, Rollback, rollback
     from .tftproot.state import Release, current, releases, served
     from .tftproot.verify import verify
@@ -81,7 +83,8 @@ _MODULES = {  # the same names as above, by module
     "stages.files": ("check_server_config", "lock", "write_server_config"),
     "stages.iso": ("IsoResult", "build_iso"),
     "stages.publish": ("publish",),
-    "stages.rollout": ("RolloutOptions", "rollout"),
+    "stages.rollout": ("RolloutOptions", "RolloutOutcome", "rollout"),
+    "fleet.rollout": ("Power",),
     "tftproot.releases": ("Plan", "Rollback", "rollback"),
     "tftproot.state": ("Release", "current", "releases", "served"),
     "tftproot.verify": ("verify",),
@@ -130,6 +133,7 @@ __all__ = [
     "Overlay",
     "Plan",
     "Policy",
+    "Power",
     "Progress",
     "ProgressBar",
     "Recipe",
@@ -138,6 +142,7 @@ __all__ = [
     "Resolution",
     "Rollback",
     "RolloutOptions",
+    "RolloutOutcome",
     "StateError",
     "TcbuildError",
     "__version__",

@@ -68,7 +68,7 @@ def wave_sizes(steps: Sequence[Step], total: int) -> list[int]:
     sizes: list[int] = []
     for step in steps:
         size = min(total, max(step.of(total), (sizes[-1] if sizes else 0) + 1))
-        if not sizes or size > sizes[-1]:
+        if size > (sizes[-1] if sizes else 0):
             sizes.append(size)
     if total and (not sizes or sizes[-1] < total):
         sizes.append(total)

@@ -49,7 +49,7 @@ class RolloutOptions:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RolloutOutcome:
     release: str
     lines: tuple[str, ...]  # the dry run's plan, or what was done
     rollout: Rollout | None
@@ -78,11 +78,12 @@ def rollout(recipe: Recipe, roots: Sequence[Path], inventory: Inventory,
             build_options: BuildOptions | None = None, logs: Path | None = None,
             options: RolloutOptions | None = None, power: Power | None = None,
             bootloader_dir: Path | None = None, dry_run: bool = False, wait: float = 30.0,
-            say: Say = print) -> Outcome:
+            say: Say = print) -> RolloutOutcome:
     """Build, stage and roll the recipe's release out in waves (see the module)."""
     options = options or RolloutOptions()
     roots = list(roots)
     power = power if power is not None else power_of(inventory)
+    record.refuse_unfinished(roots, "rollout")
     logs = logs if logs is not None else Path(inventory.cluster.log_dir)
     hosts = hosts_of(recipe.path, inventory)
     if not hosts:
@@ -96,19 +97,19 @@ def rollout(recipe: Recipe, roots: Sequence[Path], inventory: Inventory,
                 "(or give --manual-reboot)" for name in missing))
     if not logs.is_dir():
         raise InputError(f"{logs}: no such log directory")
-    record.refuse_unfinished(roots, "rollout")
     plans = publish_all(recipe, roots, build_options, inventory, bootloader_dir=bootloader_dir,
                         dry_run=dry_run, wait=wait, switch=False, what="rollout")
     plan = plans[0]
     named = {h.name: _named(roots[0], h) for h in hosts}
     owns_default = "default" in plan.configs or plan.unchanged
     if dry_run:
-        return Outcome(plan.release_id, tuple(describe(
+        return RolloutOutcome(plan.release_id, tuple(describe(
             waves, plan.release_id, named, options.drain_command is not None,
             options.manual_reboot, owns_default)), None)
     if plan.unchanged:
-        return Outcome(plan.release_id, (f"release {plan.release_id} is already published and "
-                                         "current: nothing to roll out",), None)
+        return RolloutOutcome(plan.release_id, (f"release {plan.release_id} is already "
+                                                "published and current: nothing to roll out",),
+                              None)
     default_text = _text(roots[0] / CONFIG_DIR / "default")
     state = Rollout(
         plan.release_id, plan.release.build_id, tuple(tuple(h.name for h in w) for w in waves),
@@ -125,7 +126,7 @@ def rollout(recipe: Recipe, roots: Sequence[Path], inventory: Inventory,
 
 @boundary
 def resume(roots: Sequence[Path], power: Power | None = None, abort: bool = False,
-           say: Say = print, wait: float = 30.0, poll: float | None = None) -> Outcome:
+           say: Say = print, wait: float = 30.0, poll: float | None = None) -> RolloutOutcome:
     """Continue (or, `abort`, undo) the rollout recorded in the roots."""
     roots = list(roots)
     state = record.read(roots[0])
@@ -180,7 +181,7 @@ class Runner:
                 held.enter_context(tftp.locked(root, self.wait))
             yield
 
-    def run(self) -> Outcome:
+    def run(self) -> RolloutOutcome:
         if self.state.phase is Phase.REVERTING:
             return self.revert(every=not self.options.keep_done, final=Phase.FAILED)
         self.save(self.state)
@@ -197,7 +198,7 @@ class Runner:
             self.say(f"wave {index + 1}: healthy in {time.monotonic() - started:.0f} s")
             self.save(replace(self.state, wave=index + 1))
         self.finish()
-        return Outcome(self.state.release, (f"release {self.state.release} rolled out to "
+        return RolloutOutcome(self.state.release, (f"release {self.state.release} rolled out to "
                                             f"{len(self.state.hosts)} host(s)",), self.state)
 
     def switch(self, texts: dict[str, str]) -> None:
@@ -210,21 +211,23 @@ class Runner:
         `back`: to what they ran before (no drain; booting the old build is enough)."""
         done = HostState.REVERTED if back else HostState.HEALTHY
         todo = [n for n in wave if self.state.hosts[n].state is not done]
-        self.switch({self.state.hosts[n].config: self.back_text(n) if back
-                     else self.state.configs[self.state.hosts[n].config] for n in todo})
         moving = (HostState.REVERTING,) if back else (HostState.REBOOTING, HostState.BOOTED)
-        for name in todo:
+        for name in todo:  # each host's config switched as its turn comes, recorded first
             host = self.state.hosts[name]
             if host.state in moving and host.cycled:
                 continue  # cycled before the rollout was killed: wait for it
-            if self.options.drain_command and not back:
-                self.save(self.state.host(name, state=HostState.DRAINING, cycled=None))
+            draining = bool(self.options.drain_command) and not back
+            self.save(self.state.host(name, state=HostState.DRAINING if draining
+                                      else moving[0], cycled=None))
+            self.switch({host.config: self.back_text(name) if back
+                         else self.state.configs[host.config]})
+            if draining:
                 if not self.drain(self.hosts[name]):
                     self.save(self.state.host(
                         name, state=HostState.FAILED,
-                        note=f"drain did not succeed within {self.options.drain_timeout:.0f} s"))
+                        note=f"drain did not succeed within {self.options.drain_timeout:g} s"))
                     return [name]
-            self.save(self.state.host(name, state=moving[0], cycled=None))
+                self.save(self.state.host(name, state=moving[0]))
             at = time.time()  # lines the log host receives from now on count
             self.cycle(self.hosts[name])
             self.save(self.state.host(name, cycled=at))
@@ -280,7 +283,7 @@ class Runner:
                 time.sleep(self.options.poll)
         return failed
 
-    def revert(self, every: bool, final: Phase) -> Outcome:
+    def revert(self, every: bool, final: Phase) -> RolloutOutcome:
         """Switch back and power-cycle every touched host (of the failed wave only, unless
         `every`), wait until each is back on its old build; then record `final`. A host
         switched but never power-cycled (drained only) is switched back alone."""
@@ -307,7 +310,7 @@ class Runner:
                                         f"({self.state.hosts[n].note})" for n in stuck)]
         self.save(replace(self.state, phase=final, failure=tuple(lines)))
         if final is Phase.ABORTED and not stuck:
-            return Outcome(self.state.release, tuple(f"{n}: reverted" for n in touched),
+            return RolloutOutcome(self.state.release, tuple(f"{n}: reverted" for n in touched),
                            self.state)
         raise TcbuildError("\n".join(f"rollout of {self.state.release}: {line}"
                                      for line in lines))
