@@ -233,7 +233,7 @@ WHERE_THEY_WORK = {  # command -> (--quiet, --json)
     "inspect": (False, True), "diff": (False, True), "releases": (False, True),
     "rollback": (False, False), "verify": (False, True), "boot-test": (False, True),
     "doctor": (False, True), "server-config": (False, False), "fleet": (False, True),
-    "check": (True, True), "rollout": (False, False),
+    "check": (True, True), "power": (False, True), "rollout": (False, False),
 }
 
 

@@ -96,12 +96,22 @@ def _overlay_tar(site: Site, member: str) -> None:
     site.edit(site.recipe, '"../overlays/gameserver"', '"../overlays/site.tar"')
 
 
+def _bmc(site: Site, mode: int) -> None:
+    """server1 gets a BMC whose password file has `mode`."""
+    secret = site.inventory.parent / "bmc.pw"
+    secret.write_text("secret\n")
+    secret.chmod(mode)
+    site.edit(site.inventory, 'second_ip = "172.16.1.5"', 'second_ip = "172.16.1.5"\n'
+              'bmc = "ipmi://10.1.2.5"\nbmc_user = "admin"\nbmc_password_file = "bmc.pw"')
+
+
 BUILD = ("build", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}", "--out", "{out}")
 PUBLISH = ("publish", "{recipe}", "--tftp", "{tftp}", "--mirror", "{mirror}", "--cache",
            "{cache}", "--bootloader-dir", "{boot}")
 ISO = ("iso", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}", "--bootloader-dir",
        "{boot}")
 SERVER = ("server-config", "{inventory}", "--out", "{out}")
+POWER = ("power", "cycle", "server1", "--inventory", "{inventory}")
 RCP = r"\S*recipes/gameserver\.toml"
 INV = r"\S*examples/cluster\.toml"
 
@@ -288,6 +298,25 @@ CASES = [
     Case("unknown group", lambda s: s.edit(s.inventory, 'group     = "canary"',
                                            'group     = "canari"'),
          SERVER, 2, rf"{INV}: host\[1\]\.group: no group 'canari' \(defined: canary\)"),
+    Case("bmc not ipmi", lambda s: s.edit(s.inventory, 'second_ip = "172.16.1.5"',
+                                          'second_ip = "172.16.1.5"\nbmc = "http://10.1.2.5"'),
+         POWER, 2, rf"{INV}: host\[0\]\.bmc: 'http://10\.1\.2\.5' is not a BMC address like "
+         r"'ipmi://10\.1\.2\.5' .*"),
+    Case("bmc password file readable", lambda s: _bmc(s, 0o644),
+         POWER, 2, r"\S+/examples/bmc\.pw: the BMC password file may be read by others \(mode "
+         rf"0644\); chmod 600 it \({INV}: host\[0\]\.bmc_password_file\)"),
+    Case("bmc password file missing", lambda s: _bmc(s, 0o600) or (
+        s.inventory.parent / "bmc.pw").unlink(),
+         POWER, 2, r"\S+/examples/bmc\.pw: cannot read the BMC password file \(No such file or "
+         rf"directory; {INV}: host\[0\]\.bmc_password_file\)"),
+    Case("power unknown placeholder", lambda s: s.edit(
+        s.inventory, "[group.canary]", 'power_command = "site-power {host}"\n[group.canary]'),
+         POWER, 2, rf"{INV}: cluster\.power_command: {{host}} is not one of {{action}}, .*"),
+    Case("power unknown host", lambda s: None,
+         ("power", "on", "server9", "--inventory", "{inventory}"), 2,
+         rf"{INV}: no host 'server9' \(hosts: server1, server2\)"),
+    Case("power without bmc", lambda s: None, POWER, 2,
+         rf"{INV}: server1 has no bmc and no power_command \(add bmc = .*"),
     # TFTP roots
     Case("tftp root missing", lambda s: shutil.rmtree(s.root / "tftp"),
          PUBLISH, 2, r"\S+/tftp: the TFTP root does not exist"),

@@ -218,7 +218,7 @@ def test_the_command_line_loads_a_command_s_modules_only_to_run_it() -> None:
     loaded = loaded_modules("import tcbuild.cli.commands")
     assert {"tcbuild.cli.commands", "tcbuild.cli.grammar"} <= loaded
     assert {f"tcbuild.{m}" for m in ("stages.build", "sources.fetch", "stages.publish",
-                                      "fleet.view", "cli.doctor", "fleet.httptree",
+                                      "fleet.view", "cli.doctor", "fleet.httptree", "fleet.power",
                                       "tftproot.releases", "tftproot.verify", "image.compose")
             } & loaded == set()
     assert {m for m in loaded if m.split(".")[0] in (*HEAVY, "http")} == set()

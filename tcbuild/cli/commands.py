@@ -381,6 +381,19 @@ def _fleet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _power(args: argparse.Namespace) -> int:
+    from ..config.inventory import load_inventory
+    from ..fleet.power import power
+
+    results = power(load_inventory(args.inventory), args.hosts, args.action)
+    if args.json:
+        print(json.dumps([r.as_json() for r in results], indent=1))
+    else:
+        for result in results:
+            print(result.line(), file=sys.stdout if result.ok else sys.stderr)
+    return 0 if all(r.ok for r in results) else 1
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "deps": _deps,
     "fetch": _fetch,
@@ -397,6 +410,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "doctor": _doctor,
     "server-config": _server_config,
     "fleet": _fleet,
+    "power": _power,
     "check": _check,
     "diff": _diff,
 }

@@ -31,6 +31,8 @@ TOOLS = (
     ("bsdtar", "libarchive-tools", "cross-checks of images (the tests)"),
     ("xorriso", "xorriso", "cross-checks of ISO images (the tests)"),
     ("mformat", "mtools", "ISO output (the UEFI boot image)"),
+    ("ipmitool", "ipmitool", "power: a host's BMC over IPMI (LAN, RMCP+)"),
+    ("ipmi_sim", "openipmi", "a simulated BMC (the power tests)"),
 )
 FILES = (
     *((name, package, " and ".join(use for use, names in (("publish", syslinux.PXE),

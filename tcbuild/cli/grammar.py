@@ -190,6 +190,12 @@ def parser() -> argparse.ArgumentParser:
                            help="the TFTP root: compare with the release each node's config "
                                 "names")
 
+    power_cmd = command("power", "a host's power through its BMC (IPMI) or power_command",
+                        json_output)
+    power_cmd.add_argument("action", choices=["status", "on", "off", "cycle"])
+    power_cmd.add_argument("hosts", nargs="+", metavar="HOST", help="inventory host names")
+    power_cmd.add_argument("--inventory", type=Path, required=True, metavar="FILE")
+
     check_cmd = command("check", "will it run? libraries, interpreters, kernel and "
                         "modules of an image", mirror_options, quiet, json_output)
     check_cmd.add_argument("image", type=Path, help="a build directory or an initrd")

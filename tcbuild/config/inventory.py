@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import RecipeError, boundary
 from ..formats.tomlfile import CONTROL, control_characters, control_problem, key_path, read_toml
+from .bmc import BMC_KEYS, CLUSTER_BMC_KEYS, PowerAccess, cluster_defaults, read_power
 
 MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.IGNORECASE)
 LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
@@ -94,6 +95,7 @@ class Host:
     ip: IPv4Address
     second_ip: IPv4Address
     group: str | None
+    power: PowerAccess | None = None  # its BMC or power_command (config/bmc.py), if any
 
     def fqdn(self, domain: str) -> str:
         return self.fqdn_of(self.name, domain)
@@ -132,9 +134,9 @@ CLUSTER_KEYS = {
     "domain", "boot_server", "internal_subnet", "internal_router", "external_network",
     "external_gateway", "log_host", "nfs_server", "nfs_export", "nfs_mountpoint", "nfs_clients",
     "nfs_export_options", "tftp_root", "log_dir", "syslog_port", "game_log_tag", "boot_servers",
-    "http_url",
+    "http_url", *CLUSTER_BMC_KEYS,
 }
-HOST_KEYS = {"name", "mac", "ip", "second_ip", "group"}
+HOST_KEYS = {"name", "mac", "ip", "second_ip", "group", *BMC_KEYS}
 GROUP_KEYS = {"recipe", "append"}
 
 
@@ -161,7 +163,9 @@ class _Reader:
         self.unknown(data, "", {"cluster", "group", "host"})
         cluster = self.cluster(data.get("cluster"))
         groups = self.groups(data.get("group", {}))
-        hosts = self.hosts(data.get("host", []), cluster, groups)
+        table = data.get("cluster")
+        power = cluster_defaults(table if isinstance(table, dict) else {}, self.problem)
+        hosts = self.hosts(data.get("host", []), cluster, groups, power)
         if self.problems or cluster is None:
             raise RecipeError(self.problems or [f"{self.path}: cluster: missing table"])
         return Inventory(self.path, cluster, hosts, MappingProxyType(groups))
@@ -327,12 +331,14 @@ class _Reader:
         return groups
 
     def hosts(self, items: Any, cluster: Cluster | None,
-              groups: Mapping[str, Group]) -> tuple[Host, ...]:
+              groups: Mapping[str, Group], power: Mapping[str, tuple[Any, str]]
+              ) -> tuple[Host, ...]:
         if not isinstance(items, list):
             self.problem("host", "expected an array of tables ([[host]])")
             return ()
         hosts = []
-        seen: dict[str, dict[str, str]] = {"name": {}, "mac": {}, "ip": {}, "second_ip": {}}
+        seen: dict[str, dict[str, str]] = {"name": {}, "mac": {}, "ip": {}, "second_ip": {},
+                                           "bmc": {}}
         files: dict[str, tuple[str, str]] = {}  # log file (lower case) -> host, name
         for i, item in enumerate(items):
             where = f"host[{i}]."
@@ -366,8 +372,10 @@ class _Reader:
             if group is not None and group not in groups:
                 self.problem(f"{where}group", f"no group '{group}' (defined: "
                              f"{', '.join(sorted(groups)) or 'none'})")
+            access = read_power(item, where, power, self.path.parent, self.problem)
             keys = {"name": name.lower() if name else None, "mac": mac,
-                    "ip": str(ip) if ip else None, "second_ip": str(second) if second else None}
+                    "ip": str(ip) if ip else None, "second_ip": str(second) if second else None,
+                    "bmc": access.bmc.url if access and access.bmc else None}
             for key, unique in keys.items():
                 if unique is None:
                     continue
@@ -376,7 +384,7 @@ class _Reader:
                 else:
                     seen[key][unique] = f"host[{i}]"
             if name and mac and ip and second:
-                hosts.append(Host(name, mac, ip, second, group))
+                hosts.append(Host(name, mac, ip, second, group, access))
             if name:
                 self.log_files(f"host[{i}]", name, files)
         return tuple(hosts)

@@ -25,6 +25,7 @@ from ..config.inventory import Host, Inventory, load_inventory
 from ..config.recipe import Recipe
 from ..errors import InputError, TcbuildError, boundary
 from ..fleet import health, view
+from ..fleet.power import Action, power, targets
 from ..fleet.rollout import DEFAULT_WAVES, Power, describe, hosts_of, plan_waves
 from ..tftproot import releases as tftp
 from ..tftproot import rollout as record
@@ -55,34 +56,60 @@ class RolloutOutcome:
     rollout: Rollout | None
 
 
-def run_template(template: str, host: Host, **more: str) -> subprocess.CompletedProcess[str]:
-    """Run a command template (`{name}`, `{mac}`, `{ip}`, and `more`), each value quoted."""
-    values = {"name": host.name, "mac": host.mac, "ip": str(host.ip), **more}
+def run_template(template: str, host: Host, cwd: Path | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+    """Run a command template (`--drain-command`): its words split as a shell would, each
+    placeholder (`{name}`, `{mac}`, `{ip}`) filled, no shell; run in `cwd`."""
+    values = {"name": host.name, "mac": host.mac, "ip": str(host.ip)}
     try:
-        command = template.format_map({k: shlex.quote(v) for k, v in values.items()})
+        argv = [word.format_map(values) for word in shlex.split(template)]
     except (KeyError, IndexError, ValueError) as e:
-        raise InputError(f"command template {template!r}: {e!r} is not one of "
-                         f"{', '.join('{' + k + '}' for k in values)}") from None
-    return subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
+        raise InputError(f"--drain-command {template!r}: {e} is not one of {{name}}, {{mac}}, "
+                         "{ip}") from None
+    if not argv:
+        raise InputError("--drain-command: empty")
+    try:
+        return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise InputError(f"--drain-command {template!r}: cannot run {argv[0]!r} "
+                         f"({e.strerror or e})") from None
 
 
-def power_of(inventory: Inventory) -> Power | None:
-    """The power control of the inventory's hosts (None: none known, every host needs
-    --manual-reboot)."""
-    del inventory
-    return None
+class InventoryPower:
+    """The inventory's power control (`fleet.power`: each host's BMC or power_command)."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+
+    def missing(self, hosts: Sequence[Host]) -> list[str]:
+        """The hosts without a BMC or power_command; for the others, whatever keeps their
+        power out of reach (a password file others may read, ...) is bad input at once."""
+        missing = [h.name for h in hosts if h.power is None]
+        if not missing:
+            targets(self.inventory, [h.name for h in hosts])
+        return missing
+
+    def cycle(self, host: Host) -> None:
+        (result,) = power(self.inventory, [host.name], Action.CYCLE)
+        if not result.ok:
+            raise TcbuildError(f"power cycle failed: {result.line()}")
+
+
+def power_of(inventory: Inventory) -> Power:
+    """The power control of the inventory's hosts."""
+    return InventoryPower(inventory)
 
 
 @boundary
 def rollout(recipe: Recipe, roots: Sequence[Path], inventory: Inventory,
             build_options: BuildOptions | None = None, logs: Path | None = None,
-            options: RolloutOptions | None = None, power: Power | None = None,
+            options: RolloutOptions | None = None, control: Power | None = None,
             bootloader_dir: Path | None = None, dry_run: bool = False, wait: float = 30.0,
             say: Say = print) -> RolloutOutcome:
     """Build, stage and roll the recipe's release out in waves (see the module)."""
     options = options or RolloutOptions()
     roots = list(roots)
-    power = power if power is not None else power_of(inventory)
+    control = control if control is not None else power_of(inventory)
     record.refuse_unfinished(roots, "rollout")
     logs = logs if logs is not None else Path(inventory.cluster.log_dir)
     hosts = hosts_of(recipe.path, inventory)
@@ -90,7 +117,7 @@ def rollout(recipe: Recipe, roots: Sequence[Path], inventory: Inventory,
         raise InputError(f"{inventory.path}: no host boots {recipe.path}")
     waves = plan_waves(hosts, options.waves, options.canary)
     if not options.manual_reboot:
-        missing = (power.missing(hosts) if power is not None else [h.name for h in hosts])
+        missing = control.missing(hosts)
         if missing:
             raise InputError("\n".join(
                 f"{inventory.path}: host {name}: no bmc and no power_command to power-cycle it "
@@ -121,11 +148,11 @@ def rollout(recipe: Recipe, roots: Sequence[Path], inventory: Inventory,
          for h in hosts} | ({"default": plan.configs["default"]} if owns_default else {}),
         default_text, owns_default, str(recipe.path), str(inventory.path), str(logs),
         _options_json(options))
-    return Runner(roots, inventory, state, options, power, say, wait).run()
+    return Runner(roots, inventory, state, options, control, say, wait).run()
 
 
 @boundary
-def resume(roots: Sequence[Path], power: Power | None = None, abort: bool = False,
+def resume(roots: Sequence[Path], control: Power | None = None, abort: bool = False,
            say: Say = print, wait: float = 30.0, poll: float | None = None) -> RolloutOutcome:
     """Continue (or, `abort`, undo) the rollout recorded in the roots."""
     roots = list(roots)
@@ -142,14 +169,14 @@ def resume(roots: Sequence[Path], power: Power | None = None, abort: bool = Fals
     if poll is not None:
         options = replace(options, poll=poll)
     hosts = [h for h in inventory.hosts if h.name in state.hosts]
-    power = power if power is not None else power_of(inventory)
+    control = control if control is not None else power_of(inventory)
     if not options.manual_reboot:
-        missing = power.missing(hosts) if power is not None else [h.name for h in hosts]
+        missing = control.missing(hosts)
         if missing:
             raise InputError("\n".join(
                 f"{inventory.path}: host {name}: no bmc and no power_command to power-cycle it"
                 for name in missing))
-    runner = Runner(roots, inventory, state, options, power, say, wait)
+    runner = Runner(roots, inventory, state, options, control, say, wait)
     if abort:
         runner.state = replace(state, phase=Phase.REVERTING,
                                failure=(*state.failure, "aborted"))
@@ -168,6 +195,7 @@ class Runner:
         self.logs = Path(state.logs)
         self.game_tag = inventory.cluster.game_log_tag
         self.build_id = state.build_id
+        self.cwd = inventory.path.parent  # where commands run, as for power_command
 
     def save(self, state: Rollout) -> None:
         self.state = state
@@ -229,7 +257,12 @@ class Runner:
                     return [name]
                 self.save(self.state.host(name, state=moving[0]))
             at = time.time()  # lines the log host receives from now on count
-            self.cycle(self.hosts[name])
+            try:
+                self.cycle(self.hosts[name])
+            except TcbuildError as e:  # a BMC that does not answer: the wave fails
+                self.save(self.state.host(name, state=HostState.FAILED, cycled=at,
+                                          note=str(e)))
+                return [name]  # the hosts cycled before it are switched back with it
             self.save(self.state.host(name, cycled=at))
         return self.wait_for(todo, build_id, not back, done)
 
@@ -245,7 +278,7 @@ class Runner:
         deadline = time.monotonic() + self.options.drain_timeout
         assert self.options.drain_command is not None
         while True:
-            result = run_template(self.options.drain_command, host)
+            result = run_template(self.options.drain_command, host, self.cwd)
             if result.returncode == 0:
                 return True
             if time.monotonic() >= deadline:
