@@ -399,3 +399,46 @@ def test_a_damaged_record_is_one_line_and_refuses_publish(cluster: Cluster) -> N
     read = record.read(cluster.tftp)
     assert read is not None and read.text() == record.Rollout.parse(
         record.Fields.parse(read.text().decode(), "again")).text()  # a round trip
+
+
+def with_power_command(cluster: Cluster, bad: str = "-") -> None:
+    """Every host power-cycled through the inventory's `power_command`: a stand-in node."""
+    start = (f"import sys, runpy; sys.path.insert(0, {str(ROOT)!r}); sys.argv[0] = 'fakenode'; "
+             "runpy.run_module('tests.kit.fakenode', run_name='__main__')")
+    command = (f'{sys.executable} -c "{start}" {cluster.tftp} {cluster.logs} '
+               f"{cluster.inventory.path} {bad} {{action}} {{name}}")
+    text = cluster.inventory.path.read_text().replace(
+        "[cluster]\n", f"[cluster]\npower_command = '''{command}'''\n", 1)
+    cluster.inventory.path.write_text(text)
+    cluster.inventory = load_inventory(cluster.inventory.path)
+
+
+def test_the_command_rolls_out_through_power_command(cluster: Cluster) -> None:
+    with_power_command(cluster)
+    cluster.change_image()
+    done = rollout_cli(cluster, "--waves", "1,100%", "--healthy-for", "0.2", "--poll", "0.05",
+                       "--boot-timeout", "20")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "wave 1 of 2: server1"
+    assert done.stdout.splitlines()[-1].endswith("rolled out to 3 host(s)")
+    assert (cluster.logs / "power.log").read_text().splitlines() == [
+        "cycle server1", "cycle server2", "cycle server3"]
+    assert len(set(cluster.booted().values())) == 1
+    assert set(cluster.booted().values()) != {cluster.old}
+    verified(cluster.tftp)
+
+
+def test_the_command_names_a_failed_canary_and_exits_1(cluster: Cluster) -> None:
+    cluster.change_image("bad")
+    bad = build(cluster.recipe(), cluster.options()).build_id[:12]  # type: ignore[arg-type]
+    with_power_command(cluster, bad)
+    failed = rollout_cli(cluster, "--waves", "1,100%", "--healthy-for", "0.2", "--poll",
+                         "0.05", "--boot-timeout", "20", "--canary", "server3")
+    assert failed.returncode == 1
+    (line,) = failed.stderr.splitlines()
+    assert re.fullmatch(rf"rollout of \S+-{bad}: server3: an error since its boot; last boot "
+                        rf"\S+ build {bad}, last error master: fatal: cannot load libgame\.so",
+                        line), line
+    assert (cluster.logs / "power.log").read_text().splitlines() == [
+        "cycle server3", "cycle server3"]
+    assert set(cluster.booted().values()) == {cluster.old}

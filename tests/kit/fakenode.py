@@ -59,3 +59,26 @@ class FakeNodes:
             else:
                 f.write(line(ip, self.game_tag, "server started, 0 players"))
         return build
+
+
+def main(argv: list[str]) -> int:
+    """As a site's `power_command`: `fakenode.py TFTP LOGS INVENTORY BAD_BUILDS {action} {name}`
+    (BAD_BUILDS: comma-separated short build ids, or -)."""
+    from tcbuild.config.inventory import load_inventory
+
+    tftp, logs, inventory, bad, action, name = argv
+    nodes = FakeNodes(Path(tftp), Path(logs), [] if bad == "-" else bad.split(","))
+    host = next(h for h in load_inventory(inventory).hosts if h.name == name)
+    with (Path(logs) / "power.log").open("a") as f:
+        f.write(f"{action} {name}\n")
+    if action == "cycle":
+        nodes.boot(host)
+    elif action == "status":
+        print("on")
+    return 0
+
+
+if __name__ == "__main__":  # python -m tests.kit.fakenode, with the worktree first on the path
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
