@@ -113,7 +113,7 @@ def describe(waves: Sequence[Sequence[Host]], release: str, named: dict[str, str
         lines.append(f"wave {i}: {', '.join(h.name for h in wave)}")
         for host in wave:
             steps = [f"pxelinux.cfg/{mac_config_name(host.mac)} and its iPXE twin -> {release} "
-                     f"(was {named.get(host.name) or 'default'})"]
+                     f"(now {named.get(host.name) or 'no release'})"]
             if drain:
                 steps.append("drained")
             steps += [reboot, "waited for until healthy on the new build"]

@@ -122,22 +122,25 @@ def rollout(recipe: Recipe, roots: Sequence[Path], inventory: Inventory,
             raise InputError("\n".join(
                 f"{inventory.path}: host {name}: no bmc and no power_command to power-cycle it "
                 "(or give --manual-reboot)" for name in missing))
-    if not logs.is_dir():
+    if not logs.is_dir() and not dry_run:  # a dry run reads no log
         raise InputError(f"{logs}: no such log directory")
     plans = publish_all(recipe, roots, build_options, inventory, bootloader_dir=bootloader_dir,
                         dry_run=dry_run, wait=wait, switch=False, what="rollout")
     plan = plans[0]
     named = {h.name: _named(roots[0], h) for h in hosts}
-    owns_default = "default" in plan.configs or plan.unchanged
-    if dry_run:
-        return RolloutOutcome(plan.release_id, tuple(describe(
-            waves, plan.release_id, named, options.drain_command is not None,
-            options.manual_reboot, owns_default)), None)
+    owns_default = "default" in plan.configs
     if plan.unchanged:
         return RolloutOutcome(plan.release_id, (f"release {plan.release_id} is already "
                                                 "published and current: nothing to roll out",),
                               None)
+    if dry_run:
+        return RolloutOutcome(plan.release_id, tuple(describe(
+            waves, plan.release_id, named, options.drain_command is not None,
+            options.manual_reboot, owns_default)), None)
     default_text = _text(roots[0] / CONFIG_DIR / "default")
+    if default_text is None:
+        raise InputError(f"{roots[0] / CONFIG_DIR / 'default'}: missing; a tree's first release "
+                         "goes in with `tcbuild publish`")
     state = Rollout(
         plan.release_id, plan.release.build_id, tuple(tuple(h.name for h in w) for w in waves),
         {h.name: HostRecord(mac_config_name(h.mac), _text(roots[0] / CONFIG_DIR /
