@@ -112,6 +112,8 @@ ISO = ("iso", "{recipe}", "--mirror", "{mirror}", "--cache", "{cache}", "--bootl
        "{boot}")
 SERVER = ("server-config", "{inventory}", "--out", "{out}")
 POWER = ("power", "cycle", "server1", "--inventory", "{inventory}")
+ROLLOUT = ("rollout", "{recipe}", "--tftp", "{tftp}", "--inventory", "{inventory}", "--mirror",
+           "{mirror}", "--cache", "{cache}", "--bootloader-dir", "{boot}", "--manual-reboot")
 RCP = r"\S*recipes/gameserver\.toml"
 INV = r"\S*examples/cluster\.toml"
 
@@ -317,6 +319,14 @@ CASES = [
          rf"{INV}: no host 'server9' \(hosts: server1, server2\)"),
     Case("power without bmc", lambda s: None, POWER, 2,
          rf"{INV}: server1 has no bmc and no power_command \(add bmc = .*"),
+    # rollout
+    Case("rollout waves", lambda s: None, (*ROLLOUT, "--waves", "1,0"), 2,
+         r"--waves 1,0: '0' is out of range \(1\.\. hosts, or 1%\.\.100%\)"),
+    Case("rollout canary", lambda s: None, (*ROLLOUT, "--canary", "server9"), 2,
+         r"--canary server9: not one of the hosts this recipe boots \(server1, server2\)"),
+    Case("rollout resume without a record", lambda s: None,
+         ("rollout", "--resume", "--tftp", "{tftp}"), 2,
+         r"\S+/tftp/tcbuild/rollout\.json: no rollout recorded"),
     # TFTP roots
     Case("tftp root missing", lambda s: shutil.rmtree(s.root / "tftp"),
          PUBLISH, 2, r"\S+/tftp: the TFTP root does not exist"),
