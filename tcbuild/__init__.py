@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` loads eac
         StateError,
         TcbuildError,
     )
+    from .fleet.rollout import Power
     from .formats.compress import Compression
     from .formats.manifest import Listing, Manifest, diff, load_listing, read_manifest
     from .progress import Progress, ProgressBar
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` loads eac
     from .stages.files import check_server_config, lock, write_server_config
     from .stages.iso import IsoResult, build_iso
     from .stages.publish import publish
+    from .stages.rollout import RolloutOptions, RolloutOutcome, rollout
     from .tftproot.releases import Plan, Rollback, rollback
     from .tftproot.state import Release, current, releases, served
     from .tftproot.verify import verify
@@ -89,6 +91,8 @@ _MODULES = {  # the same names as above, by module
     "stages.files": ("check_server_config", "lock", "write_server_config"),
     "stages.iso": ("IsoResult", "build_iso"),
     "stages.publish": ("publish",),
+    "stages.rollout": ("RolloutOptions", "RolloutOutcome", "rollout"),
+    "fleet.rollout": ("Power",),
     "tftproot.releases": ("Plan", "Rollback", "rollback"),
     "tftproot.state": ("Release", "current", "releases", "served"),
     "tftproot.verify": ("verify",),
@@ -141,6 +145,7 @@ __all__ = [
     "Overlay",
     "Plan",
     "Policy",
+    "Power",
     "Progress",
     "ProgressBar",
     "Recipe",
@@ -149,6 +154,8 @@ __all__ = [
     "Request",
     "Resolution",
     "Rollback",
+    "RolloutOptions",
+    "RolloutOutcome",
     "StateError",
     "TcbuildError",
     "__version__",
@@ -176,6 +183,7 @@ __all__ = [
     "resolve",
     "retire",
     "rollback",
+    "rollout",
     "served",
     "server_files",
     "verify",

@@ -234,7 +234,7 @@ WHERE_THEY_WORK = {  # command -> (--quiet, --json)
     "rollback": (False, False), "verify": (False, True), "boot-test": (False, True),
     "doctor": (False, True), "server-config": (False, False), "fleet": (False, True),
     "check": (True, True), "power": (False, True), "enroll": (False, True),
-    "retire": (False, True),
+    "retire": (False, True), "rollout": (False, False),
 }
 
 

@@ -128,6 +128,8 @@ SERVER = ("server-config", "{inventory}", "--out", "{out}")
 POWER = ("power", "cycle", "server1", "--inventory", "{inventory}")
 ENROLL = ("enroll", "--inventory", "{inventory}")
 NEW = ("enroll", "52:54:00:00:00:0a", "--inventory", "{inventory}")
+ROLLOUT = ("rollout", "{recipe}", "--tftp", "{tftp}", "--inventory", "{inventory}", "--mirror",
+           "{mirror}", "--cache", "{cache}", "--bootloader-dir", "{boot}", "--manual-reboot")
 RCP = r"\S*recipes/gameserver\.toml"
 INV = r"\S*examples/cluster\.toml"
 
@@ -396,6 +398,14 @@ CASES = [
     Case("retire unknown host", lambda s: None,
          ("retire", "server9", "--inventory", "{inventory}"), 2,
          rf"{INV}: no host named 'server9' \(hosts: server1, server2\)"),
+    # rollout
+    Case("rollout waves", lambda s: None, (*ROLLOUT, "--waves", "1,0"), 2,
+         r"--waves 1,0: '0' is out of range \(1\.\. hosts, or 1%\.\.100%\)"),
+    Case("rollout canary", lambda s: None, (*ROLLOUT, "--canary", "server9"), 2,
+         r"--canary server9: not one of the hosts this recipe boots \(server1, server2\)"),
+    Case("rollout resume without a record", lambda s: None,
+         ("rollout", "--resume", "--tftp", "{tftp}"), 2,
+         r"\S+/tftp/tcbuild/rollout\.json: no rollout recorded"),
     # TFTP roots
     Case("tftp root missing", lambda s: shutil.rmtree(s.root / "tftp"),
          PUBLISH, 2, r"\S+/tftp: the TFTP root does not exist"),

@@ -20,7 +20,8 @@ import pytest
 from tcbuild.boot.bootfile import PXELINUX
 from tcbuild.bootserver.files import Dhcp, server_files
 from tcbuild.config.discovery import LEASE_SECONDS, parse_range
-from tcbuild.config.inventory import Host, Inventory, load_inventory
+from tcbuild.config.inventory import Host, Inventory
+from tcbuild.config.inventoryfile import load_inventory
 
 from .kit.dhcplab import (
     check_node,

@@ -10,7 +10,7 @@ from pathlib import Path
 from tcbuild.boot import ipxe
 from tcbuild.boot.pxelinux import parse
 from tcbuild.config.discovery import KERNEL_ARG
-from tcbuild.config.inventory import load_inventory
+from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.tftproot import releases as pub
 from tcbuild.tftproot.verify import verify
 

@@ -236,6 +236,38 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollout(args: argparse.Namespace) -> int:
+    from ..config.inventoryfile import load_inventory
+    from ..stages import rollout as rolling
+    from ..stages.build import BuildOptions
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    if args.resume or args.abort:
+        if args.recipe or args.inventory:
+            raise InputError("--resume and --abort read the recipe and the inventory from "
+                             "tcbuild/rollout.json: give neither")
+        outcome = rolling.resume(args.tftp, abort=args.abort, say=say, wait=args.wait)
+    else:
+        if args.recipe is None or args.inventory is None:
+            raise InputError("rollout: give RECIPE and --inventory (or --resume, --abort)")
+        recipe, fetch_options = _recipe_and_options(args)
+        inventory = load_inventory(args.inventory)
+        options = rolling.RolloutOptions(
+            waves=args.waves, canary=args.canary, healthy_for=args.healthy_for,
+            boot_timeout=args.boot_timeout, drain_command=args.drain_command,
+            drain_timeout=args.drain_timeout, keep_done=args.keep_done,
+            manual_reboot=args.manual_reboot, poll=args.poll)
+        outcome = rolling.rollout(
+            recipe, args.tftp, inventory, BuildOptions(out_dir=args.out, fetch=fetch_options),
+            args.logs, options, rolling.power_of(inventory), args.bootloader_dir, args.dry_run,
+            args.wait, say)
+    for line in outcome.lines:
+        print(line)
+    return 0
+
+
 def _releases(args: argparse.Namespace) -> int:
     from ..tftproot.state import served
 
@@ -335,14 +367,22 @@ def _server_config(args: argparse.Namespace) -> int:
 def _fleet(args: argparse.Namespace) -> int:
     from .. import fleet
     from ..fleet.discover import discovered
+    from ..fleet.rollout import fleet_lines, fleet_view
+    from ..tftproot.rollout import read
 
     nodes = fleet.survey(args.inventory, args.logs, args.tftp)
     new = discovered(args.inventory, args.logs, args.leases)
+    rolling = read(args.tftp) if args.tftp is not None else None
     if args.json:
-        print(json.dumps([*(n.as_json() for n in nodes), *(m.as_json() for m in new)],
-                         indent=1))
+        shown = fleet_view(rolling)["hosts"] if rolling else {}
+        print(json.dumps([*({**n.as_json(), **({"rollout": {
+            "release": rolling.release, "phase": str(rolling.phase), **shown[n.name]}}
+            if rolling and n.name in shown else {})} for n in nodes),
+            *(m.as_json() for m in new)], indent=1))
     else:
         for line in [*fleet.render(nodes), *(m.row() for m in new)]:
+            print(line)
+        for line in fleet_lines(rolling) if rolling else []:
             print(line)
     return 0
 
@@ -429,6 +469,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "iso": _iso,
     "inspect": _inspect,
     "publish": _publish,
+    "rollout": _rollout,
     "releases": _releases,
     "rollback": _rollback,
     "verify": _verify,

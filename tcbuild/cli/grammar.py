@@ -138,6 +138,48 @@ def parser() -> argparse.ArgumentParser:
     publish_cmd.add_argument("--wait", type=seconds, default=30.0, metavar="S",
                              help="how long to wait for another publish (default 30 s)")
 
+    rollout_cmd = command("rollout", "roll a new image out in waves, each proven healthy from "
+                          "the log host; a failed wave switched back", mirror_options, tftp_roots)
+    rollout_cmd.add_argument("recipe", type=Path, nargs="?",
+                             help="the recipe (not with --resume or --abort)")
+    rollout_cmd.add_argument("--inventory", type=Path, metavar="FILE",
+                             help="the hosts, their groups and the log directory")
+    rollout_cmd.add_argument("--logs", type=Path, metavar="DIR",
+                             help="the per-node log files (default: the inventory's log_dir)")
+    state = rollout_cmd.add_mutually_exclusive_group()
+    state.add_argument("--resume", action="store_true",
+                       help="continue the rollout recorded in the tree")
+    state.add_argument("--abort", action="store_true",
+                       help="undo the rollout recorded in the tree")
+    rollout_cmd.add_argument("--waves", default="1,25%,100%", metavar="LIST",
+                             help="cumulative wave sizes, counts or percentages "
+                                  "(default: 1,25%%,100%%)")
+    rollout_cmd.add_argument("--canary", metavar="HOST", help="the host of the first wave")
+    rollout_cmd.add_argument("--healthy-for", type=float, default=60.0, metavar="S",
+                             help="how long a host must stay healthy (default 60 s)")
+    rollout_cmd.add_argument("--boot-timeout", type=float, default=600.0, metavar="S",
+                             help="how long to wait for a host to be back and healthy "
+                                  "(default 600 s)")
+    rollout_cmd.add_argument("--drain-command", metavar="TEMPLATE",
+                             help="run before a host is power-cycled, retried until it exits 0 "
+                                  "({name}, {mac}, {ip})")
+    rollout_cmd.add_argument("--drain-timeout", type=float, default=600.0, metavar="S",
+                             help="how long to retry the drain command (default 600 s)")
+    rollout_cmd.add_argument("--keep-done", action="store_true",
+                             help="a failed wave reverts its own hosts only")
+    rollout_cmd.add_argument("--manual-reboot", action="store_true",
+                             help="print whom to reboot instead of power-cycling")
+    rollout_cmd.add_argument("--poll", type=float, default=2.0, metavar="S",
+                             help="seconds between looks at the logs (default 2)")
+    rollout_cmd.add_argument("--bootloader-dir", type=Path, metavar="DIR",
+                             help="where pxelinux.0 and ldlinux.c32 are (default: Debian's)")
+    rollout_cmd.add_argument("--out", type=Path, metavar="DIR",
+                             help="where the image is built (default: build/<recipe name>)")
+    rollout_cmd.add_argument("--dry-run", action="store_true",
+                             help="print the waves and each host's steps; change nothing")
+    rollout_cmd.add_argument("--wait", type=float, default=30.0, metavar="S",
+                             help="how long to wait for a publish holding the tree")
+
     command("releases", "list the releases of a TFTP root", tftp_root, json_output)
     rollback_cmd = command("rollback", "boot the previous (or a given) release",
                            tftp_roots)

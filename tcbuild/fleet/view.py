@@ -280,16 +280,34 @@ def read_node(logs: Path, host: Host) -> NodeLog:
     """The node's last line, boot and error from `<name>.log`, `<name>-err.log` and rotations,
     each line counted only if it came from the node's address."""
     latest = Latest()
+    for path, rank, errors in _node_files(logs, host):
+        scan(_lines(path), host.ip, rank, errors, latest)
+    return latest.node()
+
+
+def node_lines(logs: Path, host: Host) -> Iterator[tuple[Line, bool]]:
+    """Every line of the node's files (rotations too) that came from its address, with
+    whether it sits in the error file; file by file, in no particular order."""
+    for path, _, errors in _node_files(logs, host):
+        for text in _lines(path):
+            line = parse_line(text.rstrip("\r\n"))
+            if line is not None and line.source == host.ip:
+                yield line, errors
+
+
+def _node_files(logs: Path, host: Host) -> list[tuple[Path, tuple[int, int, str], bool]]:
+    """The node's log files and rotations: (path, rotation rank, is the error file)."""
     try:
         names = sorted(p.name for p in logs.iterdir())
     except OSError as e:
         raise InputError(f"{logs}: cannot list the log directory ({e.strerror or e})") from e
+    found = []
     for base, errors in zip(log_names(host.name), (False, True), strict=True):
         for file_name in names:
             rank = rotation_rank(base, file_name)
             if rank is not None:
-                scan(_lines(logs / file_name), host.ip, rank, errors, latest)
-    return latest.node()
+                found.append((logs / file_name, rank, errors))
+    return found
 
 
 def _lines(path: Path) -> Iterator[str]:

@@ -17,6 +17,7 @@ from ..config.recipe import Recipe
 from ..errors import InputError, TcbuildError, boundary
 from ..formats.newc import iter_initramfs
 from ..tftproot import releases as tftp
+from ..tftproot.rollout import refuse_unfinished
 from ..tftproot.state import check_wait, distinct_roots
 from .build import BuildOptions, build
 
@@ -45,8 +46,10 @@ def publish(recipe: Recipe, tftp_root: Path | Sequence[Path],
 def publish_all(recipe: Recipe, tftp_root: Path | Sequence[Path],
                 build_options: BuildOptions | None = None, inventory: Inventory | None = None,
                 keep: int = 5, bootloader_dir: Path | None = None, dry_run: bool = False,
-                wait: float = 30.0, force: bool = False) -> list[tftp.Plan]:
-    """`publish` into one or more TFTP roots; the plan of each root, in the order given."""
+                wait: float = 30.0, force: bool = False, switch: bool = True,
+                what: str = "publish") -> list[tftp.Plan]:
+    """`publish` into one or more TFTP roots; the plan of each root, in the order given.
+    `switch=False`: the release is written into every root, no config switched (a rollout)."""
     roots = distinct_roots([tftp_root] if isinstance(tftp_root, Path) else list(tftp_root))
     if not roots:
         raise InputError("publish: no TFTP root given")
@@ -54,6 +57,7 @@ def publish_all(recipe: Recipe, tftp_root: Path | Sequence[Path],
     for root in roots:
         if not root.is_dir():
             raise InputError(f"{root}: the TFTP root does not exist")
+    refuse_unfinished(roots, what)
     bootloader = tftp.find_bootloader(bootloader_dir)
     result = build(recipe, build_options)
     check_secrets(recipe, result.initrd)
@@ -71,14 +75,16 @@ def publish_all(recipe: Recipe, tftp_root: Path | Sequence[Path],
             for planned in plans:
                 tftp.write_release(planned)
             for planned in plans:
-                tftp.make_current(planned)
+                if switch:
+                    tftp.make_current(planned)
         except BaseException:
             for before in undo:
                 with contextlib.suppress(OSError):
                     before.restore()
             raise
         for planned in plans:
-            tftp.prune(planned)
+            if switch:
+                tftp.prune(planned)
     return plans
 
 
@@ -89,6 +95,7 @@ def rollback_all(roots: Sequence[Path], release: str | None = None, wait: float 
     must boot the same release now and have the same one to go back to, else none changes."""
     roots = distinct_roots(roots)
     check_wait(wait)
+    refuse_unfinished(roots, "rollback")
     if len(roots) == 1:
         return [tftp.rollback(roots[0], release, wait)]
     for root in roots:

@@ -467,3 +467,30 @@ def _mkdirs(path: Path, root: Path, owner: os.stat_result) -> None:
             continue
         parent.mkdir(mode=0o755)
         _own(parent, owner, 0o755)
+
+
+def put_configs(tftp: Path, texts: dict[str, str]) -> None:
+    """Write pxelinux configs (each text rendered by tcbuild, booting a release) with their
+    iPXE twins and histories, switched together (a rollout's per-MAC configs). Call with the
+    lock held."""
+    found = configs(tftp)
+    exists = {r.id for r in releases(tftp)}
+    changes = {}
+    for name, text in texts.items():
+        target = booting(parse(text, f"{CONFIG_DIR}/{name}"))
+        if target is None:
+            raise InputError(f"{CONFIG_DIR}/{name}: the new text boots no tcbuild release")
+        changes[name] = (text, _history(tftp, name, found.get(name), target, exists))
+    _switch_configs(tftp, changes, tftp.stat())
+
+
+def drop_configs(tftp: Path, names: list[str]) -> None:
+    """Remove per-MAC configs (and their iPXE twins): their hosts boot `default` again. The
+    twin goes first, then the config, each removal made durable. Call with the lock held."""
+    for name in names:
+        if name == "default":
+            raise InputError(f"{CONFIG_DIR}/default: never dropped")
+        for path in (tftp / ipxe.script_path(name), tftp / CONFIG_DIR / name):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                fsync_dir(path.parent)

@@ -22,6 +22,7 @@ from ..boot.pxelinux import CONFIG_DIR, PxeConfig, mac_config_name
 from ..config import discovery
 from ..config.inventory import Inventory
 from ..errors import InputError, StateError, boundary
+from . import rollout
 from .state import (
     BOOTLOADER,
     History,
@@ -107,6 +108,7 @@ def verify(tftp: Path, *, inventory: Inventory | None = None) -> list[str]:
             History.read(tftp, name)
         except StateError as e:
             problems.append(str(e))
+    problems += _check_rollout(tftp, known)
     named_by_configs = {label.kernel.lstrip("/") for c in found.values() for label in c.labels}
     named_by_configs |= {label.initrd.lstrip("/") for c in found.values() for label in c.labels}
     problems += _verify_ipxe(tftp, found, known, named_by_configs, blocked)
@@ -116,6 +118,19 @@ def verify(tftp: Path, *, inventory: Inventory | None = None) -> list[str]:
             if not target.is_relative_to(tftp.resolve()):
                 problems.append(f"{link}: symlink points outside the TFTP root ({target})")
     return problems
+
+
+def _check_rollout(tftp: Path, known: dict[str, Release]) -> list[str]:
+    """A rollout's record reads and, while unfinished, names a release that is there (per-MAC
+    configs booting another release than `default` are what a rollout is made of)."""
+    try:
+        found = rollout.read(tftp)
+    except StateError as e:
+        return [str(e)]
+    if found is None or found.phase.finished or found.release in known:
+        return []
+    return [f"{tftp / rollout.ROLLOUT}: the unfinished rollout's release {found.release} is "
+            "not in the tree"]
 
 
 def _check_bootloader(tftp: Path) -> list[str]:
