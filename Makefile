@@ -37,11 +37,12 @@ test: tools $(BIN)/tcbuild
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-# The same lint, and the tests that boot no VM, start no namespace and need no root (< 3 min).
+# The same lint, and the tests that boot no VM, start no namespace and need no root, on every
+# core (pytest-xdist; under 3 minutes here).
 test-quick: tools $(BIN)/tcbuild
 	$(BIN)/ruff check tcbuild tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -m "not qemu and not netns and not root"
+	$(BIN)/pytest -n auto -m "not qemu and not netns and not root"
 
 venv: $(BIN)/tcbuild
 
