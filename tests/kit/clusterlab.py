@@ -338,8 +338,7 @@ GAME_SERVER = """#!/bin/sh
 # The game server of the cluster test, run by the node's bootlocal.sh from the NFS share as
 # an unprivileged user. Like the seed's, it reports errors itself with logger at local0.
 echo "game server up as $(id -un) in $PWD"
-logger -t {tag} -p local0.err "{error}"
-n=0
+{error}n=0
 while :; do
     n=$((n + 1))
     echo "heartbeat $n"
@@ -348,12 +347,14 @@ done
 """
 
 
-def fill_share(share: Path, command: str, tag: str) -> Path:
-    """The share's game server program (world-readable: the export squashes root)."""
+def fill_share(share: Path, command: str, tag: str, error: str | None = GAME_ERROR) -> Path:
+    """The share's game server program (world-readable: the export squashes root); it logs
+    `error` once at its start (None: a healthy game server, no error)."""
     share.mkdir(mode=0o755, exist_ok=True)
     share.chmod(0o755)
     program = share / command
-    program.write_text(GAME_SERVER.format(tag=tag, error=GAME_ERROR))
+    said = f'logger -t {tag} -p local0.err "{error}"\n' if error else ""
+    program.write_text(GAME_SERVER.format(error=said))
     program.chmod(0o755)
     return program
 

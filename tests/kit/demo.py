@@ -6,7 +6,9 @@ loopback, then runs the operator's commands on the example recipe: build, publis
 build/tftpboot, verify. As root it then runs the seed's cluster in network namespaces
 (tests/kit/clusterlab.py): `tcbuild server-config` for the example inventory, the boot server's
 dhcpd, tftpd-hpa, rsyslogd and NFS-Ganesha, and both nodes PXE-booting under QEMU at once; it
-ends with the boot server's view of each node and `tcbuild fleet`. Not as root (namespaces need
+shows the boot server's view of each node and `tcbuild fleet`, then rolls a changed image out
+over both nodes with `tcbuild rollout` (each node power-cycled through its BMC, OpenIPMI's
+ipmi_sim: tests/kit/fleetlab.py) and shows `tcbuild fleet` again. Not as root (namespaces need
 it) one node PXE-boots under QEMU's own network (`tcbuild boot-test`) and its console is shown.
 Only Debian's package archive is used (once, for the kernel); everything else is local.
 
@@ -27,7 +29,8 @@ from pathlib import Path
 from tcbuild.config.inventoryfile import load_inventory
 
 from .bootkit import DEFAULT_KERNEL_CACHE, build_boot_mirror, debian_kernel
-from .clusterlab import Cluster, fill_share, with_log_dir
+from .clusterlab import Cluster, external_mac, fill_share
+from .fleetlab import FleetLab, lab_inventory
 from .mirrortree import MirrorServer
 from .netns import Lab
 
@@ -37,6 +40,7 @@ INVENTORY = "examples/cluster.toml"
 MARKER = "bootlocal: game-server node, build"
 SHOWN = ("tc-init:", "tc-ext:", "bootlocal:", "PXELINUX", "Loading tcbuild/")
 CLUSTER_TIMEOUT = 180.0  # seconds for both nodes to run their game servers
+ROLLOUT = ["--waves", "1,100%", "--healthy-for", "10", "--boot-timeout", "180", "--poll", "1"]
 
 
 def run(*args: str) -> None:
@@ -95,36 +99,72 @@ def single_node(work: Path, tftp: Path) -> None:
 
 
 def cluster(work: Path, tftp: Path) -> None:
-    """The boot server's daemons in namespaces, both nodes booting at once, then their view."""
-    logs, share, lab_dir = work / "remote", work / "share", work / "lab"
-    for directory in (logs, lab_dir):
+    """The boot server's daemons in namespaces, both nodes booting at once behind their BMCs,
+    their view, then a rollout of a changed image over both."""
+    logs, share, lab_dir, site = work / "remote", work / "share", work / "lab", work / "site"
+    for directory in (logs, lab_dir, site):
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
-    # The example inventory, but the log host writes under build/, not /var/log/remote.
-    inventory_file = with_log_dir(ROOT / INVENTORY, work / "cluster.toml", logs)
+    # The example inventory, but the log host writes under build/, and each node has a BMC.
+    inventory_file = work / "cluster.toml"
+    shutil.copyfile(ROOT / INVENTORY, inventory_file)
+    lab_inventory(inventory_file, logs, work / "bmc.pw")
     run("server-config", str(inventory_file), "--out", str(work / "server"))
     inventory = load_inventory(inventory_file)
-    fill_share(share, "master", inventory.cluster.game_log_tag)
+    fill_share(share, "master", inventory.cluster.game_log_tag, error=None)
     build_id = json.loads((work / "gameserver/build.json").read_text())["build_id"][:12]
     files = {p.name: p for p in (work / "server").iterdir()}
     print("\n== the cluster, in network namespaces: boot server 10.1.1.1 (dhcpd, tftpd-hpa, "
-          "rsyslogd, NFS-Ganesha), gateway, two nodes under QEMU", flush=True)
+          "rsyslogd, NFS-Ganesha), gateway, two nodes under QEMU, each behind its BMC "
+          "(ipmi_sim)", flush=True)
     with Lab(lab_dir) as lab:
         net = Cluster(lab, inventory, lab_dir, files, tftp, share, logs, build_id)
-        for start in (net.start_dhcpd, net.start_tftpd, net.start_rsyslogd, net.start_ganesha):
-            print(f"started {start().name}", flush=True)
-        for index, host in enumerate(inventory.hosts[:2]):
-            net.boot_node(host, index)
-            print(f"booting {host.name} (eth1 {host.mac} on the internal bridge, eth0 on the "
-                  f"external one), console in {net.nodes[host.name].console}", flush=True)
-        for host in inventory.hosts[:2]:
-            net.wait_log(f"{host.name}.log", "master: heartbeat 1", CLUSTER_TIMEOUT)
-        print("\n== the boot server's view")
-        for host in inventory.hosts[:2]:
-            print("\n".join(net.view(host)) + "\n")
-        run("fleet", "--inventory", str(inventory_file), "--logs", str(logs), "--tftp", str(tftp))
-    print("\nEvery daemon and QEMU stopped, every namespace deleted. The same cluster is the "
-          "test tests/test_cluster_e2e.py.\nAgainst the real mirror: make image")
+        fleet = FleetLab(net, site, inventory_file)
+        try:
+            for start in (net.start_dhcpd, net.start_tftpd, fleet.start_rsyslogd,
+                          net.start_ganesha):
+                print(f"started {start().name}", flush=True)
+            for host in inventory.hosts[:2]:
+                node = fleet.power_on(host.name, host.mac, external_mac(host))
+                print(f"booting {host.name} (eth1 {host.mac} on the internal bridge, eth0 on "
+                      f"the external one) through its BMC {node.url}, console in "
+                      f"{node.console}", flush=True)
+            for host in inventory.hosts[:2]:
+                net.wait_log(f"{host.name}.log", "master: heartbeat 1", CLUSTER_TIMEOUT)
+            print("\n== the boot server's view")
+            for host in inventory.hosts[:2]:
+                print("\n".join(net.view(host)) + "\n")
+            run("fleet", "--inventory", str(inventory_file), "--logs", str(logs), "--tftp",
+                str(tftp))
+            rollout(fleet, work, tftp)
+        finally:
+            fleet.close()
+    print("\nEvery daemon, BMC and QEMU stopped, every namespace deleted. The same cluster is "
+          "the test tests/test_cluster_e2e.py; the rollout and enrollment, "
+          "tests/test_fleet_e2e.py.\nAgainst the real mirror: make image")
+
+
+def rollout(fleet: FleetLab, work: Path, tftp: Path) -> None:
+    """A changed image (one more overlay file) rolled out: server1, then server2."""
+    site = fleet.site
+    for name in ("recipes", "overlays"):
+        shutil.copytree(ROOT / name, site / name)
+    (site / "examples").mkdir()
+    shutil.copyfile(fleet.inventory_file, site / INVENTORY)
+    note = site / "overlays/gameserver/usr/local/etc/release-note"
+    note.write_text("the demo's second release\n")
+    print(f"\n== a changed image: {note.relative_to(site)} added; rolled out in waves, each "
+          "node power-cycled through its BMC and proven healthy from the log host", flush=True)
+    with MirrorServer(work / "mirror") as mirror:
+        args = ["rollout", RECIPE, "--tftp", str(tftp), "--inventory", INVENTORY, "--mirror",
+                mirror.url, "--cache", str(work / "cache"), "--out", str(work / "gameserver"),
+                *ROLLOUT]
+        print(f"\n$ tcbuild {shlex.join(args)}", flush=True)
+        done = fleet.tcbuild(*args)
+        print(done.stdout + done.stderr, end="", flush=True)
+        if done.returncode != 0:
+            sys.exit(f"demo: `tcbuild rollout` failed (exit status {done.returncode})")
+    run("fleet", "--inventory", str(site / INVENTORY), "--tftp", str(tftp))
 
 
 if __name__ == "__main__":

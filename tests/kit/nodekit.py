@@ -7,10 +7,13 @@ came up (tests/test_pxe.py, tests/test_bootserver_e2e.py; the `node` fixture is 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 MARKER = "bootlocal: game-server node, build "
 CANARY = "52:54:00:12:34:57"  # server2 in examples/cluster.toml, group canary (loglevel=7)
@@ -20,7 +23,8 @@ BUILD_ID = re.compile(re.escape(MARKER) + r"([0-9a-f]+)")
 
 def tcbuild(node: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tcbuild", *args], cwd=node,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # this tree's tcbuild
 
 
 def publish(node: Path) -> str:
