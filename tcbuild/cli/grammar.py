@@ -264,12 +264,20 @@ def parser() -> argparse.ArgumentParser:
 
     enroll_cmd = command("enroll", "add a machine to the inventory (and the live configs)",
                          live, json_output)
-    enroll_cmd.add_argument("mac", help="the MAC of its PXE-booting NIC")
+    enroll_cmd.add_argument("mac", nargs="?", help="the MAC of its PXE-booting NIC")
+    enroll_cmd.add_argument("--all-new", action="store_true",
+                            help="every machine `tcbuild fleet` lists as new, in one write")
+    enroll_cmd.add_argument("--logs", type=Path, metavar="DIR",
+                            help="with --all-new: the log directory (default: the inventory's "
+                                 "log_dir)")
+    enroll_cmd.add_argument("--leases", type=Path, action="append", metavar="FILE",
+                            help="with --all-new: the DHCP server's lease file (repeatable; "
+                                 "default: Debian's places)")
     enroll_cmd.add_argument("--inventory", type=Path, required=True, metavar="FILE")
     enroll_cmd.add_argument("--name", help="its name (default: the next of name_pattern)")
     enroll_cmd.add_argument("--ip", help="its internal address (default: the next free one)")
     enroll_cmd.add_argument("--second-ip", help="its public address (default: the next free)")
-    enroll_cmd.add_argument("--group", help="its inventory group")
+    enroll_cmd.add_argument("--group", help="its inventory group (with --all-new: theirs)")
     enroll_cmd.add_argument("--bmc", help="its BMC, like ipmi://10.1.2.5")
     enroll_cmd.add_argument("--bmc-user", help="the BMC's user (default: [cluster]'s)")
     enroll_cmd.add_argument("--bmc-password-file", metavar="FILE",

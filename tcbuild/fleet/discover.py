@@ -79,7 +79,7 @@ class NewMachine:
     report: Report
 
     def as_json(self) -> dict[str, Any]:
-        """An element of `fleet --json`'s list, told from the hosts' by its state."""
+        """An element of `fleet --json`'s `new` list."""
         return {"name": None, "ip": self.address, "state": NEW, "mac": self.mac,
                 "first_seen": _iso(self.first_seen), "last_seen": _iso(self.last_seen),
                 "hardware": self.report.as_json()}

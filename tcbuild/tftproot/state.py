@@ -60,6 +60,12 @@ class Release:
     def size(self) -> int:
         return sum(f.size for f in self.files.values())
 
+    def as_json(self, configs: list[str]) -> dict[str, Any]:
+        """The release as `releases --json` and `fleet --json` show it, with the configs that
+        boot it."""
+        return {"id": self.id, "recipe": self.recipe, "time": self.time.isoformat(),
+                "size": self.size, "configs": configs}
+
     def text(self) -> bytes:
         return dumps({
             "id": self.id, "recipe": self.recipe, "name": self.name, "build_id": self.build_id,
