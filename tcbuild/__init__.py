@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` loads eac
     from .sources.inputs import FetchOptions, Input, Inputs, kernel_version
     from .sources.mirror import Policy
     from .stages.build import BuildOptions, BuildResult, build
-    from .stages.enroll import ApplyOptions, Changed, enroll, enroll_many, retire
+    from .stages.enroll import ApplyOptions, Changed, enroll, enroll_many, enroll_new, retire
     from .stages.files import check_server_config, lock, write_server_config
     from .stages.iso import IsoResult, build_iso
     from .stages.publish import publish
@@ -87,7 +87,7 @@ _MODULES = {  # the same names as above, by module
     "sources.inputs": ("FetchOptions", "Input", "Inputs", "kernel_version"),
     "sources.mirror": ("Policy",),
     "stages.build": ("BuildOptions", "BuildResult", "build"),
-    "stages.enroll": ("ApplyOptions", "Changed", "enroll", "enroll_many", "retire"),
+    "stages.enroll": ("ApplyOptions", "Changed", "enroll", "enroll_many", "enroll_new", "retire"),
     "stages.files": ("check_server_config", "lock", "write_server_config"),
     "stages.iso": ("IsoResult", "build_iso"),
     "stages.publish": ("publish",),
@@ -168,6 +168,7 @@ __all__ = [
     "diff",
     "enroll",
     "enroll_many",
+    "enroll_new",
     "fetch",
     "kernel_version",
     "load_inventory",

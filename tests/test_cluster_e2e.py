@@ -126,7 +126,7 @@ def test_two_nodes_boot_mount_and_run_the_game_server(cluster: Cluster) -> None:
     assert done.returncode == 0, done.stderr
     (release,) = releases(cluster.tftp)
     game = cluster.inventory.cluster.game_log_tag
-    view = {n["name"]: n for n in json.loads(done.stdout)}
+    view = {n["name"]: n for n in json.loads(done.stdout)["hosts"]}
     for host in hosts:
         node = view[host.name]
         assert (node["state"], node["build"], node["release"]) == (

@@ -252,7 +252,7 @@ def test_live_syslog(tmp_path: Path, lab: Lab, inventory: Inventory) -> None:
         return done.stdout
 
     before = view()
-    assert json.loads(before)[0]["name"] == one
+    assert json.loads(before)["hosts"][0]["name"] == one
     spoofed = [f"game-server node, build 222222222222, release spoofed-{os.getpid()}",
                f"planted error ({os.getpid()})"]
     datagram(f"<133>Nov 30 09:00:00 {one} bootlocal: {spoofed[0]}, kernel 6.1.0")

@@ -249,10 +249,10 @@ def test_fleet_lists_new_machines(tmp_path: Path) -> None:
         f"2026-12-07T10:00:00Z  2 cpu QEMU CPU; eth0 {MAC1} up; no disk; build 0123456789ab")
     done = subprocess.run([sys.executable, "-m", "tcbuild", *map(str, args), "--json"],
                           env=env, capture_output=True, text=True, timeout=60)
-    entries = json.loads(done.stdout)
-    assert [e["state"] for e in entries] == ["never seen", "never seen", "new"]
-    assert entries[-1] == {
+    shown = json.loads(done.stdout)
+    assert [e["state"] for e in shown["hosts"]] == ["never seen", "never seen"]
+    assert shown["new"] == [{
         "name": None, "ip": "10.1.1.210", "state": "new", "mac": MAC1,
         "first_seen": "2026-12-07T10:00:00Z", "last_seen": "2026-12-07T10:00:00Z",
         "hardware": {"build": "0123456789ab", "cpus": "2", "cpu": "QEMU CPU",
-                     "nics": [{"name": "eth0", "mac": MAC1, "state": "up"}], "disks": []}}
+                     "nics": [{"name": "eth0", "mac": MAC1, "state": "up"}], "disks": []}}]

@@ -15,7 +15,8 @@ import pytest
 
 from tcbuild.bootserver.apply import Installed
 from tcbuild.bootserver.files import Dhcp, server_files
-from tcbuild.config.allocate import Allocator, Request, discovery_range, plan_hosts
+from tcbuild.config.allocate import Allocator, Request, plan_hosts
+from tcbuild.config.discovery import parse_range
 from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.errors import InputError, TcbuildError
 from tcbuild.stages.enroll import ApplyOptions, enroll, enroll_many, retire
@@ -70,14 +71,16 @@ def test_allocation_skips_what_is_not_free() -> None:
                                       mac=f"52:54:00:00:01:{i:02x}", ip=IPv4Address(f"10.1.1.{i}"),
                                       second_ip=IPv4Address(f"172.16.2.{i}"))
                   for i in (5, 199))
+    discovery, _ = parse_range("10.1.1.200-10.1.1.250", c.internal_subnet, [])
     crowded = dataclasses.replace(inventory, hosts=hosts, cluster=dataclasses.replace(
-        c, internal_router=IPv4Address("10.1.1.254")))
-    raw = {"discovery": "10.1.1.200-10.1.1.250"}
-    found = [str(h.ip) for h in plan_hosts(crowded, raw, [Request(f"52:54:00:00:02:0{i}")
-                                                          for i in range(4)])]
+        c, internal_router=IPv4Address("10.1.1.254"), discovery=discovery))
+    found = [str(h.ip) for h in plan_hosts(crowded, {}, [Request(f"52:54:00:00:02:0{i}")
+                                                         for i in range(4)])]
     # .251 .252 .253, then (the router, broadcast) back to the first gap: .2 (.1 is the boot server)
     assert found == ["10.1.1.251", "10.1.1.252", "10.1.1.253", "10.1.1.2"]
-    assert discovery_range("10.1.1.250-10.1.1.200", c.internal_subnet) is None
+    with pytest.raises(InputError, match=r"^ip 10\.1\.1\.210: inside the discovery range "
+                                         r"10\.1\.1\.200-10\.1\.1\.250$"):
+        plan_hosts(crowded, {}, [Request("52:54:00:00:02:09", ip="10.1.1.210")])
 
 
 def test_a_full_network_and_taken_values_are_bad_input() -> None:
@@ -94,6 +97,9 @@ def test_a_full_network_and_taken_values_are_bad_input() -> None:
             (Request("01:00:5e:00:00:01"), "01:00:5e:00:00:01 is a multicast address"),
             (Request("52:54:00:12:34:56"), "MAC 52:54:00:12:34:56 is already host server1's"),
             (Request("52:54:00:00:00:09", name="SERVER1"), "name SERVER1 is already taken"),
+            (Request("52:54:00:00:00:09", name="game_1"),  # the inventory's own rule and words
+             "name 'game_1' is not a valid host name (a DNS label: letters, digits and inner "
+             "hyphens, at most 63)"),
             (Request("52:54:00:00:00:09", ip="10.1.1.6"), "ip 10.1.1.6: already used by host "
                                                           "server2"),
             (Request("52:54:00:00:00:09", ip="10.1.1.1"), "ip 10.1.1.1: already used by a "

@@ -192,7 +192,15 @@ def test_fleet_json(fleet_site: tuple[Path, Path, Path]) -> None:
     inventory, logs, tftp = fleet_site
     done = tcbuild("fleet", "--inventory", inventory, "--logs", logs, "--tftp", tftp, "--json")
     assert done.returncode == 0, done.stderr
-    nodes = {n["name"]: n for n in json.loads(done.stdout)}
+    shown = json.loads(done.stdout)  # one object (it was a bare array of hosts and new ones)
+    assert list(shown) == ["hosts", "new", "releases", "rollout"]
+    assert (shown["new"], shown["rollout"]) == ([], None)  # no discovery range, no rollout
+    assert [(r["id"], r["configs"]) for r in shown["releases"]] == [
+        (OLD, []), (NEW, ["01-52-54-00-12-34-57", "default"])]
+    assert shown["releases"][0] == {"id": OLD, "recipe": "recipes/gameserver.toml",
+                                    "time": "2026-11-29T08:00:00+00:00", "size": 0,
+                                    "configs": []}
+    nodes = {n["name"]: n for n in shown["hosts"]}
     assert [n["state"] for n in nodes.values()] == ["current", "stale", "never seen", "current"]
     two = nodes["server2"]
     assert two == {
@@ -212,8 +220,9 @@ def test_fleet_json(fleet_site: tuple[Path, Path, Path]) -> None:
 def test_without_tftp_and_with_a_foreign_config(fleet_site: tuple[Path, Path, Path]) -> None:
     inventory, logs, tftp = fleet_site
     done = tcbuild("fleet", "--inventory", inventory, "--logs", logs, "--json")
-    states = [n["state"] for n in json.loads(done.stdout)]
-    assert states == ["unknown", "unknown", "never seen", "unknown"]
+    shown = json.loads(done.stdout)
+    assert [n["state"] for n in shown["hosts"]] == ["unknown", "unknown", "never seen", "unknown"]
+    assert shown["releases"] == [] and shown["rollout"] is None  # no tree given
     # A config tcbuild did not write: its release is unknown, and so is the node's state.
     (tftp / CONFIG_DIR / "default").write_text("MENU TITLE hand-made\n")
     done = tcbuild("fleet", "--inventory", inventory, "--logs", logs, "--tftp", tftp)
@@ -317,7 +326,7 @@ def test_fleet_reads_what_rsyslogd_wrote(tmp_path: Path, lab: Lab) -> None:
     done = tcbuild("fleet", "--inventory", inventory_file, "--tftp", tftp, "--json")
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    nodes = {n["name"]: n for n in json.loads(done.stdout)}
+    nodes = {n["name"]: n for n in json.loads(done.stdout)["hosts"]}
     assert [(n["state"], n["release"]) for n in nodes.values()] == [
         ("current", NEW), ("stale", OLD), ("never seen", None)]
     one = nodes["server1"]

@@ -44,7 +44,7 @@ def fleet(tmp_path: Path, server1: bytes, server1_err: bytes = b"") -> dict[str,
     tftp = tftp_tree(tmp_path / "tftp", NEW, {})
     done = tcbuild("fleet", "--inventory", inventory, "--logs", logs, "--tftp", tftp, "--json")
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
-    view = {n["name"]: n for n in json.loads(done.stdout)}
+    view = {n["name"]: n for n in json.loads(done.stdout)["hosts"]}
     assert (view["server2"]["state"], view["server2"]["release"]) == ("stale", OLD)
     return view
 

@@ -21,6 +21,7 @@ from tcbuild.fleet.httptree import TreeServer
 from tcbuild.sources.fetch import FetchOptions
 from tcbuild.stages.build import BuildOptions, build
 from tcbuild.tftproot import releases as pub
+from tcbuild.tftproot import writing
 
 CONFIG = PxeConfig("tinycore", (
     Label("tinycore", "tcbuild/releases/R1/vmlinuz64", "tcbuild/releases/R1/core.hts.gz",
@@ -104,7 +105,7 @@ def publish(site: Path, now: float, motd: str | None = None) -> pub.Plan:
     plan = pub.plan(recipe, result.kernel, result.initrd, result.build_id, site / "tftp",
                     load_inventory(site / "examples/cluster.toml"),
                     bootloader=pub.find_bootloader(site / "bootloader"), now=now)
-    with pub.locked(site / "tftp"):
+    with writing.locked(site / "tftp"):
         pub.execute(plan)
     return plan
 

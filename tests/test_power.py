@@ -19,17 +19,9 @@ from tcbuild.fleet.power import Action, power
 
 from .kit.bmcsim import PASSWORD, USER, SimBmc, free_port
 from .kit.requires import require_tool
+from .test_inventory import CLUSTER
 
 ROOT = Path(__file__).resolve().parent.parent
-CLUSTER = """
-[cluster]
-boot_server = "10.1.1.1"
-internal_subnet = "10.1.1.0/24"
-internal_router = "10.1.1.1"
-external_network = "172.16.0.0/16"
-external_gateway = "172.16.1.1"
-nfs_export = "/srv/gameserver"
-"""
 
 
 def host(n: int, extra: str = "") -> str:

@@ -23,6 +23,7 @@ from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.sources.fetch import FetchOptions
 from tcbuild.stages.build import BuildOptions, BuildResult, build
 from tcbuild.tftproot import releases as pub
+from tcbuild.tftproot import writing
 from tcbuild.tftproot.verify import verify_all
 
 from .conftest import verified
@@ -46,7 +47,7 @@ def publish_at(site: Path, now: float, inventory: bool = False, keep: int = 5,
     plan = pub.plan(loaded, result.kernel, result.initrd, result.build_id,  # type: ignore[arg-type]
                         site / "tftp", inv, keep, pub.find_bootloader(site / "bootloader"),
                         now=now)
-    with pub.locked(site / "tftp"):
+    with writing.locked(site / "tftp"):
         pub.execute(plan)
     verified(site / "tftp")
     return plan
@@ -208,10 +209,10 @@ def test_dry_run_lock_and_missing_bootloader_change_nothing(site: Path, mirror: 
     assert dry.stdout.splitlines()[0].startswith("new release tcbuild/releases/")
     assert "pxelinux.cfg/default: replace" in dry.stdout
     assert tree(tftp) == before
-    with pub.locked(tftp):
+    with writing.locked(tftp):
         busy = tcbuild(*args, "--wait", "0.3", cwd=site)
     assert busy.returncode == 1
-    assert busy.stderr == f"{tftp / pub.LOCK}: another publish is running (waited 0 s)\n"
+    assert busy.stderr == f"{tftp / writing.LOCK}: another publish is running (waited 0 s)\n"
     assert tree(tftp) == before
     (site / "bootloader/ldlinux.c32").unlink()
     missing = tcbuild(*args, cwd=site)

@@ -161,8 +161,11 @@ def test_a_good_release_reaches_every_host_wave_by_wave(cluster: Cluster) -> Non
     shown = tcbuild("fleet", "--inventory", cluster.inventory.path, "--logs", cluster.logs,
                     "--tftp", cluster.tftp, "--json")
     assert shown.returncode == 0, shown.stderr
-    assert [(n["state"], n["rollout"]["state"]) for n in json.loads(shown.stdout)] == [
+    view = json.loads(shown.stdout)
+    assert [(n["state"], n["rollout"]["state"]) for n in view["hosts"]] == [
         ("current", "healthy")] * 3
+    assert (view["rollout"]["phase"], view["rollout"]["release"]) == ("done", state.release)
+    assert [r["id"] for r in view["releases"] if "default" in r["configs"]] == [state.release]
 
 
 def test_a_bad_canary_is_reverted_and_nobody_else_rebooted(cluster: Cluster) -> None:

@@ -29,6 +29,7 @@ from tcbuild.sources.fetch import FetchOptions
 from tcbuild.stages.build import BuildOptions
 from tcbuild.stages.publish import publish
 from tcbuild.tftproot import releases as pub
+from tcbuild.tftproot import writing
 from tcbuild.tftproot.state import (
     BOOTLOADER,
     History,
@@ -216,7 +217,7 @@ def test_a_bootloader_switch_killed_midway_is_found_and_mended(site: Path) -> No
     assert pub.verify(tftp) == [
         f"{tftp}/ldlinux.c32: not the ldlinux.c32 of the bootloader set installed with the "
         "others (recorded in tcbuild/bootloader.json)"]
-    pub.install_bootloader(tftp, pub.find_bootloader(newer), tftp.stat())
+    writing.install_bootloader(tftp, pub.find_bootloader(newer), tftp.stat())
     assert pub.verify(tftp) == [] and read_bootsets(tftp) == [new]
 
 

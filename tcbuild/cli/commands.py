@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError, TcbuildError
 from ..progress import ProgressBar, format_size
-from . import grammar
+from . import grammar, operate
 
 if TYPE_CHECKING:
     from ..config.recipe import Recipe
     from ..sources.inputs import FetchOptions
-    from ..stages.enroll import ApplyOptions, Changed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,8 +272,7 @@ def _releases(args: argparse.Namespace) -> int:
 
     found = served(args.tftp)
     if args.json:
-        print(json.dumps([{"id": r.id, "recipe": r.recipe, "time": r.time.isoformat(),
-                           "size": r.size, "configs": configs} for r, configs in found], indent=1))
+        print(json.dumps([r.as_json(configs) for r, configs in found], indent=1))
         return 0
     for r, configs in found:
         marker = f"  current: {', '.join(configs)}" if configs else ""
@@ -364,103 +362,6 @@ def _server_config(args: argparse.Namespace) -> int:
     return 1 if differ else 0
 
 
-def _fleet(args: argparse.Namespace) -> int:
-    from .. import fleet
-    from ..fleet.discover import discovered
-    from ..fleet.rollout import fleet_lines, fleet_view
-    from ..tftproot.rollout import read
-
-    nodes = fleet.survey(args.inventory, args.logs, args.tftp)
-    new = discovered(args.inventory, args.logs, args.leases)
-    rolling = read(args.tftp) if args.tftp is not None else None
-    if args.json:
-        shown = fleet_view(rolling)["hosts"] if rolling else {}
-        print(json.dumps([*({**n.as_json(), **({"rollout": {
-            "release": rolling.release, "phase": str(rolling.phase), **shown[n.name]}}
-            if rolling and n.name in shown else {})} for n in nodes),
-            *(m.as_json() for m in new)], indent=1))
-    else:
-        for line in [*fleet.render(nodes), *(m.row() for m in new)]:
-            print(line)
-        for line in fleet_lines(rolling) if rolling else []:
-            print(line)
-    return 0
-
-
-def _power(args: argparse.Namespace) -> int:
-    from ..config.inventoryfile import load_inventory
-    from ..fleet.power import power
-
-    results = power(load_inventory(args.inventory), args.hosts, args.action)
-    if args.json:
-        print(json.dumps([r.as_json() for r in results], indent=1))
-    else:
-        for result in results:
-            print(result.line(), file=sys.stdout if result.ok else sys.stderr)
-    return 0 if all(r.ok for r in results) else 1
-
-
-def _apply_options(args: argparse.Namespace) -> ApplyOptions | None:
-    import shlex
-
-    from ..bootserver.apply import Installed
-    from ..bootserver.files import Dhcp
-    from ..stages.enroll import ApplyOptions
-
-    if args.apply is None:
-        return None
-    given = {key: getattr(args, key) for key in (
-        "kea_conf", "kea_socket", "kea_leases", "dnsmasq_hosts", "dnsmasq_opts", "dnsmasq_pid",
-        "dhcpd_conf", "rsyslog_conf") if getattr(args, key) is not None}
-    for key in ("dhcpd_restart", "rsyslog_restart"):
-        command = getattr(args, key)
-        if command is not None:
-            try:
-                given[key] = tuple(shlex.split(command))
-            except ValueError as e:
-                raise InputError(f"--{key.replace('_', '-')}: {e}") from e
-            if not given[key]:
-                raise InputError(f"--{key.replace('_', '-')}: empty command")
-    return ApplyOptions(Dhcp(args.apply), Installed(**given), not args.no_rsyslog,
-                        args.kea_standby)
-
-
-def _changed(args: argparse.Namespace, changed: Changed, verb: str) -> int:
-    if args.json:
-        print(json.dumps(changed.as_json(), indent=1))
-        return 0
-    for host in changed.hosts:
-        print(f"{changed.inventory}: {verb} {host.name} ({host.mac}, {host.ip}, "
-              f"{host.second_ip})")
-    for name in changed.applied:
-        print(f"  {name}: new config live")
-    for path in changed.configs:
-        print(f"  {path}")
-    for line in changed.power:
-        print(f"  {line}")
-    return 0
-
-
-def _enroll(args: argparse.Namespace) -> int:
-    from ..stages.enroll import enroll
-
-    extra = {key: value for key, value in (
-        ("bmc", args.bmc), ("bmc_user", args.bmc_user),
-        ("bmc_password_file", args.bmc_password_file)) if value is not None}
-    changed = enroll(args.inventory, args.mac, name=args.name, ip=args.ip,
-                     second_ip=args.second_ip, group=args.group, extra=extra, tftp=args.tftp,
-                     apply_options=_apply_options(args), power_cycle=not args.no_power)
-    return _changed(args, changed, "enrolled")
-
-
-def _retire(args: argparse.Namespace) -> int:
-    from ..stages.enroll import retire
-
-    changed = retire(args.inventory, args.name, tftp=args.tftp,
-                     apply_options=_apply_options(args))
-    return _changed(args, changed, "retired")
-
-
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "deps": _deps,
     "fetch": _fetch,
@@ -476,10 +377,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "boot-test": _boot_test,
     "doctor": _doctor,
     "server-config": _server_config,
-    "fleet": _fleet,
-    "power": _power,
-    "enroll": _enroll,
-    "retire": _retire,
+    "fleet": operate.fleet,
+    "power": operate.power,
+    "enroll": operate.enroll,
+    "retire": operate.retire,
     "check": _check,
     "diff": _diff,
 }

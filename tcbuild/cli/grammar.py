@@ -122,24 +122,28 @@ def parser() -> argparse.ArgumentParser:
     inspect = command("inspect", "list an image's entries with provenance", json_output)
     inspect.add_argument("image", type=Path, help="a build directory or an initramfs file")
 
+    releasing = Parser(add_help=False)  # publish's and rollout's: a release into the tree
+    releasing.add_argument("--bootloader-dir", type=Path, metavar="DIR",
+                           help="where pxelinux.0 and ldlinux.c32 are (default: Debian's)")
+    releasing.add_argument("--out", type=Path, metavar="DIR",
+                           help="where the image is built (default: build/<recipe name>)")
+    releasing.add_argument("--wait", type=seconds, default=30.0, metavar="S",
+                           help="how long to wait for another publish holding the tree "
+                                "(default 30 s)")
+
     publish_cmd = command("publish", "build and publish into a TFTP root, atomically",
-                          *recipe_json, tftp_roots, quiet)
+                          *recipe_json, tftp_roots, quiet, releasing)
     publish_cmd.add_argument("--inventory", type=Path, metavar="FILE",
                              help="hosts whose group boots another recipe or boot line")
     publish_cmd.add_argument("--keep", type=int, default=5, metavar="N",
                              help="releases to keep (never the current or previous one)")
-    publish_cmd.add_argument("--bootloader-dir", type=Path, metavar="DIR",
-                             help="where pxelinux.0 and ldlinux.c32 are (default: Debian's)")
-    publish_cmd.add_argument("--out", type=Path, metavar="DIR",
-                             help="where the image is built (default: build/<recipe name>)")
     publish_cmd.add_argument("--dry-run", action="store_true", help="show what would change")
     publish_cmd.add_argument("--force", action="store_true",
                              help="a new release even if the tree already serves this build")
-    publish_cmd.add_argument("--wait", type=seconds, default=30.0, metavar="S",
-                             help="how long to wait for another publish (default 30 s)")
 
     rollout_cmd = command("rollout", "roll a new image out in waves, each proven healthy from "
-                          "the log host; a failed wave switched back", mirror_options, tftp_roots)
+                          "the log host; a failed wave switched back", mirror_options, tftp_roots,
+                          releasing)
     rollout_cmd.add_argument("recipe", type=Path, nargs="?",
                              help="the recipe (not with --resume or --abort)")
     rollout_cmd.add_argument("--inventory", type=Path, metavar="FILE",
@@ -171,14 +175,8 @@ def parser() -> argparse.ArgumentParser:
                              help="print whom to reboot instead of power-cycling")
     rollout_cmd.add_argument("--poll", type=float, default=2.0, metavar="S",
                              help="seconds between looks at the logs (default 2)")
-    rollout_cmd.add_argument("--bootloader-dir", type=Path, metavar="DIR",
-                             help="where pxelinux.0 and ldlinux.c32 are (default: Debian's)")
-    rollout_cmd.add_argument("--out", type=Path, metavar="DIR",
-                             help="where the image is built (default: build/<recipe name>)")
     rollout_cmd.add_argument("--dry-run", action="store_true",
                              help="print the waves and each host's steps; change nothing")
-    rollout_cmd.add_argument("--wait", type=float, default=30.0, metavar="S",
-                             help="how long to wait for a publish holding the tree")
 
     command("releases", "list the releases of a TFTP root", tftp_root, json_output)
     rollback_cmd = command("rollback", "boot the previous (or a given) release",
@@ -216,18 +214,20 @@ def parser() -> argparse.ArgumentParser:
     server.add_argument("--dhcp", action="append", choices=[d.value for d in Dhcp],
                         help="the DHCP server to write configs for (repeatable; default: all)")
 
+    seen = Parser(add_help=False)  # where fleet (and enroll --all-new) read what nodes did
+    seen.add_argument("--logs", type=Path, metavar="DIR",
+                      help="the log host's files (default: the inventory's log_dir)")
+    seen.add_argument("--leases", type=Path, action="append", metavar="FILE",
+                      help="the DHCP server's lease file (dhcpd.leases or Kea's memfile; "
+                           "repeatable; default: Debian's places): a new machine counts when "
+                           "it bears out its report")
+
     fleet_cmd = command("fleet", "which build and release each node booted, from the "
-                        "log host's files", json_output)
+                        "log host's files", json_output, seen)
     fleet_cmd.add_argument("--inventory", type=Path, required=True, metavar="FILE")
-    fleet_cmd.add_argument("--logs", type=Path, metavar="DIR",
-                           help="the per-node log files (default: the inventory's log_dir)")
     fleet_cmd.add_argument("--tftp", type=Path, metavar="DIR",
                            help="the TFTP root: compare with the release each node's config "
                                 "names")
-    fleet_cmd.add_argument("--leases", type=Path, action="append", metavar="FILE",
-                           help="the DHCP server's lease file (dhcpd.leases or Kea's memfile; "
-                                "repeatable; default: Debian's places): new machines are "
-                                "listed when it bears out their reports")
 
     power_cmd = command("power", "a host's power through its BMC (IPMI) or power_command",
                         json_output)
@@ -263,13 +263,16 @@ def parser() -> argparse.ArgumentParser:
                              "(repeatable)")
 
     enroll_cmd = command("enroll", "add a machine to the inventory (and the live configs)",
-                         live, json_output)
-    enroll_cmd.add_argument("mac", help="the MAC of its PXE-booting NIC")
+                         live, json_output, seen)
+    enroll_cmd.add_argument("mac", nargs="?", help="the MAC of its PXE-booting NIC")
+    enroll_cmd.add_argument("--all-new", action="store_true",
+                            help="every machine `tcbuild fleet` lists as new, in one write "
+                                 "(read with --logs and --leases, as fleet reads them)")
     enroll_cmd.add_argument("--inventory", type=Path, required=True, metavar="FILE")
     enroll_cmd.add_argument("--name", help="its name (default: the next of name_pattern)")
     enroll_cmd.add_argument("--ip", help="its internal address (default: the next free one)")
     enroll_cmd.add_argument("--second-ip", help="its public address (default: the next free)")
-    enroll_cmd.add_argument("--group", help="its inventory group")
+    enroll_cmd.add_argument("--group", help="its inventory group (with --all-new: theirs)")
     enroll_cmd.add_argument("--bmc", help="its BMC, like ipmi://10.1.2.5")
     enroll_cmd.add_argument("--bmc-user", help="the BMC's user (default: [cluster]'s)")
     enroll_cmd.add_argument("--bmc-password-file", metavar="FILE",

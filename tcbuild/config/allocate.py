@@ -4,8 +4,8 @@ A name comes from `[cluster] name_pattern` ("server{n}" by default): the next nu
 highest one a host's name already has. An address is the next free one after the highest a host
 already has in its network (the internal subnet, the external network), never the network or
 broadcast address, the router, a boot server, the external gateway, an address in use, or the
-discovery range (`[cluster] discovery = "A-B"`, read here from the raw value). Wanting more
-than the network holds is bad input: one line, nothing written.
+discovery range (`Cluster.discovery`). Wanting more than the network holds is bad input: one
+line, nothing written. The MAC and name rules are the inventory's (`values`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import InputError
 from .inventory import Host, Inventory
-from .values import LABEL, mac_problem
+from .values import mac_problem, name_problem, normal_mac
 
 DEFAULT_PATTERN = "server{n}"
 
@@ -57,33 +57,19 @@ class NewHost:
         return self.table()
 
 
-def normal_mac(text: str) -> str:
+def checked_mac(text: str) -> str:
     """`52-54-00-AB-CD-EF` -> `52:54:00:ab:cd:ef`; a malformed, multicast or zero MAC is bad
     input (the reader's rules)."""
     problem = mac_problem(text)
     if problem:
         raise InputError(problem)
-    return text.lower().replace("-", ":")
-
-
-def discovery_range(raw: Any, subnet: IPv4Network) -> tuple[IPv4Address, IPv4Address] | None:
-    """`[cluster] discovery = "A-B"` as two addresses, or None when absent or malformed (the
-    inventory's reader reports a malformed one)."""
-    if not isinstance(raw, str) or raw.count("-") != 1:
-        return None
-    try:
-        first, last = (IPv4Address(part.strip()) for part in raw.split("-"))
-    except ValueError:
-        return None
-    if first > last or first not in subnet or last not in subnet:
-        return None
-    return first, last
+    return normal_mac(text)
 
 
 def name_pattern(raw: Any) -> str:
     """`[cluster] name_pattern`: a DNS label with `{n}` once in it."""
     pattern = DEFAULT_PATTERN if raw is None else raw
-    if not isinstance(pattern, str) or pattern.count("{n}") != 1 or not LABEL.match(
+    if not isinstance(pattern, str) or pattern.count("{n}") != 1 or name_problem(
             pattern.replace("{n}", "1")):
         raise InputError(f"cluster.name_pattern: {pattern!r} is not a host name with {{n}} "
                          "once in it, like 'server{n}'")
@@ -106,15 +92,15 @@ class Allocator:
         own = {c.internal_router: "the internal router", c.external_gateway: "the external gateway",
                **{server: "a boot server" for server in c.boot_servers}}
         self.reserved = {**own, **self.used}
-        self.discovery = discovery_range(raw_cluster.get("discovery"), c.internal_subnet)
 
     def take(self, request: Request) -> NewHost:
-        mac = normal_mac(request.mac)
+        mac = checked_mac(request.mac)
         if mac in self.macs:
             raise InputError(f"MAC {mac} is already host {self.macs[mac]}'s")
         name = request.name if request.name is not None else self.next_name()
-        if not LABEL.match(name):
-            raise InputError(f"name {name!r} is not a host name (a DNS label)")
+        problem = name_problem(name)
+        if problem:
+            raise InputError(f"name {problem}")
         if name.lower() in self.names:
             raise InputError(f"name {name} is already taken by a host")
         c = self.inventory.cluster
@@ -168,8 +154,9 @@ class Allocator:
             return f"the network or broadcast address of {network}"
         if address in self.reserved:
             return f"already used by {self.reserved[address]}"
-        if self.discovery and self.discovery[0] <= address <= self.discovery[1]:
-            return f"inside the discovery range {self.discovery[0]}-{self.discovery[1]}"
+        discovery = self.inventory.cluster.discovery
+        if discovery is not None and address in discovery:
+            return f"inside the discovery range {discovery}"
         return None
 
 

@@ -35,6 +35,7 @@ from .values import (
     inside_problem,
     mac_problem,
     name_problem,
+    normal_mac,
     options_problem,
     path_problem,
     port_problem,
@@ -291,7 +292,7 @@ class _Reader:
             if name and self.refused(f"{where}name", fqdn_problem(name, self.domain)):
                 name = None
             mac = self.checked(item, "mac", where, None, mac_problem)
-            mac = mac.lower().replace("-", ":") if mac else None
+            mac = normal_mac(mac) if mac else None
             ip = self.address(item, "ip", where)
             second = self.address(item, "second_ip", where)
             group = item.get("group")

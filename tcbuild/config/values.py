@@ -96,11 +96,16 @@ def fqdn_problem(name: str, domain: str) -> str | None:
             f"Linux limits to {HOST_NAME_MAX}")
 
 
+def normal_mac(mac: str) -> str:
+    """A MAC as tcbuild writes and compares it: lower case, colon separated."""
+    return mac.lower().replace("-", ":")
+
+
 def mac_problem(value: object) -> str | None:
     """What is wrong with a MAC address as written (`-` or `:` separated, any case)."""
     if not isinstance(value, str) or not MAC.match(value):
         return f"'{value}' is not a MAC address like 52:54:00:12:34:56"
-    mac = value.lower().replace("-", ":")
+    mac = normal_mac(value)
     if int(mac[:2], 16) & 1:
         return (f"{mac} is a multicast address; no network card has one (the lowest bit of "
                 "the first byte must be 0)")
@@ -110,7 +115,7 @@ def mac_problem(value: object) -> str | None:
 
 
 def normal_mac_problem(mac: str) -> str | None:
-    normal = mac.lower().replace("-", ":")
+    normal = normal_mac(mac)
     return None if mac == normal else f"'{mac}' is not written as {normal}"
 
 

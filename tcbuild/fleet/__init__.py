@@ -1,24 +1,28 @@
-"""The fleet: what each node booted, read from the log host and the TFTP root (`view`), booting
-a published tree in QEMU (`boottest`) and the small HTTP server it boots from (`httptree`).
+"""The fleet: what each node booted, read from the log host and the TFTP root (`view`), the
+whole of `tcbuild fleet` as one object (`overview`), booting a published tree in QEMU
+(`boottest`) and the small HTTP server it boots from (`httptree`).
 
 `from tcbuild import fleet` gives the view's names (`fleet.survey`, `fleet.render`,
-`fleet.State`), each loading its module on first use.
+`fleet.State`) and `fleet.report` (`fleet --json`'s object), each loading its module on first
+use.
 """
 
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .overview import FleetReport, report
     from .view import NodeStatus, State, render, survey
 
-_VIEW = ("NodeStatus", "State", "render", "survey")
+_LAZY = {"NodeStatus": ".view", "State": ".view", "render": ".view", "survey": ".view",
+         "FleetReport": ".overview", "report": ".overview"}
 
 
 def __getattr__(name: str) -> Any:
-    """A name of the fleet view, its module imported on first use."""
-    if name not in _VIEW:
+    """A name of the fleet view or report, its module imported on first use."""
+    if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(".view", __name__), name)
+    return getattr(import_module(_LAZY[name], __name__), name)
 
 
-__all__ = ["NodeStatus", "State", "render", "survey"]
+__all__ = ["FleetReport", "NodeStatus", "State", "render", "report", "survey"]

@@ -26,7 +26,7 @@ from typing import Any
 from ..bootserver.rsyslog import UNKNOWN_DIR
 from ..config.discovery import REPORT_TAG, DiscoveryRange
 from ..config.inventoryfile import load_inventory
-from ..config.values import MAC
+from ..config.values import MAC, normal_mac
 from ..errors import InputError, boundary
 from .leases import DEFAULT_FILES, Lease, read_leases
 from .view import TAG, Line, _iso, _lines, parse_line
@@ -79,7 +79,7 @@ class NewMachine:
     report: Report
 
     def as_json(self) -> dict[str, Any]:
-        """An element of `fleet --json`'s list, told from the hosts' by its state."""
+        """An element of `fleet --json`'s `new` list."""
         return {"name": None, "ip": self.address, "state": NEW, "mac": self.mac,
                 "first_seen": _iso(self.first_seen), "last_seen": _iso(self.last_seen),
                 "hardware": self.report.as_json()}
@@ -110,7 +110,7 @@ def parse_report(text: str) -> Report | None:
             parts = value.split(",")
             if len(parts) != 3 or not MAC.match(parts[1]) or len(nics) >= ITEMS_MAX:
                 return None
-            nics.append(Nic(parts[0], parts[1].lower().replace("-", ":"), parts[2]))
+            nics.append(Nic(parts[0], normal_mac(parts[1]), parts[2]))
         elif key == "disk":
             name, _, size = value.rpartition(",")
             if not name or not size.isdigit() or len(size) > 20 or len(disks) >= ITEMS_MAX:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from ..config.values import MAC
+from ..config.values import MAC, normal_mac
 
 log = logging.getLogger("tcbuild")
 
@@ -107,7 +107,7 @@ def _lease(address: str, mac: str | None, start: datetime | None,
     if mac is None or start is None or end is None or not MAC.match(mac) or end < start:
         return None
     try:
-        return Lease(IPv4Address(address), mac.lower().replace("-", ":"), start, end)
+        return Lease(IPv4Address(address), normal_mac(mac), start, end)
     except ValueError:
         return None
 

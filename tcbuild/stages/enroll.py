@@ -6,13 +6,14 @@ boot server's configs are regenerated and put live (bootserver/apply.py) before 
 is replaced: a daemon that refuses them gets its previous files back, those told before it are
 told their previous configs again, and the inventory stays as it was. With TFTP roots, the
 host's per-MAC config is written (or removed); an enrolled host is then power-cycled through its
-BMC if it has one, else the result says to reboot it. A retired host's logs are kept.
+BMC if it has one, else the result says to reboot it. `enroll_new` enrolls every machine the
+fleet view lists as new in one write. A retired host's logs are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from ..config.invedit import read_text, staged, with_hosts, without_host
 from ..config.inventory import Inventory
 from ..config.inventoryfile import load_inventory
 from ..errors import InputError, TcbuildError, boundary
+from ..fleet.discover import discovered
 from ..fleet.power import power
 from ..tftproot.hostconfig import remove_host_config, write_host_config
 
@@ -145,6 +147,21 @@ def enroll(path: Path, mac: str, *, name: str | None = None, ip: str | None = No
     request = Request(mac, name, ip, second_ip, group, dict(extra or {}))
     return enroll_many(path, [request], tftp=tftp, apply_options=apply_options,
                        power_cycle=power_cycle)
+
+
+@boundary
+def enroll_new(path: Path, *, logs: Path | None = None, leases: Iterable[Path] | None = None,
+               group: str | None = None, tftp: Sequence[Path] = (),
+               apply_options: ApplyOptions | None = None, power_cycle: bool = True) -> Changed:
+    """Enroll every machine `tcbuild fleet` lists as new (`fleet.discover.discovered`: its
+    report borne out by a lease; `logs` and `leases` as there), each with `group`, in one
+    inventory write. None new: nothing written, no host in the result."""
+    path = Path(path)
+    found = discovered(path, logs, leases)
+    if not found:
+        return Changed(path, ())
+    return enroll_many(path, [Request(m.mac, group=group) for m in found], tftp=tftp,
+                       apply_options=apply_options, power_cycle=power_cycle)
 
 
 @boundary

@@ -19,6 +19,7 @@ from ..formats.newc import iter_initramfs
 from ..tftproot import releases as tftp
 from ..tftproot.rollout import refuse_unfinished
 from ..tftproot.state import check_wait, distinct_roots
+from ..tftproot.writing import locked
 from .build import BuildOptions, build
 
 log = logging.getLogger("tcbuild")
@@ -64,7 +65,7 @@ def publish_all(recipe: Recipe, tftp_root: Path | Sequence[Path],
     now = time.time()  # one release time (and so one release id) for every root
     with contextlib.ExitStack() as held:
         for root in sorted(roots, key=lambda r: str(r.resolve())):  # one order: no deadlock
-            held.enter_context(tftp.locked(root, wait))
+            held.enter_context(locked(root, wait))
         plans = [tftp.plan(recipe, result.kernel, result.initrd, result.build_id, root,
                            inventory, keep, bootloader, now=now, force=force)
                  for root in roots]
@@ -103,7 +104,7 @@ def rollback_all(roots: Sequence[Path], release: str | None = None, wait: float 
             raise InputError(f"{root}: the TFTP root does not exist")
     with contextlib.ExitStack() as held:
         for root in sorted(roots, key=lambda r: str(r.resolve())):
-            held.enter_context(tftp.locked(root, wait))
+            held.enter_context(locked(root, wait))
         steps = {root: tftp.previous(root) if release is None
                  else (tftp.default_release(root), release) for root in roots}
         if len(set(steps.values())) > 1:

@@ -28,8 +28,8 @@ from ..errors import InputError, TcbuildError, boundary
 from ..fleet import health, view
 from ..fleet.power import Action, power, targets
 from ..fleet.rollout import DEFAULT_WAVES, Power, describe, hosts_of, plan_waves
-from ..tftproot import releases as tftp
 from ..tftproot import rollout as record
+from ..tftproot import writing
 from ..tftproot.rollout import HostRecord, HostState, Phase, Rollout
 from .build import BuildOptions
 from .publish import publish_all
@@ -210,7 +210,7 @@ class Runner:
     def locked(self) -> Iterator[None]:
         with contextlib.ExitStack() as held:
             for root in sorted(self.roots, key=lambda r: str(r.resolve())):
-                held.enter_context(tftp.locked(root, self.wait))
+                held.enter_context(writing.locked(root, self.wait))
             yield
 
     def run(self) -> RolloutOutcome:
@@ -236,7 +236,7 @@ class Runner:
     def switch(self, texts: dict[str, str]) -> None:
         with self.locked():
             for root in self.roots:
-                tftp.put_configs(root, texts)
+                writing.put_configs(root, texts)
 
     def roll(self, wave: Sequence[str], build_id: str, back: bool) -> list[str]:
         """Switch, drain, power-cycle the wave's hosts and wait for them; the names failed.
@@ -341,7 +341,7 @@ class Runner:
             stuck += self.roll([name], build[1] if build else old, back=True)
         with self.locked():
             for root in self.roots:
-                tftp.drop_configs(root, [h.config for n, h in self.state.hosts.items()
+                writing.drop_configs(root, [h.config for n, h in self.state.hosts.items()
                                          if n in touched and h.before is None])
         lines = [*self.state.failure, *(f"{n}: not back on its old release "
                                         f"({self.state.hosts[n].note})" for n in stuck)]
@@ -360,7 +360,7 @@ class Runner:
             wanted = parse(default, "default")
             with self.locked():
                 for root in self.roots:
-                    tftp.drop_configs(root, [
+                    writing.drop_configs(root, [
                         h.config for h in self.state.hosts.values() if h.before is None
                         and parse(self.state.configs[h.config], h.config) == wanted])
         self.save(replace(self.state, phase=Phase.DONE))

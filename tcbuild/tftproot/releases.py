@@ -24,47 +24,49 @@ them as another user.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..atomic import fsync_dir, write_all, write_bytes
+from ..atomic import fsync_dir, write_bytes
 from ..boot import ipxe, syslinux
 from ..boot.bootfile import IPXE_SCRIPT
-from ..boot.pxelinux import CONFIG_DIR, Label, PxeConfig, for_recipe, mac_config_name, parse, render
+from ..boot.pxelinux import CONFIG_DIR, Label, PxeConfig, for_recipe, mac_config_name, render
 from ..config import discovery
 from ..config.inventory import Inventory
 from ..config.recipe import RELEASE_JSON, Recipe
-from ..errors import InputError, TcbuildError, boundary
+from ..errors import InputError, boundary
 from .state import (
     BOOTLOADER,
     HISTORY,
     RELEASES,
-    Before,
     Checksum,
     History,
     Release,
     booting,
-    check_wait,
     configs,
     current,
     file_sha256,
     history_path,
-    read_bootsets,
     release_of,
     releases,
-    snapshot,
-    write_bootsets,
 )
 from .verify import verify
+from .writing import (
+    Before,
+    history_for,
+    install_bootloader,
+    locked,
+    mkdirs,
+    own,
+    snapshot,
+    switch_configs,
+    twins,
+)
 
-LOCK = "tcbuild/.lock"
 _MAC_PREFIX = mac_config_name("00:00:00:00:00:00")[:3]  # "01-"
 IPXE_ENTRY = IPXE_SCRIPT
 __all__ = ["RELEASES", "Release", "configs", "current", "release_of", "releases", "verify"]
@@ -187,17 +189,11 @@ def _serving(tftp: Path, release: Release, served: dict[str, str | None], recipe
         if candidate.files != release.files:
             continue
         wanted = {name: _config_for(candidate, append, recipe) for name, append in served.items()}
-        twins = _twins(wanted)
+        scripts = twins(wanted)
         if all(_read_text(tftp / CONFIG_DIR / name) == text for name, text in wanted.items()) \
-                and all(_read_text(tftp / path) == text for path, text in twins.items()):
+                and all(_read_text(tftp / path) == text for path, text in scripts.items()):
             return candidate
     return None
-
-
-def _twins(rendered: dict[str, str]) -> dict[str, str]:
-    """The iPXE twin of each rendered pxelinux config, by path relative to the root."""
-    return ipxe.scripts({name: parse(text, f"{CONFIG_DIR}/{name}")
-                         for name, text in rendered.items()})
 
 
 def _read_text(path: Path) -> str | None:
@@ -251,28 +247,6 @@ def _prunable(tftp: Path, keep: int, new_id: str, switching: set[str],
     return tuple(rid for rid in surplus if rid not in protected and rid != new_id)
 
 
-@contextlib.contextmanager
-def locked(tftp: Path, wait: float = 30.0) -> Iterator[None]:
-    """Hold the TFTP root's publish lock, waiting up to `wait` seconds for another holder."""
-    check_wait(wait)
-    lock = tftp / LOCK
-    _mkdirs(lock.parent, tftp, tftp.stat())
-    with lock.open("a") as f:
-        if os.fstat(f.fileno()).st_uid == os.geteuid():
-            os.fchmod(f.fileno(), 0o644)  # like every file of the tree, whatever the umask
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TcbuildError(f"{lock}: another publish is running (waited "
-                                       f"{wait:.0f} s)") from None
-                time.sleep(0.1)
-        yield
-
-
 def execute(plan: Plan) -> None:
     """Write the release, the bootloader set, switch the configs to the release, prune. Call
     with the lock held."""
@@ -304,7 +278,7 @@ def write_release(plan: Plan) -> None:
         raise InputError(f"{tftp}: the TFTP root does not exist")
     owner = tftp.stat()
     releases_dir = tftp / RELEASES
-    _mkdirs(releases_dir, tftp, owner)
+    mkdirs(releases_dir, tftp, owner)
     for leftover in releases_dir.glob(".*.partial"):  # of a publish killed mid-way
         shutil.rmtree(leftover, ignore_errors=True)
     staging = releases_dir / f".{plan.release_id}.partial"
@@ -313,7 +287,7 @@ def write_release(plan: Plan) -> None:
         for name, source in plan.files.items():
             write_bytes(staging / name, source.read_bytes(), owner=owner)
         write_bytes(staging / RELEASE_JSON, plan.release.text(), owner=owner)
-        _own(staging, owner, 0o755)
+        own(staging, owner, 0o755)
         staging.replace(releases_dir / plan.release_id)
         fsync_dir(releases_dir)
     finally:
@@ -332,7 +306,7 @@ def make_current(plan: Plan) -> None:
     owner = tftp.stat()
     found = configs(tftp)
     exists = {r.id for r in releases(tftp)}
-    _switch_configs(tftp, {name: (text, _history(tftp, name, found.get(name), plan.release_id,
+    switch_configs(tftp, {name: (text, history_for(tftp, name, found.get(name), plan.release_id,
                                                  exists))
                            for name, text in plan.configs.items()}, owner, plan.retire)
 
@@ -347,57 +321,6 @@ def prune(plan: Plan) -> None:
         with contextlib.suppress(FileNotFoundError):
             (releases_dir / rid).replace(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
-
-
-def install_bootloader(tftp: Path, files: dict[str, Path], owner: os.stat_result) -> None:
-    """Replace the bootloader files as one set: the record names the old and the new set
-    while the files change, then the new set alone (see `tftpstate`)."""
-    new = {name: hashlib.sha256(source.read_bytes()).hexdigest()
-           for name, source in files.items()}
-    recorded = read_bootsets(tftp)
-    names = {name for s in [new, *recorded] for name in s}
-    present = {name: digest for name in names if (digest := file_sha256(tftp / name))}
-    if recorded == [new] and all(present.get(n) == d for n, d in new.items()):
-        return
-    _mkdirs((tftp / BOOTLOADER).parent, tftp, owner)
-    # the set the files are now: a recorded one they match, or (none recorded) what is there
-    old = next((s for s in recorded if all(present.get(n) == d for n, d in s.items())),
-               None if recorded else present)
-    write_bootsets(tftp, [old, new] if old and old != new else [new], owner)
-    for name, source in files.items():
-        if file_sha256(tftp / name) != new[name]:
-            write_bytes(tftp / name, source.read_bytes(), owner=owner)
-    write_bootsets(tftp, [new], owner)
-
-
-def _history(tftp: Path, name: str, config: PxeConfig | None, target: str,
-             exists: set[str]) -> History:
-    """A config's history once it boots `target` (`config`: what it is now, if anything)."""
-    now = booting(config) if config is not None else None
-    return History.read(tftp, name).upto(now).switched(target, exists)
-
-
-def _switch_configs(tftp: Path, changes: dict[str, tuple[str, History]],
-                    owner: os.stat_result, retire: tuple[str, ...] = ()) -> None:
-    """The configs switched together: every file written first, then each config's history and
-    iPXE twin renamed just before it, all in a row (a node booting meanwhile finds the configs
-    as they were, or as they are now, but for the moment between two renames); then each
-    retired config removed, its twin and history after it (a kill in between leaves a twin
-    that still names its release, retired by the next publish)."""
-    twins = _twins({name: text for name, (text, _) in changes.items()})
-    for directory in (CONFIG_DIR, ipxe.SCRIPT_DIR, HISTORY):
-        _mkdirs(tftp / directory, tftp, owner)
-    files: list[tuple[Path, bytes]] = []
-    for (name, (text, history)), (path, script) in zip(changes.items(), twins.items(),
-                                                       strict=True):
-        files += [(history_path(tftp, name), history.text()), (tftp / path, script.encode()),
-                  (tftp / CONFIG_DIR / name, text.encode())]
-    write_all(files, owner=owner)
-    for name in retire:
-        for gone in (tftp / CONFIG_DIR / name, tftp / ipxe.script_path(name),
-                     history_path(tftp, name)):
-            gone.unlink(missing_ok=True)
-            fsync_dir(gone.parent)
 
 
 def switch(tftp: Path, from_id: str, to_id: str) -> list[str]:
@@ -418,8 +341,8 @@ def switch(tftp: Path, from_id: str, to_id: str) -> list[str]:
             new = PxeConfig(config.default, labels, config.serial, config.timeout, config.prompt)
             text = render(new, f"Generated by tcbuild: release {to_id} of "
                                f"{target.recipe} (rolled back from {from_id}).")
-            changes[name] = (text, _history(tftp, name, config, to_id, exists))
-    _switch_configs(tftp, changes, tftp.stat())
+            changes[name] = (text, history_for(tftp, name, config, to_id, exists))
+    switch_configs(tftp, changes, tftp.stat())
     return list(changes)
 
 
@@ -455,42 +378,3 @@ def rollback(tftp: Path, release: str | None = None, wait: float = 30.0) -> Roll
     return Rollback(tftp, now, target, tuple(changed))
 
 
-def _own(path: Path, owner: os.stat_result, mode: int) -> None:
-    path.chmod(mode)
-    if os.geteuid() == 0:
-        os.chown(path, owner.st_uid, owner.st_gid)
-
-
-def _mkdirs(path: Path, root: Path, owner: os.stat_result) -> None:
-    for parent in reversed([path, *path.parents]):
-        if parent == root or not parent.is_relative_to(root) or parent.is_dir():
-            continue
-        parent.mkdir(mode=0o755)
-        _own(parent, owner, 0o755)
-
-
-def put_configs(tftp: Path, texts: dict[str, str]) -> None:
-    """Write pxelinux configs (each text rendered by tcbuild, booting a release) with their
-    iPXE twins and histories, switched together (a rollout's per-MAC configs). Call with the
-    lock held."""
-    found = configs(tftp)
-    exists = {r.id for r in releases(tftp)}
-    changes = {}
-    for name, text in texts.items():
-        target = booting(parse(text, f"{CONFIG_DIR}/{name}"))
-        if target is None:
-            raise InputError(f"{CONFIG_DIR}/{name}: the new text boots no tcbuild release")
-        changes[name] = (text, _history(tftp, name, found.get(name), target, exists))
-    _switch_configs(tftp, changes, tftp.stat())
-
-
-def drop_configs(tftp: Path, names: list[str]) -> None:
-    """Remove per-MAC configs (and their iPXE twins): their hosts boot `default` again. The
-    twin goes first, then the config, each removal made durable. Call with the lock held."""
-    for name in names:
-        if name == "default":
-            raise InputError(f"{CONFIG_DIR}/default: never dropped")
-        for path in (tftp / ipxe.script_path(name), tftp / CONFIG_DIR / name):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                fsync_dir(path.parent)

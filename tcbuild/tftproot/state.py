@@ -14,19 +14,16 @@ the files are replaced, then the new set alone: `verify` finds the files all fro
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
-import shutil
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..atomic import fsync_dir, write_bytes
+from ..atomic import write_bytes
 from ..boot import ipxe
 from ..boot.pxelinux import CONFIG_DIR, PxeConfig, parse
 from ..config.recipe import RELEASE_JSON
@@ -62,6 +59,12 @@ class Release:
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files.values())
+
+    def as_json(self, configs: list[str]) -> dict[str, Any]:
+        """The release as `releases --json` and `fleet --json` show it, with the configs that
+        boot it."""
+        return {"id": self.id, "recipe": self.recipe, "time": self.time.isoformat(),
+                "size": self.size, "configs": configs}
 
     def text(self) -> bytes:
         return dumps({
@@ -211,7 +214,7 @@ class History:
         return cls(config, tuple(str(rid) for rid in booted))
 
     def text(self) -> bytes:
-        """`tcbuild/history/<config>.json` (written with its config: `tftp._switch_configs`)."""
+        """`tcbuild/history/<config>.json` (written with its config: `writing.switch_configs`)."""
         return dumps({"config": self.config, "booted": list(self.booted)})
 
     def upto(self, now: str | None) -> History:
@@ -293,78 +296,3 @@ def check_wait(wait: float) -> float:
     if not isinstance(wait, int | float) or not math.isfinite(wait) or wait < 0:
         raise InputError(f"wait: {wait!r} is not a finite number of seconds >= 0")
     return wait
-
-
-Kept = tuple[bytes, os.stat_result] | str | None  # a file's bytes, a symlink's target, absent
-
-
-@dataclass(frozen=True)
-class Before:
-    """What a publish may change in a root, as it was (`snapshot`): its files (the bootloader
-    set, `boot.ipxe`, the configs, their twins and histories, `bootloader.json`), the
-    directories it may make, and the release it adds. `restore` puts it all back."""
-
-    tftp: Path
-    release: Path
-    files: dict[str, Kept]  # relative path -> what was there (anything else is not touched)
-    missing_dirs: tuple[str, ...]
-
-    def restore(self) -> None:
-        """Undo the publish: the release leaves the listing by one rename and is removed, every
-        file is as it was (bytes, mode, owner), the directories made are removed again."""
-        release = self.release
-        doomed = release.parent / f".{release.name}.partial"
-        with contextlib.suppress(FileNotFoundError):
-            release.replace(doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
-        for rel, kept in self.files.items():  # bootloader.json last: it vouches for the set
-            _put_back(self.tftp / rel, kept)
-        for rel in self.missing_dirs:  # deepest first
-            with contextlib.suppress(OSError):
-                (self.tftp / rel).rmdir()
-
-
-def snapshot(tftp: Path, release: Path, files: Sequence[str], dirs: Sequence[str]) -> Before:
-    """What `files` (relative paths) are now, and which of `dirs` are missing."""
-    kept: dict[str, Kept] = {}
-    for rel in files:
-        path = tftp / rel
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            kept[rel] = None
-            continue
-        except NotADirectoryError:
-            continue
-        if stat.S_ISLNK(info.st_mode):
-            kept[rel] = str(path.readlink())
-        elif stat.S_ISREG(info.st_mode):
-            kept[rel] = (path.read_bytes(), info)
-    missing = [rel for rel in dirs if not (tftp / rel).is_dir()]
-    return Before(tftp, release, kept,
-                  tuple(sorted(missing, key=lambda rel: rel.count("/"), reverse=True)))
-
-
-def _put_back(path: Path, kept: Kept) -> None:
-    if kept is None:
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            path.unlink()
-            fsync_dir(path.parent)
-    elif isinstance(kept, str):
-        if not path.is_symlink() or str(path.readlink()) != kept:
-            temp = path.parent / f".{path.name}.tcbuild-undo"
-            temp.unlink(missing_ok=True)
-            temp.symlink_to(kept)
-            temp.replace(path)
-            fsync_dir(path.parent)
-    else:
-        data, info = kept
-        try:
-            now = path.lstat()
-            same = (stat.S_ISREG(now.st_mode) and path.read_bytes() == data
-                    and (now.st_mode, now.st_uid, now.st_gid)
-                    == (info.st_mode, info.st_uid, info.st_gid))
-        except FileNotFoundError:
-            same = False
-        if not same:
-            write_bytes(path, data, mode=stat.S_IMODE(info.st_mode), owner=info)
