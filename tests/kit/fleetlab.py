@@ -259,7 +259,8 @@ class FleetLab:
 
     def fleet_json(self) -> dict[str, dict[str, Any]]:
         """`fleet --json` by host name (a new machine by its MAC)."""
-        return {n["name"] or n["mac"]: n for n in json.loads(self.fleet("--json"))}
+        report = json.loads(self.fleet("--json"))
+        return {n["name"] or n["mac"]: n for n in [*report["hosts"], *report["new"]]}
 
     def wait_log(self, name: str, text: str, timeout: float) -> float:
         """Until the log host's file `name` has `text` (the nodes' QEMUs and BMCs watched);
