@@ -14,6 +14,26 @@ from types import TracebackType
 from typing import IO
 
 USER, PASSWORD = "admin", "secret"
+LAN_CONF = """name "{name}"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 {port}
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  serial kcs 127.0.0.1 {serial} codec VM
+  startcmd "{node}"
+  startnow true
+  poweroff_wait 2
+  kill_wait 2
+  user 2 true "{user}" "{password}" admin 10 none md2 md5 straight
+"""
+"""One BMC (ipmi_sim's lan.conf, as bmc.md checked it): LAN on 127.0.0.1:{port}, the KCS
+serial line on {serial} (power commands need it, a VM or not), {node} started on power-on."""
 EMU = """mc_setbmc 0x20
 mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
 sel_enable 0x20 1000 0x0a
@@ -88,24 +108,9 @@ class SimBmc:
         node.chmod(0o755)
         serial = free_port(socket.SOCK_STREAM)
         (self.root / "bmc.emu").write_text(EMU)
-        (self.root / "lan.conf").write_text(f"""name "p22bmc"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 {self.port}
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  serial kcs 127.0.0.1 {serial} codec VM
-  startcmd "{node}"
-  startnow true
-  poweroff_wait 2
-  kill_wait 2
-  user 2 true "{USER}" "{PASSWORD}" admin 10 none md2 md5 straight
-""")
+        (self.root / "lan.conf").write_text(LAN_CONF.format(
+            name="p22bmc", port=self.port, serial=serial, node=node, user=USER,
+            password=PASSWORD))
         self.log = (self.root / "sim.log").open("wb")  # noqa: SIM115 (closed in __exit__)
         self.process = subprocess.Popen(
             ["ipmi_sim", "-c", str(self.root / "lan.conf"), "-f", str(self.root / "bmc.emu"),

@@ -193,14 +193,20 @@ class Cluster:
 
     # -- the nodes --------------------------------------------------------------------------
 
-    def boot_node(self, host: Host, index: int) -> Node:
-        """QEMU as `host`: eth0 on the external bridge, eth1 (its MAC, PXE) on the internal."""
+    def taps(self, index: int) -> tuple[str, str]:
+        """Node `index`'s two tap devices in the wire namespace: on the internal bridge (its
+        PXE NIC) and on the external one."""
         internal, external = f"tap{index}i", f"tap{index}e"
         for tap, bridge in ((internal, "br-int"), (external, "br-ext")):
             self.lab.ip(self.wire, "tuntap", "add", "dev", tap, "mode", "tap")
             self.lab.ip(self.wire, "link", "set", tap, "master", bridge)
             self.lab.ip(self.wire, "link", "set", tap, "up")
             self.lab.interfaces.add(tap)
+        return internal, external
+
+    def boot_node(self, host: Host, index: int) -> Node:
+        """QEMU as `host`: eth0 on the external bridge, eth1 (its MAC, PXE) on the internal."""
+        internal, external = self.taps(index)
         console = (self.work / f"{host.name}.console").absolute()
         tap = "tap,id={},ifname={},script=no,downscript=no"
         command = boottest.pxe_command(

@@ -30,7 +30,7 @@ from typing import Any
 
 from tcbuild.fleet import boottest
 
-from .bmcsim import EMU, PASSWORD, USER
+from .bmcsim import EMU, LAN_CONF, PASSWORD, USER
 from .clusterlab import Cluster, bound
 from .dhcplab import start_kea
 from .netns import Daemon, Lab, wait_for
@@ -49,24 +49,6 @@ if [ -f {console} ]; then mv {console} {console}.$((n - 1)); fi
 exec {command}
 """
 
-LAN_CONF = """name "{name}"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 {port}
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  serial kcs 127.0.0.1 {serial} codec VM
-  startcmd "{node}"
-  startnow true
-  poweroff_wait 2
-  kill_wait 2
-  user 2 true "{user}" "{password}" admin 10 none md2 md5 straight
-"""
 
 # rsyslogd, started again whenever it exits; TERM stops both (the restart kills rsyslogd only).
 RSYSLOG_SUPERVISOR = """child=
@@ -198,12 +180,7 @@ class FleetLab:
     def power_on(self, name: str, mac: str, external_mac: str) -> BmcNode:
         """A node's BMC started in the wire namespace; it powers the node's QEMU on at once."""
         c, index = self.cluster, len(self.nodes)
-        internal, external = f"tap{index}i", f"tap{index}e"
-        for tap, bridge in ((internal, "br-int"), (external, "br-ext")):
-            self.lab.ip(c.wire, "tuntap", "add", "dev", tap, "mode", "tap")
-            self.lab.ip(c.wire, "link", "set", tap, "master", bridge)
-            self.lab.ip(c.wire, "link", "set", tap, "up")
-            self.lab.interfaces.add(tap)
+        internal, external = c.taps(index)
         root = (c.work / f"bmc-{name}").absolute()
         (root / "state").mkdir(parents=True)
         port = BMC_PORT + 2 * index
