@@ -6,35 +6,38 @@ and a machine the inventory does not know are QEMU nodes, each behind its own BM
 ipmi_sim, IPMI over LAN). The tests run in order on the same lab, each starting from where the
 last left it: the blank machine is discovered and enrolled as server3 (Kea reloaded live), then
 a good release rolls out in waves over the three, then a bad one fails on its canary and is
-rolled back. Everything is judged from the boot server's side (the log host's files, Kea's
-log and leases, Ganesha's connections), the gateway's (the public address) and the BMCs'
-(when each node's QEMU was started). The times measured are printed (`-s`) and kept in
-MEASURED for the docs (docs/rollout.md, docs/enroll.md).
+rolled back; a rollout killed with SIGKILL is aborted, another killed is resumed. All is
+judged from the boot server's side (the log host's files, Kea's log and leases, Ganesha's
+connections), the gateway's (the public address) and the BMCs' (when each node's QEMU was
+started). The times measured are printed (`-s`), kept in MEASURED for docs/rollout.md, enroll.md.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
+from tcbuild.boot.pxelinux import mac_config_name
 from tcbuild.bootserver.files import Dhcp
 from tcbuild.config.inventoryfile import load_inventory
 from tcbuild.tftproot import rollout as record
 from tcbuild.tftproot.releases import default_release, releases
-from tcbuild.tftproot.rollout import Phase
+from tcbuild.tftproot.rollout import HostState, Phase, Rollout
 from tcbuild.tftproot.state import Release
 
 from .conftest import ROOT
 from .kit.clusterlab import Cluster, external_mac, fill_share
 from .kit.dhcplab import acknowledged
-from .kit.fleetlab import DISCOVERY, NEWCOMER, FleetLab, lab_inventory
+from .kit.fleetlab import DISCOVERY, NEWCOMER, BmcNode, FleetLab, lab_inventory
 from .kit.netns import Lab, host_interfaces, host_state, run
 from .kit.nodekit import publish, tcbuild
 from .kit.requires import require_root, require_tool
@@ -179,14 +182,24 @@ def change_recipe(fleet: FleetLab, game_command: str | None = None, note: str | 
                                  count=1, flags=re.M))
 
 
+def rollout_args(fleet: FleetLab, *options: str) -> list[str | Path]:
+    """`tcbuild rollout` of the recipe in waves 1 then 100%, with the lab's times."""
+    return ["rollout", "recipes/gameserver.toml", "--tftp", "tftp", "--inventory",
+            fleet.inventory_file, "--cache", "cache", "--waves", "1,100%", "--healthy-for",
+            str(HEALTHY_FOR), "--boot-timeout", str(BOOT_TIMEOUT), "--poll", "1", *options]
+
+
 def rollout(fleet: FleetLab, *options: str) -> tuple[int, str, float]:
     started = time.monotonic()
-    done = fleet.tcbuild("rollout", "recipes/gameserver.toml", "--tftp", "tftp", "--inventory",
-                         fleet.inventory_file, "--cache", "cache", "--waves", "1,100%",
-                         "--healthy-for", str(HEALTHY_FOR), "--boot-timeout",
-                         str(BOOT_TIMEOUT), "--poll", "1", *options)
+    done = fleet.tcbuild(*rollout_args(fleet, *options))
     print(done.stdout + done.stderr, flush=True)
     return done.returncode, done.stdout + done.stderr, time.monotonic() - started
+
+
+def bmc_nodes(fleet: FleetLab) -> dict[str, BmcNode]:
+    """The nodes by inventory name (the newcomer was enrolled as server3)."""
+    return {"server1": fleet.nodes["server1"], "server2": fleet.nodes["server2"],
+            "server3": fleet.nodes["newcomer"]}
 
 
 def booted(cluster: Cluster, name: str, build: str) -> float:
@@ -200,8 +213,7 @@ def booted(cluster: Cluster, name: str, build: str) -> float:
 def test_a_good_release_rolls_out_in_waves(fleet: FleetLab) -> None:
     c = fleet.cluster
     names = ["server1", "server2", "server3"]
-    starts = {name: len(fleet.nodes[n].starts()) for name, n in
-              zip(names, ["server1", "server2", "newcomer"], strict=True)}
+    starts = {name: len(node.starts()) for name, node in bmc_nodes(fleet).items()}
     change_recipe(fleet, note="release B")
     code, out, seconds = rollout(fleet, "--canary", "server1")
     assert code == 0, out
@@ -213,8 +225,7 @@ def test_a_good_release_rolls_out_in_waves(fleet: FleetLab) -> None:
     b = current(c.tftp)
     assert b.id in out
     # Every node power-cycled once, server1 first (the BMCs' record of QEMU starts).
-    nodes = {"server1": fleet.nodes["server1"], "server2": fleet.nodes["server2"],
-             "server3": fleet.nodes["newcomer"]}
+    nodes = bmc_nodes(fleet)
     for name, node in nodes.items():
         assert len(node.starts()) == starts[name] + 1, name
     last = {name: node.starts()[-1] for name, node in nodes.items()}
@@ -238,8 +249,7 @@ def test_a_good_release_rolls_out_in_waves(fleet: FleetLab) -> None:
 def test_a_bad_release_fails_on_its_canary_and_is_rolled_back(fleet: FleetLab) -> None:
     c = fleet.cluster
     b = current(c.tftp)
-    nodes = {"server1": fleet.nodes["server1"], "server2": fleet.nodes["server2"],
-             "server3": fleet.nodes["newcomer"]}
+    nodes = bmc_nodes(fleet)
     starts = {name: len(node.starts()) for name, node in nodes.items()}
     change_recipe(fleet, game_command=CRASH)
     code, out, seconds = rollout(fleet)
@@ -256,3 +266,135 @@ def test_a_bad_release_fails_on_its_canary_and_is_rolled_back(fleet: FleetLab) -
     assert max(r.id for r in releases(c.tftp)) != b.id  # C staged, never made the default
     states = fleet_states(fleet)
     assert all(states[n][1] == b.build_id[:12] for n in nodes), states
+
+
+def per_mac_configs(fleet: FleetLab) -> list[str]:
+    """`pxelinux.cfg`'s files; after a finished rollout: `default`, `discovery` and server2's
+    own (its group's append), which must name `default`'s release."""
+    return sorted(p.name for p in (fleet.cluster.tftp / "pxelinux.cfg").iterdir())
+
+
+def killed_rollout(fleet: FleetLab, name: str, when: Callable[[Rollout], bool], what: str,
+                   timeout: float) -> tuple[Rollout, float]:
+    """A rollout (waves 1 then 100%, server1 first) started as its own process, killed with
+    SIGKILL as soon as its record in the tree says `when`; the record then, and when (monotonic)
+    it was killed. `name` names the output file."""
+    tftp = fleet.cluster.tftp
+    staged = {r.id for r in releases(tftp)}
+    output = fleet.site / f"{name}.out"
+    process = fleet.start_tcbuild(output, *rollout_args(fleet, "--canary", "server1"))
+
+    def seen() -> bool:
+        assert process.poll() is None, f"the rollout ended before {what}:\n{output.read_text()}"
+        state = record.read(tftp)
+        return state is not None and state.release not in staged and when(state)
+
+    try:
+        fleet.cluster.wait(seen, what, timeout)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    killed = time.monotonic()
+    print(output.read_text(), flush=True)
+    assert process.returncode == -signal.SIGKILL
+    state = record.read(tftp)
+    assert state is not None and state.phase is Phase.RUNNING, state
+    return state, killed
+
+
+def power_cycled(state: Rollout, name: str) -> bool:
+    """The record says the host's power-cycle was done (it is booting the new release)."""
+    host = state.hosts[name]
+    return host.state is HostState.REBOOTING and host.cycled is not None
+
+
+def test_a_rollout_killed_in_its_first_wave_is_aborted_back_to_b(fleet: FleetLab) -> None:
+    c = fleet.cluster
+    b = current(c.tftp)
+    nodes = bmc_nodes(fleet)
+    starts = {name: len(node.starts()) for name, node in nodes.items()}
+    change_recipe(fleet, game_command="master", note="release D")  # C's game server back
+    state, killed = killed_rollout(
+        fleet, "rollout-d-aborted", lambda s: power_cycled(s, "server1")
+        and len(nodes["server1"].starts()) == starts["server1"] + 1,
+        "server1 power-cycled into D (record and BMC)", BOOT_TIMEOUT)
+    assert state.wave == 0 and state.waves == (("server1",), ("server2", "server3")), state
+
+    # While it is unfinished: publish refuses at once, naming it; the fleet view shows it.
+    staged = {r.id for r in releases(c.tftp)}
+    asked = time.monotonic()
+    refused = fleet.tcbuild("publish", "recipes/gameserver.toml", "--tftp", "tftp",
+                            "--cache", "cache")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr == (
+        f"tftp/tcbuild/rollout.json: rollout of release {state.release} is running (wave 1 "
+        "of 2); publish refused: finish it with `tcbuild rollout --resume` or undo it with "
+        "`tcbuild rollout --abort`\n"), refused.stderr
+    assert time.monotonic() - asked < 15  # no build before the refusal
+    assert {r.id for r in releases(c.tftp)} == staged
+    shown = fleet.fleet()
+    assert f"rollout of release {state.release}: running, wave 1 of 2" in shown, shown
+    assert re.search(r"server1 +wave 1 +rebooting", shown), shown
+    assert re.search(r"server3 +wave 2 +pending", shown), shown
+
+    started = time.monotonic()
+    done = fleet.tcbuild("rollout", "--abort", "--tftp", "tftp")
+    print(done.stdout + done.stderr, flush=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1:] == ["server1: reverted"], done.stdout
+    measured("rollout D killed in wave 1: --abort (switch back, cycle, boot B)",
+             time.monotonic() - started)
+    measured("rollout D killed in wave 1: kill -> aborted, server1 back on B",
+             time.monotonic() - killed)
+    aborted = record.read(c.tftp)
+    assert aborted is not None and aborted.phase is Phase.ABORTED, aborted
+    # From the BMCs' side: server1 cycled twice (into D, back to B), the others never.
+    assert len(nodes["server1"].starts()) == starts["server1"] + 2
+    assert len(nodes["server2"].starts()) == starts["server2"]
+    assert len(nodes["server3"].starts()) == starts["server3"]
+    assert booted(c, "server1", b.build_id[:12]) > nodes["server1"].starts()[-1]
+    states = fleet_states(fleet)
+    assert all(states[n] == ("current", b.build_id[:12]) for n in nodes), states
+    assert current(c.tftp) == b
+    server2 = mac_config_name(nodes["server2"].mac)
+    assert per_mac_configs(fleet) == [server2, "default", "discovery"]
+    assert b.id in (c.tftp / "pxelinux.cfg" / server2).read_text()
+
+
+def test_a_rollout_killed_in_its_second_wave_is_resumed(fleet: FleetLab) -> None:
+    c = fleet.cluster
+    nodes = bmc_nodes(fleet)
+    starts = {name: len(node.starts()) for name, node in nodes.items()}
+    state, killed = killed_rollout(  # D again (the aborted release stays staged)
+        fleet, "rollout-d-resumed", lambda s: s.wave == 1
+        and all(power_cycled(s, n) and len(nodes[n].starts()) == starts[n] + 1
+                for n in ("server2", "server3")),
+        "wave 2 power-cycled (record and BMCs)", 2 * BOOT_TIMEOUT)
+    assert state.hosts["server1"].state is HostState.HEALTHY, state
+    assert all(len(nodes[n].starts()) == starts[n] + 1 for n in nodes), starts
+    refused = fleet.tcbuild("rollback", "--tftp", "tftp")
+    assert refused.returncode == 1 and refused.stderr.startswith(
+        f"tftp/tcbuild/rollout.json: rollout of release {state.release} is running (wave 2 "
+        "of 2); rollback refused"), refused.stderr
+
+    started = time.monotonic()
+    done = fleet.tcbuild("rollout", "--resume", "--tftp", "tftp")
+    print(done.stdout + done.stderr, flush=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"release {state.release} rolled out to 3 host(s)" in done.stdout, done.stdout
+    measured("rollout D killed in wave 2: --resume (waits for the wave, switches default)",
+             time.monotonic() - started)
+    measured("rollout D killed in wave 2: kill -> resumed and done", time.monotonic() - killed)
+    finished = record.read(c.tftp)
+    assert finished is not None and finished.phase is Phase.DONE, finished
+    assert finished.release == state.release
+    # Nobody power-cycled again by --resume: their cycles were done before the kill.
+    assert all(len(nodes[n].starts()) == starts[n] + 1 for n in nodes), starts
+    d = current(c.tftp)
+    assert d.id == state.release
+    states = fleet_states(fleet)
+    assert all(states[n] == ("current", d.build_id[:12]) for n in nodes), states
+    server2 = mac_config_name(nodes["server2"].mac)
+    assert per_mac_configs(fleet) == [server2, "default", "discovery"]
+    assert d.id in (c.tftp / "pxelinux.cfg" / server2).read_text()

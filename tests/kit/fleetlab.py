@@ -210,13 +210,30 @@ class FleetLab:
                  watch=[bmc])
         return node
 
+    def tcbuild_argv(self, *args: str | Path) -> list[str]:
+        """`tcbuild ARGS` in the wire namespace (where the BMCs answer); `ip netns exec`
+        execs it, so the process's pid is tcbuild's own."""
+        return ["ip", "netns", "exec", self.cluster.wire, sys.executable, "-m", "tcbuild",
+                *map(str, args)]
+
     def tcbuild(self, *args: str | Path, timeout: float = 900
                 ) -> subprocess.CompletedProcess[str]:
-        """`tcbuild ARGS` from the site, in the wire namespace (where the BMCs answer)."""
-        return subprocess.run(
-            ["ip", "netns", "exec", self.cluster.wire, sys.executable, "-m", "tcbuild",
-             *map(str, args)], cwd=self.site, capture_output=True, text=True, timeout=timeout,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL)
+        """`tcbuild ARGS` from the site, in the wire namespace."""
+        return subprocess.run(self.tcbuild_argv(*args), cwd=self.site, capture_output=True,
+                              text=True, timeout=timeout, env=self.env(),
+                              stdin=subprocess.DEVNULL)
+
+    def start_tcbuild(self, output: Path, *args: str | Path) -> subprocess.Popen[bytes]:
+        """`tcbuild ARGS` as `tcbuild` runs it, but started and left running, its output
+        (stdout and stderr) into `output`. The caller stops it by its pid."""
+        with output.open("wb") as out:
+            return subprocess.Popen(self.tcbuild_argv(*args), cwd=self.site, stdout=out,
+                                    stderr=subprocess.STDOUT, env=self.env(),
+                                    stdin=subprocess.DEVNULL)
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def apply_options(self) -> list[str]:
         """`enroll --apply kea` aimed at the lab's Kea and rsyslog."""
