@@ -1,5 +1,6 @@
 # tcbuild: `make demo` runs the whole pipeline offline, `make image` builds the example recipe,
-# `make test` runs every test, `make test-quick` all but the slow ones (QEMU, namespaces, root).
+# `make test` runs every test, `make test-quick` all but the slow ones (QEMU, namespaces, root,
+# fault-injection loops).
 # Both create the virtual environment (.venv) and install tcbuild into it first.
 
 PYTHON ?= python3
@@ -37,12 +38,12 @@ test: tools $(BIN)/tcbuild
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-# The same lint, and the tests that boot no VM, start no namespace and need no root, on every
-# core (pytest-xdist; under 3 minutes here).
+# The same lint, and the tests that boot no VM, start no namespace, need no root and inject no
+# faults in a loop, on every core (pytest-xdist; under 3 minutes here).
 test-quick: tools $(BIN)/tcbuild
 	$(BIN)/ruff check tcbuild tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -n auto -m "not qemu and not netns and not root"
+	$(BIN)/pytest -n auto -m "not qemu and not netns and not root and not slow"
 
 venv: $(BIN)/tcbuild
 

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tcbuild.atomic import SUFFIX
 from tcbuild.boot.pxelinux import parse
 from tcbuild.sources.cache import Cache
@@ -32,6 +34,7 @@ def tcbuild(site: Path, *args: str | Path, **kw: object) -> subprocess.Popen[byt
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
 
 
+@pytest.mark.slow
 def test_kill_9_during_downloads_never_leaves_an_unverified_file(
     site: Path, mirror: MirrorServer
 ) -> None:
@@ -57,6 +60,7 @@ def test_kill_9_during_downloads_never_leaves_an_unverified_file(
     assert list((cache / "tmp").iterdir()) == []  # leftovers of the killed runs swept
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_build_leaves_the_old_or_the_new_outputs(site: Path) -> None:
     """Builds alternate between two overlays and are killed at random moments, half of them
     as soon as a build's temp file shows (the marker that it is writing its outputs). Every
@@ -167,6 +171,7 @@ def test_a_read_only_tftp_root_is_one_line_and_untouched(site: Path, tiny_disk: 
         "pxelinux.cfg", "pxelinux.cfg/default"]
 
 
+@pytest.mark.slow
 def test_a_reader_sees_only_complete_matching_files_during_publishes(site: Path) -> None:
     tftp = site / "tftp"
     args = ("publish", site / "recipes/gameserver.toml", "--tftp", tftp, "--cache",

@@ -224,6 +224,7 @@ def test_dry_run_lock_and_missing_bootloader_change_nothing(site: Path, mirror: 
         2, f"{site / 'missing'}: the TFTP root does not exist\n")
 
 
+@pytest.mark.slow
 def test_kill_9_at_any_moment_leaves_a_valid_tree(site: Path) -> None:
     """A publish killed at random points: the tree always verifies and boots old or new."""
     import random
