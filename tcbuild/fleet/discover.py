@@ -25,6 +25,7 @@ from typing import Any
 
 from ..bootserver.rsyslog import UNKNOWN_DIR
 from ..config.discovery import REPORT_TAG, DiscoveryRange
+from ..config.inventory import Inventory
 from ..config.inventoryfile import load_inventory
 from ..config.values import MAC, normal_mac
 from ..errors import InputError, boundary
@@ -179,11 +180,12 @@ def unknown_lines(logs: Path) -> Iterable[Line]:
 
 
 @boundary
-def discovered(inventory: Path, logs: Path | None = None,
+def discovered(inventory: Path | Inventory, logs: Path | None = None,
                leases: Iterable[Path] | None = None) -> list[NewMachine]:
     """The new machines (none when the inventory has no discovery range), from the log
-    directory (default: the inventory's) and the lease files (default: Debian's)."""
-    inv = load_inventory(inventory)
+    directory (default: the inventory's) and the lease files (default: Debian's);
+    `inventory`: its file, or one already read."""
+    inv = inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
     if inv.cluster.discovery is None:
         return []
     logs = logs if logs is not None else Path(inv.cluster.log_dir)

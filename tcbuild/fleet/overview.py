@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config.inventoryfile import load_inventory
 from ..errors import boundary
 from ..tftproot import rollout as record
 from ..tftproot.rollout import Rollout
@@ -62,8 +63,9 @@ def report(inventory: Path, logs: Path | None = None, tftp: Path | None = None,
     """The fleet from the log directory (default: the inventory's), the lease files (default:
     Debian's) and, with `tftp`, the tree: what each host booted and should boot, its releases
     and its rollout."""
-    hosts = survey(inventory, logs, tftp)
-    new = discovered(inventory, logs, leases)
+    read = load_inventory(inventory)  # once, for the hosts and the new machines alike
+    hosts = survey(read, logs, tftp)
+    new = discovered(read, logs, leases)
     found = served(tftp) if tftp is not None else []
     rolling = record.read(tftp) if tftp is not None else None
     return FleetReport(tuple(hosts), tuple(new),

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from ..boot.pxelinux import CONFIG_DIR, mac_config_name, parse
-from ..config.inventory import Host, log_names
+from ..config.inventory import Host, Inventory, log_names
 from ..config.inventoryfile import load_inventory
 from ..errors import InputError, boundary
 from ..tftproot.releases import release_of, releases
@@ -349,10 +349,11 @@ def pxe_release(tftp: Path, host: Host, builds: Mapping[str, str]) -> Named | No
 
 
 @boundary
-def survey(inventory: Path, logs: Path | None = None, tftp: Path | None = None
+def survey(inventory: Path | Inventory, logs: Path | None = None, tftp: Path | None = None
            ) -> list[NodeStatus]:
-    """Every inventory host's status, from the log directory (default: the inventory's)."""
-    inv = load_inventory(inventory)
+    """Every inventory host's status, from the log directory (default: the inventory's);
+    `inventory`: its file, or one already read."""
+    inv = inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
     logs = logs if logs is not None else Path(inv.cluster.log_dir)
     if not logs.is_dir():
         raise InputError(f"{logs}: no such log directory")
