@@ -321,6 +321,10 @@ CASES = [
                                                            '"Server1-err"'),
          SERVER, 2, rf"{INV}: host\[1\]\.name: 'Server1-err' and host\[0\] 'server1' would "
          r"share the log host's file Server1-err\.log; rename one"),
+    Case("name pattern without {n}", lambda s: s.edit(
+        s.inventory, 'tftp_root ', 'name_pattern = "node"\ntftp_root '),
+         SERVER, 2, rf"{INV}: cluster\.name_pattern: 'node' is not a host name with {{n}} once "
+         r"in it, like 'server\{n\}'"),
     Case("discovery range backwards", lambda s: s.edit(
         s.inventory, 'tftp_root ', 'discovery = "10.1.1.250-10.1.1.200"\ntftp_root '),
          SERVER, 2, rf"{INV}: cluster\.discovery: '10\.1\.1\.250-10\.1\.1\.200' starts after it "

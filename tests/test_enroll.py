@@ -54,11 +54,12 @@ def tcbuild(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_next_name_and_addresses_follow_the_highest_used() -> None:
     inventory = load_inventory(EXAMPLE)
-    [host] = plan_hosts(inventory, {}, [Request("52-54-00-AA-BB-CC")])
+    [host] = plan_hosts(inventory, [Request("52-54-00-AA-BB-CC")])
     assert (host.name, host.mac, str(host.ip), str(host.second_ip)) == (
         "server3", "52:54:00:aa:bb:cc", "10.1.1.7", "172.16.1.7")
-    several = plan_hosts(inventory, {"name_pattern": "game{n}x"},
-                         [Request("52:54:00:00:00:01"), Request("52:54:00:00:00:02")])
+    games = dataclasses.replace(inventory, cluster=dataclasses.replace(
+        inventory.cluster, name_pattern="game{n}x"))
+    several = plan_hosts(games, [Request("52:54:00:00:00:01"), Request("52:54:00:00:00:02")])
     assert [(h.name, str(h.ip)) for h in several] == [("game1x", "10.1.1.7"),
                                                       ("game2x", "10.1.1.8")]
 
@@ -74,13 +75,13 @@ def test_allocation_skips_what_is_not_free() -> None:
     discovery, _ = parse_range("10.1.1.200-10.1.1.250", c.internal_subnet, [])
     crowded = dataclasses.replace(inventory, hosts=hosts, cluster=dataclasses.replace(
         c, internal_router=IPv4Address("10.1.1.254"), discovery=discovery))
-    found = [str(h.ip) for h in plan_hosts(crowded, {}, [Request(f"52:54:00:00:02:0{i}")
+    found = [str(h.ip) for h in plan_hosts(crowded, [Request(f"52:54:00:00:02:0{i}")
                                                          for i in range(4)])]
     # .251 .252 .253, then (the router, broadcast) back to the first gap: .2 (.1 is the boot server)
     assert found == ["10.1.1.251", "10.1.1.252", "10.1.1.253", "10.1.1.2"]
     with pytest.raises(InputError, match=r"^ip 10\.1\.1\.210: inside the discovery range "
                                          r"10\.1\.1\.200-10\.1\.1\.250$"):
-        plan_hosts(crowded, {}, [Request("52:54:00:00:02:09", ip="10.1.1.210")])
+        plan_hosts(crowded, [Request("52:54:00:00:02:09", ip="10.1.1.210")])
 
 
 def test_a_full_network_and_taken_values_are_bad_input() -> None:
@@ -90,8 +91,8 @@ def test_a_full_network_and_taken_values_are_bad_input() -> None:
         external_gateway=IPv4Address("172.16.1.6")))
     with pytest.raises(InputError, match=r"^second_ip: the external network 172\.16\.1\.4/30 "
                                          r"has no free address left"):
-        plan_hosts(tiny, {}, [Request("52:54:00:00:00:09")])
-    allocator = Allocator(inventory, {})
+        plan_hosts(tiny, [Request("52:54:00:00:00:09")])
+    allocator = Allocator(inventory)
     for request, message in [
             (Request("52:54:00:12:34:5"), "'52:54:00:12:34:5' is not a MAC address"),
             (Request("01:00:5e:00:00:01"), "01:00:5e:00:00:01 is a multicast address"),

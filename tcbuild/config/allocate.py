@@ -14,13 +14,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
 
 from ..errors import InputError
 from .inventory import Host, Inventory
 from .values import mac_problem, name_problem, normal_mac
-
-DEFAULT_PATTERN = "server{n}"
 
 
 @dataclass(frozen=True)
@@ -66,23 +63,13 @@ def checked_mac(text: str) -> str:
     return normal_mac(text)
 
 
-def name_pattern(raw: Any) -> str:
-    """`[cluster] name_pattern`: a DNS label with `{n}` once in it."""
-    pattern = DEFAULT_PATTERN if raw is None else raw
-    if not isinstance(pattern, str) or pattern.count("{n}") != 1 or name_problem(
-            pattern.replace("{n}", "1")):
-        raise InputError(f"cluster.name_pattern: {pattern!r} is not a host name with {{n}} "
-                         "once in it, like 'server{n}'")
-    return pattern
-
-
 class Allocator:
     """Names and addresses for new hosts, each taken once chosen (several in one write)."""
 
-    def __init__(self, inventory: Inventory, raw_cluster: Mapping[str, Any]) -> None:
+    def __init__(self, inventory: Inventory) -> None:
         c = inventory.cluster
         self.inventory = inventory
-        self.pattern = name_pattern(raw_cluster.get("name_pattern"))
+        self.pattern = c.name_pattern
         self.names = {h.name.lower() for h in inventory.hosts}
         self.macs = {h.mac: h.name for h in inventory.hosts}
         self.used: dict[IPv4Address, str] = {}
@@ -160,10 +147,9 @@ class Allocator:
         return None
 
 
-def plan_hosts(inventory: Inventory, raw_cluster: Mapping[str, Any],
-               requests: Sequence[Request]) -> list[NewHost]:
+def plan_hosts(inventory: Inventory, requests: Sequence[Request]) -> list[NewHost]:
     """The hosts to add for `requests`, in order, each with what was asked or allocated."""
-    allocator = Allocator(inventory, raw_cluster)
+    allocator = Allocator(inventory)
     return [allocator.take(request) for request in requests]
 
 

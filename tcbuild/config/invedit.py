@@ -17,16 +17,9 @@ from typing import Any
 
 from ..atomic import commit, sweep, temp_file
 from ..errors import InputError, RecipeError, TcbuildError
-from ..formats.tomlfile import read_toml
 from .allocate import NewHost
 from .inventory import Inventory
 from .inventoryfile import load_inventory
-
-
-def read_text(path: Path) -> tuple[str, dict[str, Any]]:
-    """The inventory's text and its tables (plain Python values); bad TOML is bad input."""
-    data = read_toml(path, "inventory")
-    return path.read_text(encoding="utf-8"), data
 
 
 def table_text(host: NewHost) -> str:

@@ -29,6 +29,7 @@ from .values import (
     http_url_problem,
     inside_problem,
     mac_problem,
+    name_pattern_problem,
     name_problem,
     normal_mac_problem,
     options_problem,
@@ -70,6 +71,7 @@ class Cluster:
     boot_servers: tuple[IPv4Address, ...]  # 1 or 2 (a Kea HA pair), boot_server first
     http_url: str | None  # where the published tree is served over HTTP, ending in "/"
     discovery: DiscoveryRange | None = None  # addresses for machines not in the inventory
+    name_pattern: str = "server{n}"  # the names `enroll` gives, {n} a number
 
     def __post_init__(self) -> None:
         """Every value obeys the reader's rules however the cluster was made: its values reach
@@ -225,6 +227,7 @@ def _cluster_problems(c: Cluster) -> Iterator[tuple[str, str]]:
         taken = [("internal_router", c.internal_router),
                  *((f"boot server {server}", server) for server in c.boot_servers)]
         checks.append(("discovery", parse_range(str(c.discovery), subnet, taken)[1] or None))
+    checks.append(("name_pattern", name_pattern_problem(c.name_pattern)))
     servers = c.boot_servers
     if not (0 < len(servers) <= BOOT_SERVERS_MAX and servers[0] == c.boot_server
             and len(set(servers)) == len(servers)):

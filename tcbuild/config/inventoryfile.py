@@ -34,6 +34,7 @@ from .values import (
     http_url_problem,
     inside_problem,
     mac_problem,
+    name_pattern_problem,
     name_problem,
     normal_mac,
     options_problem,
@@ -195,16 +196,18 @@ class _Reader:
         http_url = self.checked(table, "http_url", w, "", lambda url: http_url_problem(
             url or None)) or None
         discovery = self.discovery(table, subnet, router, boot_servers)
+        pattern = self.checked(table, "name_pattern", w, "server{n}", name_pattern_problem)
         if (domain is None or boot is None or subnet is None or router is None
                 or external is None or gateway is None or log_host is None or nfs_server is None
                 or None in paths.values() or clients is None or options is None
-                or tag is None or boot_servers is None or len(self.problems) > before):
+                or tag is None or boot_servers is None or pattern is None
+                or len(self.problems) > before):
             return None
         export, mountpoint, tftp_root, log_dir = (str(paths[key]) for key in PATH_KEYS)
         return self.made(w, partial(
             Cluster, domain, boot, subnet, router, external, gateway, log_host, nfs_server,
             export, mountpoint, clients, options, tftp_root, log_dir, port, tag, boot_servers,
-            http_url, discovery))
+            http_url, discovery, pattern))
 
     def discovery(self, table: Mapping[str, Any], subnet: IPv4Network | None,
                   router: IPv4Address | None, servers: tuple[IPv4Address, ...] | None

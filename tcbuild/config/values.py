@@ -81,6 +81,14 @@ def inside_problem(address: IPv4Address | None, network: IPv4Network | None, wha
     return None
 
 
+def name_pattern_problem(pattern: object) -> str | None:
+    """`[cluster] name_pattern`: a host name with `{n}` once in it (enroll's names)."""
+    if isinstance(pattern, str) and pattern.count("{n}") == 1 and not name_problem(
+            pattern.replace("{n}", "1")):
+        return None
+    return f"{pattern!r} is not a host name with {{n}} once in it, like 'server{{n}}'"
+
+
 def name_problem(name: object) -> str | None:
     if isinstance(name, str) and LABEL.match(name):
         return None

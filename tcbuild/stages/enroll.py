@@ -21,7 +21,7 @@ from typing import Any
 from ..bootserver import apply, kea
 from ..bootserver.files import Dhcp, server_files
 from ..config.allocate import NewHost, Request, find_host, plan_hosts
-from ..config.invedit import read_text, staged, with_hosts, without_host
+from ..config.invedit import staged, with_hosts, without_host
 from ..config.inventory import Inventory
 from ..config.inventoryfile import load_inventory
 from ..errors import InputError, TcbuildError, boundary
@@ -123,10 +123,9 @@ def enroll_many(path: Path, requests: Sequence[Request], *, tftp: Sequence[Path]
     """Add a host for each request in one inventory write; see the module's docstring."""
     path = Path(path)
     old = load_inventory(path)
-    text, data = read_text(path)
-    cluster: Mapping[str, Any] = data.get("cluster", {})
+    text = path.read_text(encoding="utf-8")  # read (and so valid) just now
     try:
-        hosts = plan_hosts(old, cluster, requests)
+        hosts = plan_hosts(old, requests)
     except InputError as e:
         raise InputError(f"{path}: {e}") from e
     with staged(path, with_hosts(path, text, hosts)) as new:
@@ -172,7 +171,7 @@ def retire(path: Path, name: str, *, tftp: Sequence[Path] = (),
     path = Path(path)
     old = load_inventory(path)
     host = find_host(old, name)
-    text, _ = read_text(path)
+    text = path.read_text(encoding="utf-8")  # read (and so valid) just now
     with staged(path, without_host(path, text, host.name)) as new:
         applied = apply_configs(old, new, apply_options) if apply_options else ()
     removed = [f"{root}/{gone}" for root in tftp for gone in remove_host_config(root, host.mac)]
