@@ -88,6 +88,7 @@ def test_the_range_reaches_every_config() -> None:
     dnsmasq = files["dnsmasq.conf"].splitlines()
     assert "dhcp-range=tag:!known,10.1.1.200,10.1.1.250,255.255.255.0,300" in dnsmasq
     assert 'dhcp-option-force=tag:!known,209,"pxelinux.cfg/discovery"' in dnsmasq
+    assert not any("gets none." in line for line in dnsmasq)  # the comment says discovery
     boots = [line for line in dnsmasq if line.startswith("dhcp-boot=")]
     assert boots[0] == "dhcp-boot=tag:ipxe,tag:!known,http://10.1.1.1/ipxe/discovery.ipxe"
 

@@ -50,7 +50,8 @@ def dnsmasq_conf(inventory: Inventory) -> str:
         "port=0",
         f"listen-address={c.boot_server}",
         "dhcp-authoritative",
-        "# Addresses only for the nodes below (static): an unknown client gets none.",
+        "# Addresses only for the nodes below (static): an unknown client gets none"
+        + (" but a discovery lease (below)." if c.discovery else "."),
         f"dhcp-range={subnet.network_address},static,{subnet.netmask},{LEASE_SECONDS}",
         f"dhcp-option=option:router,{c.internal_router}",  # netmask, broadcast: dnsmasq's own
     ]
