@@ -325,6 +325,18 @@ CASES = [
         s.inventory, 'tftp_root ', 'name_pattern = "node"\ntftp_root '),
          SERVER, 2, rf"{INV}: cluster\.name_pattern: 'node' is not a host name with {{n}} once "
          r"in it, like 'server\{n\}'"),
+    Case("http_url port out of range", lambda s: s.edit(
+        s.inventory, 'tftp_root ', 'http_url = "http://10.1.1.1:80800/"\ntftp_root '),
+         SERVER, 2, rf"{INV}: cluster\.http_url: 'http://10\.1\.1\.1:80800/': 80800 is not a "
+         r"port number"),
+    Case("http_url host a wildcard", lambda s: s.edit(
+        s.inventory, 'tftp_root ', 'http_url = "http://.example.com/"\ntftp_root '),
+         SERVER, 2, rf"{INV}: cluster\.http_url: 'http://\.example\.com/': '\.example\.com' is "
+         r"neither an IPv4 address nor a DNS name"),
+    Case("http_url path climbs", lambda s: s.edit(
+        s.inventory, 'tftp_root ', 'http_url = "http://10.1.1.1/boot/../"\ntftp_root '),
+         SERVER, 2, rf"{INV}: cluster\.http_url: 'http://10\.1\.1\.1/boot/\.\./': a part of "
+         r"its path starts with '\.'.*"),
     Case("discovery range backwards", lambda s: s.edit(
         s.inventory, 'tftp_root ', 'discovery = "10.1.1.250-10.1.1.200"\ntftp_root '),
          SERVER, 2, rf"{INV}: cluster\.discovery: '10\.1\.1\.250-10\.1\.1\.200' starts after it "

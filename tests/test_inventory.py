@@ -264,6 +264,9 @@ def test_a_cluster_or_host_made_in_code_obeys_the_same_rules() -> None:
          "cluster.nfs_export_options: 'rw,no_root_squash *(rw)' is not an exports option"),
         ({"game_log_tag": "a b"}, "cluster.game_log_tag: 'a b' is not a syslog tag"),
         ({"http_url": 'http://x/",evil'}, "cluster.http_url: 'http://x/\",evil' is not an http"),
+        ({"http_url": "http://x:0/"}, "cluster.http_url: 'http://x:0/': 0 is not a port number"),
+        ({"http_url": "http://10.1.1.300/"},
+         "cluster.http_url: 'http://10.1.1.300/': '10.1.1.300' is neither an IPv4 address"),
         ({"syslog_port": 0}, "cluster.syslog_port: 0 is not a port number"),
         ({"boot_server": "10.1.1.1; evil"}, "cluster.boot_server: '10.1.1.1; evil' is not an "
                                             "IPv4 address"),

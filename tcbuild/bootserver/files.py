@@ -1,5 +1,6 @@
 """The boot server's configuration, generated from an inventory: every file by name, the DHCP
-configs for the servers asked for. Deterministic and diff-friendly."""
+configs for the servers asked for, nginx's site when the tree is served over HTTP.
+Deterministic and diff-friendly."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .dnsmasq import dnsmasq_files
 from .isc import dhcpd_conf
 from .kea import kea_files
 from .nfs import exports, ganesha_conf
+from .nginx import SITE, nginx_site
 from .rsyslog import rsyslog_conf
 from .tftpd import hosts, tftpd_hpa
 
@@ -47,4 +49,6 @@ def server_files(inventory: Inventory, dhcp: Collection[Dhcp] = tuple(Dhcp)) -> 
         if server in dhcp:
             files.update(generate_all(inventory))
     files.update({name: generate(inventory) for name, generate in GENERATORS.items()})
+    if inventory.cluster.http_url:  # the tree served over HTTP: nginx's site for it
+        files[SITE] = nginx_site(inventory)
     return files

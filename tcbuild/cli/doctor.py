@@ -27,6 +27,7 @@ TOOLS = (
     ("dnsmasq", "dnsmasq-base", "checking generated dnsmasq configs (the tests)"),
     ("dhclient", "isc-dhcp-client", "live DHCP tests"),
     ("rsyslogd", "rsyslog", "checking generated rsyslog rules (the tests)"),
+    ("nginx", "nginx-light", "serving the tree over HTTP (the generated site; the tests)"),
     ("cpio", "cpio", "cross-checks of images (the tests)"),
     ("bsdtar", "libarchive-tools", "cross-checks of images (the tests)"),
     ("xorriso", "xorriso", "cross-checks of ISO images (the tests)"),

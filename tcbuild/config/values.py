@@ -18,8 +18,10 @@ TAG = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 # Paths land in rsyslog rules (where % opens a property and \ an escape), /etc/exports, the
 # shell-sourced tftpd-hpa defaults ($ and ` expand there) and the image's scripts: plain only.
 PATH_CHARS = re.compile(r"^/[A-Za-z0-9._+@/-]*$")
-# The URL lands in quoted DHCP strings and in dnsmasq's comma-separated options: plain only.
-HTTP_URL = re.compile(r"^http://[A-Za-z0-9.-]+(:[0-9]{1,5})?/([A-Za-z0-9._~+@-]+/)*$")
+# The URL lands in quoted DHCP strings, dnsmasq's comma-separated options and nginx's `listen`,
+# `server_name` and `location` lines: plain only, its host a name or an address, its port one.
+HTTP_URL = re.compile(r"^http://(?P<host>[A-Za-z0-9.-]+)(:(?P<port>[0-9]{1,5}))?"
+                      r"(?P<path>/([A-Za-z0-9._~+@-]+/)*)$")
 BOOT_SERVERS_MAX = 2  # Kea's hot-standby pair
 HOST_NAME_MAX = 64  # Linux: the node sets its hostname to the FQDN from DHCP
 EXPORT_OPTIONS = re.compile(r"[a-z_]+(=[\w.-]+)?(,[a-z_]+(=[\w.-]+)?)*")
@@ -64,10 +66,29 @@ def tag_problem(tag: object) -> str | None:
 
 
 def http_url_problem(url: object) -> str | None:
-    if url is None or isinstance(url, str) and HTTP_URL.match(url):
+    if url is None:
         return None
-    return (f"'{url}' is not an http:// URL ending in '/' (like 'http://10.1.1.1/'; letters, "
-            "digits and ._~+@- in the path)")
+    found = HTTP_URL.match(url) if isinstance(url, str) else None
+    if not found:
+        return (f"'{url}' is not an http:// URL ending in '/' (like 'http://10.1.1.1/'; "
+                "letters, digits and ._~+@- in the path)")
+    host, port, path = found["host"], found["port"], found["path"]
+    if not is_ipv4(host) and not (all(LABEL.match(label) for label in host.split("."))
+                                  and not host.rsplit(".", 1)[-1].isdigit()):
+        return f"'{url}': '{host}' is neither an IPv4 address nor a DNS name"
+    if port is not None and port_problem(int(port)):
+        return f"'{url}': {port} is not a port number"
+    if "/." in path:
+        return f"'{url}': a part of its path starts with '.' (hidden, or '.' and '..')"
+    return None
+
+
+def is_ipv4(text: str) -> bool:
+    try:
+        IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def inside_problem(address: IPv4Address | None, network: IPv4Network | None, what: str
