@@ -206,6 +206,7 @@ def test_fleet_json(fleet_site: tuple[Path, Path, Path]) -> None:
     assert two == {
         "name": "server2", "ip": "10.1.1.6", "state": "stale",
         "last_seen": "2026-11-30T09:01:00Z", "booted": "2026-11-29T09:00:00Z",
+        "boot_seconds": None,  # an image from before the boot line said its uptime
         "build": "aaaaaaaaaaaa", "release": OLD,
         "named": {"config": f"{CONFIG_DIR}/01-52-54-00-12-34-57", "release": NEW},
         "last_error": {"time": "2026-11-30T09:01:00Z",
