@@ -386,3 +386,32 @@ def test_chromium_renders_the_page(tmp_path: Path, served: Served) -> None:
                     served.url, user_data=tmp_path / "profile")
     assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", done.stderr
     assert shot.stat().st_size > 10_000  # a page, not a blank
+
+
+def test_a_rollout_under_way_on_the_page_and_in_the_metrics(
+        site: tuple[Path, Path, Path]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tcbuild.fleet.metrics import exposition
+    from tcbuild.tftproot import rollout as record
+
+    inventory, logs, tftp = site
+    rolling = record.Rollout(
+        NEW, NEW[-12:] * 5 + "abcd", (("server2",), ("server1",)),
+        {"server2": record.HostRecord("01-52-54-00-12-34-57", None, OLD,
+                                      record.HostState.REBOOTING),
+         "server1": record.HostRecord("01-52-54-00-12-34-56", None, NEW)},
+        {}, None, False, "recipes/gameserver.toml", str(inventory), str(logs))
+    record.write(tftp, rolling)
+    found, errors = Follower(inventory, logs, tftp).read()
+    cells = Cells()
+    cells.feed(page(found).decode())
+    assert cells.states == {"server1": "current", "server2": "rolling out"}
+    assert "rollout wave 1: rebooting" in cells.text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(exposition(found, errors).decode())
+               for s in family.samples}
+    assert samples[("tcbuild_rollout_wave", (("phase", "running"), ("release", NEW)))] == 1
+    assert samples[("tcbuild_rollout_host_state", (("host", "server2"),
+                                                   ("state", "rebooting")))] == 1
+    assert samples[("tcbuild_rollout_host_state", (("host", "server1"), ("state", "pending")))] == 1

@@ -22,11 +22,12 @@ h1{font-size:1.4em;margin:0 0 .3em}h2{font-size:1.1em;margin:1.4em 0 .4em}
 table{border-collapse:collapse}th,td{padding:.2em .6em;text-align:left;vertical-align:top}
 th{background:#eee}tr:nth-child(even) td{background:#f8f8f8}
 td.num{text-align:right;font-variant-numeric:tabular-nums}code,.mono{font-family:monospace}
-.mono,.time{white-space:nowrap}
+.mono{white-space:nowrap}td.time{min-width:6em}
 .state{font-weight:600;border-radius:3px;padding:0 .4em;white-space:nowrap}
 .current{background:#cfc}.stale{background:#fc9}.unknown{background:#ddd}
 .never-seen{background:#eee;color:#777}.new{background:#cdf}.rolling-out{background:#ff9}
 .error{color:#a00}.summary span{margin-right:1em}
+td.error,td.note{min-width:12em;max-width:30em;overflow-wrap:anywhere}
 """
 WIDTH, LABEL, ROW = 720, 250, 26  # the chart: its width, the release names' column, a row
 
@@ -67,6 +68,11 @@ def _cell(value: object, css: str = "") -> str:
     return f'<td class="{css}">{text}</td>' if css else f"<td>{text}</td>"
 
 
+def _when(iso: str | None) -> str | None:
+    """2026-11-30T09:03:00Z as 2026-11-30 09:03:00Z: a cell may wrap between day and time."""
+    return iso.replace("T", " ", 1) if iso else iso
+
+
 def _state(state: str) -> str:
     return f'<span class="state {state.replace(" ", "-").lower()}">{escape(state)}</span>'
 
@@ -96,11 +102,11 @@ def _nodes(hosts: Sequence[Mapping[str, Any]], states: Sequence[str]) -> list[st
             f'<tr data-host="{escape(host["name"])}" data-state="{escape(state)}">'
             + _cell(host["name"]) + _cell(host["ip"], "mono") + f"<td>{_state(state)}</td>"
             + _cell(host["build"], "mono") + _cell(host["release"], "mono")
-            + _cell(host["booted"], "time")
+            + _cell(_when(host["booted"]), "time")
             + _cell(f"{seconds:.1f}" if seconds is not None else "", "num")
-            + _cell(host["last_seen"], "time")
-            + (_cell(f"{error['time']} {error['line']}", "error") if error else _cell(""))
-            + _cell(note) + "</tr>")
+            + _cell(_when(host["last_seen"]), "time")
+            + (_cell(f"{_when(error['time'])} {error['line']}", "error") if error else _cell(""))
+            + _cell(note, "note") + "</tr>")
     return [*rows, "</tbody></table>"]
 
 
