@@ -341,3 +341,6 @@ def test_fleet_reads_what_rsyslogd_wrote(tmp_path: Path, lab: Lab) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d:\d\d 10\.1\.1\.5 "
                         rf"{c.game_log_tag}: out of memory", first), first
     assert (logs / "server2.log").read_text().count(f"release {OLD}, kernel ") == 1
+    # The kernel's uptime said by the rendered script: /proc/uptime read, the duration parsed.
+    assert all(isinstance(n["boot_seconds"], float) and n["boot_seconds"] > 0
+               for n in (one, nodes["server2"])), nodes
