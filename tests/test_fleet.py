@@ -206,6 +206,7 @@ def test_fleet_json(fleet_site: tuple[Path, Path, Path]) -> None:
     assert two == {
         "name": "server2", "ip": "10.1.1.6", "state": "stale",
         "last_seen": "2026-11-30T09:01:00Z", "booted": "2026-11-29T09:00:00Z",
+        "boot_seconds": None,  # an image from before the boot line said its uptime
         "build": "aaaaaaaaaaaa", "release": OLD,
         "named": {"config": f"{CONFIG_DIR}/01-52-54-00-12-34-57", "release": NEW},
         "last_error": {"time": "2026-11-30T09:01:00Z",
@@ -340,3 +341,6 @@ def test_fleet_reads_what_rsyslogd_wrote(tmp_path: Path, lab: Lab) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d:\d\d 10\.1\.1\.5 "
                         rf"{c.game_log_tag}: out of memory", first), first
     assert (logs / "server2.log").read_text().count(f"release {OLD}, kernel ") == 1
+    # The kernel's uptime said by the rendered script: /proc/uptime read, the duration parsed.
+    assert all(isinstance(n["boot_seconds"], float) and n["boot_seconds"] > 0
+               for n in (one, nodes["server2"])), nodes

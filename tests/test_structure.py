@@ -14,7 +14,8 @@ import pytest
 import tcbuild
 
 PACKAGE = Path(tcbuild.__file__).parent
-HEAVY = ("pycdlib", "jinja2", "PySquashfsImage", "deflate", "libarchive", "tqdm", "elftools")
+HEAVY = ("pycdlib", "jinja2", "PySquashfsImage", "deflate", "libarchive", "tqdm", "elftools",
+         "prometheus_client")
 
 LEAVES = {"errors", "version", "atomic", "progress"}
 """Top-level modules that import nothing of the package."""
@@ -219,9 +220,19 @@ def test_the_command_line_loads_a_command_s_modules_only_to_run_it() -> None:
     assert {"tcbuild.cli.commands", "tcbuild.cli.grammar"} <= loaded
     assert {f"tcbuild.{m}" for m in ("stages.build", "sources.fetch", "stages.publish",
                                       "fleet.view", "cli.doctor", "fleet.httptree", "fleet.power",
-                                      "tftproot.releases", "tftproot.verify", "image.compose")
+                                      "tftproot.releases", "tftproot.verify", "image.compose",
+                                      "fleet.web", "fleet.follow", "fleet.metrics", "fleet.page")
             } & loaded == set()
-    assert {m for m in loaded if m.split(".")[0] in (*HEAVY, "http")} == set()
+    assert {m for m in loaded if m.split(".")[0] in (*HEAVY, "http", "wsgiref")} == set()
+
+
+def test_fleet_loads_no_server_and_serve_loads_prometheus_only_when_asked() -> None:
+    """`fleet` (no --serve) loads no HTTP server; the server's app loads prometheus_client only
+    for /metrics."""
+    fleet = loaded_modules("from tcbuild.fleet import overview")
+    assert {"wsgiref.simple_server", "prometheus_client", "tcbuild.fleet.web"} & fleet == set()
+    app = loaded_modules("from tcbuild.fleet import web")
+    assert "wsgiref.simple_server" in app and "prometheus_client" not in app
 
 
 def test_the_lazy_names_still_work() -> None:

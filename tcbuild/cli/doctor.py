@@ -34,6 +34,8 @@ TOOLS = (
     ("mformat", "mtools", "ISO output (the UEFI boot image)"),
     ("ipmitool", "ipmitool", "power: a host's BMC over IPMI (LAN, RMCP+)"),
     ("ipmi_sim", "openipmi", "a simulated BMC (the power tests)"),
+    ("prometheus", "prometheus", "scraping fleet --serve's /metrics (the tests)"),
+    ("chromium", "chromium", "loading fleet --serve's page in a browser (the tests)"),
 )
 FILES = (
     *((name, package, " and ".join(use for use, names in (("publish", syslinux.PXE),

@@ -228,6 +228,10 @@ def parser() -> argparse.ArgumentParser:
     fleet_cmd.add_argument("--tftp", type=Path, metavar="DIR",
                            help="the TFTP root: compare with the release each node's config "
                                 "names")
+    fleet_cmd.add_argument("--serve", metavar="[ADDR:]PORT",
+                           help="serve the fleet as a page, /api/fleet and /metrics, kept "
+                                "current, until SIGINT or SIGTERM (ADDR: 127.0.0.1 unless "
+                                "given; another address exposes it to that network)")
 
     power_cmd = command("power", "a host's power through its BMC (IPMI) or power_command",
                         json_output)

@@ -24,12 +24,32 @@ ONE_MACHINE = ("mac", "name", "ip", "second_ip", "bmc", "bmc_user", "bmc_passwor
 def fleet(args: argparse.Namespace) -> int:
     from ..fleet.overview import report
 
+    if args.serve is not None:
+        return _serve(args)
     found = report(args.inventory, args.logs, args.tftp, args.leases)
     if args.json:
         print(json.dumps(found.as_json(), indent=1))
     else:
         for line in found.lines():
             print(line)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ..fleet import web
+    from ..fleet.follow import Follower
+
+    if args.json:
+        raise InputError("--serve and --json: the server has /api/fleet for the JSON")
+    host, port = web.address(args.serve)
+    follower = Follower(args.inventory, args.logs, args.tftp, args.leases)
+
+    def started(url: str) -> None:
+        print(url, flush=True)
+        print(f"serving the fleet at {url} (/, /api/fleet, /metrics) until SIGINT or SIGTERM",
+              file=sys.stderr, flush=True)
+
+    web.serve(follower, host, port, started)
     return 0
 
 

@@ -1,6 +1,7 @@
 """The fleet: what each node booted, read from the log host and the TFTP root (`view`), the
-whole of `tcbuild fleet` as one object (`overview`), booting a published tree in QEMU
-(`boottest`) and the small HTTP server it boots from (`httptree`).
+whole of `tcbuild fleet` as one object (`overview`), kept current for `fleet --serve`
+(`follow`, `web`, `page`, `metrics`), booting a published tree in QEMU (`boottest`) and the
+small HTTP server it boots from (`httptree`).
 
 `from tcbuild import fleet` gives the view's names (`fleet.survey`, `fleet.render`,
 `fleet.State`) and `fleet.report` (`fleet --json`'s object), each loading its module on first

@@ -12,8 +12,9 @@ from, then the sender's tag and message:
 Nothing the sender wrote is trusted for who or when: a line counts only when it sits in the
 file of an inventory host and carries that host's address, and its time is the log host's.
 Lines without an address (older formats, a sender's own hostname) are skipped. The node's
-/opt/bootlocal.sh logs `build <id>, release <release id>` under the tag `bootlocal`; its last
-such line is the node's last boot. The release a node should boot is the
+/opt/bootlocal.sh logs `build <id>, release <release id>, kernel <version>, uptime=<seconds>`
+under the tag `bootlocal`; its last such line is the node's last boot, and the kernel's uptime
+then how long the boot took (older images say no uptime). The release a node should boot is the
 one its pxelinux config names, looked up as pxelinux does: `01-<mac>`, the address in hex and its
 prefixes, then `default`. Lines that are not such lines (or name a time out of range), and files
 that cannot be read, are skipped (a warning for a file), never fatal.
@@ -48,6 +49,7 @@ log = logging.getLogger("tcbuild")
 
 BOOT_TAG = "bootlocal"  # the programname of /opt/bootlocal.sh's lines
 BOOT = re.compile(r"\bbuild (?P<build>[0-9a-f]{6,64})\b(?:, release (?P<release>[\w.:-]+))?")
+UPTIME = re.compile(r"\buptime=(?P<seconds>\d{1,9}(?:\.\d{1,6})?)\b")  # the kernel's, at that line
 RELEASE_BUILD = re.compile(r"-([0-9a-f]{12})(?:\.\d+)?$")  # a release id ends in its build's
 UNKNOWN_RELEASE = "unknown"  # what bootlocal.sh says when no release was on its kernel line
 
@@ -82,6 +84,7 @@ class Boot:
     time: datetime
     build: str
     release: str | None  # None when the node could not tell
+    seconds: float | None = None  # the kernel's uptime when it said so: how long the boot took
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class NodeStatus:
             "name": self.name, "ip": self.ip, "state": str(self.state).lower(),
             "last_seen": _iso(self.seen),
             "booted": _iso(self.boot.time) if self.boot else None,
+            "boot_seconds": self.boot.seconds if self.boot else None,
             "build": self.boot.build if self.boot else None,
             "release": self.boot.release if self.boot else None,
             "named": ({"config": self.named.config, "release": self.named.release}
@@ -156,7 +160,9 @@ def boot_of(line: Line) -> Boot | None:
     if not found:
         return None
     release = found["release"]
-    return Boot(line.time, found["build"], None if release in (None, UNKNOWN_RELEASE) else release)
+    uptime = UPTIME.search(line.text, found.end())
+    return Boot(line.time, found["build"], None if release in (None, UNKNOWN_RELEASE) else release,
+                float(uptime["seconds"]) if uptime else None)
 
 
 # A line's place in time: its timestamp, then the file's age (older rotations first), then its
@@ -172,6 +178,7 @@ class Latest:
     last: tuple[Key, Line] | None = None
     boot: tuple[Key, Boot] | None = None
     error: tuple[Key, Line] | None = None
+    errors: int = 0  # error lines seen
 
     def node(self) -> NodeLog:
         return NodeLog(self.last[1] if self.last else None, self.boot[1] if self.boot else None,
@@ -179,10 +186,11 @@ class Latest:
 
 
 def scan(lines: Iterable[str], source: IPv4Address, rank: tuple[int, int, str], errors: bool,
-         latest: Latest) -> None:
+         latest: Latest, start: int = 0) -> None:
     """Update `latest` with the lines that came from `source` (the node's address); with
-    `errors` (an -err.log file) each line is an error."""
-    for number, text in enumerate(lines):
+    `errors` (an -err.log file) each line is an error. `start`: the first line's number in
+    its file."""
+    for number, text in enumerate(lines, start):
         line = parse_line(text.rstrip("\r\n"))
         if line is None or line.source != source:
             continue
@@ -190,6 +198,7 @@ def scan(lines: Iterable[str], source: IPv4Address, rank: tuple[int, int, str], 
         latest.last = _later(latest.last, key, line)
         if errors:
             latest.error = _later(latest.error, key, line)
+            latest.errors += 1
         boot = boot_of(line)
         if boot is not None:
             latest.boot = _later(latest.boot, key, boot)

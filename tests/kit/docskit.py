@@ -261,13 +261,13 @@ def node_logs(site: Site) -> None:
     logs = site.root / "remote"
     logs.mkdir(exist_ok=True)
     # Times apart by more than any publish takes: no two lines share one (see Ids).
-    for name, ip, release, after in [("server1", "10.1.1.5", found[-1], 120),
-                                     ("server2", "10.1.1.6", found[0], 30)]:
+    for name, ip, release, after, uptime in [("server1", "10.1.1.5", found[-1], 120, "38.52"),
+                                             ("server2", "10.1.1.6", found[0], 30, "41.07")]:
         at = release.time.replace(microsecond=0) + timedelta(seconds=after)
         build = release.build_id[:12]
         (logs / f"{name}.log").write_text(
             f"{at.isoformat()} {ip} bootlocal: game-server node, build {build}, release "
-            f"{release.id}, kernel 6.6.8-tinycore64\n"
+            f"{release.id}, kernel 6.6.8-tinycore64, uptime={uptime}\n"
             f"{(at + timedelta(seconds=9)).isoformat()} {ip} bootlocal: starting "
             "/mnt/gameserver/master as tc (stdout local0.info, stderr local0.err, tag master)\n")
         if name == "server2":
