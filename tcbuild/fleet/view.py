@@ -303,12 +303,17 @@ def _needed(path: Path, errors: bool, latest: Latest) -> bool:
 def tail_scan(path: Path, source: IPv4Address, rank: tuple[int, int, str], errors: bool,
               latest: Latest) -> None:
     """`scan` over the file's end: its lines last first, back to the first boot line (with
-    `errors`, the first line) that came from `source`."""
-    address = f" {source} ".encode()
+    `errors`, the first line) that came from `source`. Past the file's last line from `source`
+    only boot lines can matter: the others are not parsed."""
+    address, tag = f" {source} ".encode(), f" {BOOT_TAG}".encode()
+    seen = False
     for offset, raw in backwards(path, lambda raw: address in raw):
+        if seen and tag not in raw:
+            continue
         line = parse_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
         if line is None or line.source != source:
             continue
+        seen = True
         key = (line.time, rank, offset)
         latest.last = _later(latest.last, key, line)
         if errors:
