@@ -19,7 +19,7 @@ APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-
 	kea-dhcp4-server dnsmasq-base ovmf syslinux-efi mtools nginx-light openipmi ipmitool \
 	prometheus chromium
 
-.PHONY: demo image fetch deps test test-quick bench storm tools venv mirror extras clean
+.PHONY: demo image fetch deps test test-quick bench bench-fleet storm tools venv mirror extras clean
 
 # Offline, end to end: a stand-in mirror, build, publish into build/tftpboot, a QEMU PXE boot.
 demo: tools $(BIN)/tcbuild
@@ -51,6 +51,14 @@ venv: $(BIN)/tcbuild
 # Speed, memory and size against Tiny Core's own remaster (as root; see bench/bench.py).
 bench: tools $(BIN)/tcbuild
 	$(BIN)/python bench/bench.py
+
+# The operator's commands from 10 to 10,000 hosts (server-config and the daemons' checks, publish,
+# verify, rollback, fleet over 30 days of logs; Kea under perfdhcp in namespaces as root); prints
+# the table, writes build/bench/fleet.md and docs/fleet-scale.svg (see bench/fleet.py).
+# SIZES=10,100 for a quick run.
+SIZES ?= 10,100,1000,10000
+bench-fleet: tools $(BIN)/tcbuild
+	$(BIN)/python bench/fleet.py --sizes $(SIZES)
 
 # The boot storm: 1, 10, 50 clients fetching kernel + initrd from in.tftpd and from nginx at once,
 # in network namespaces (as root; see bench/storm.py); redraws docs/boot-storm.svg.

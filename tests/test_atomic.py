@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import pytest
 
 from tcbuild.atomic import SUFFIX, publish_files, sweep, write_bytes, write_file
 from tcbuild.sources.cache import Cache
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -77,3 +81,28 @@ def test_a_failed_write_leaves_the_target_and_no_temp_file(tmp_path: Path) -> No
         write_file(target, fail)
     assert [p.name for p in tmp_path.iterdir()] == ["x.iso"]
     assert target.read_bytes() == b"the old image"
+
+
+def test_write_all_of_more_files_than_the_soft_open_limit(tmp_path: Path) -> None:
+    """A fleet's per-MAC configs (three files a host, each temp file open until the renames):
+    past the soft limit on open files (1,024 on many systems) `write_all` failed with EMFILE;
+    it raises the soft limit to the hard one. Dead temp files are swept as before."""
+    (tmp_path / f".c0.x{SUFFIX}").write_bytes(b"left by a killed writer")
+    script = f"""
+import resource, sys
+from pathlib import Path
+from tcbuild.atomic import write_all
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if hard != resource.RLIM_INFINITY and hard < 1200:
+    sys.exit(77)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+root = Path({str(tmp_path)!r})
+write_all([(root / f"c{{i}}", f"{{i}}\\n".encode()) for i in range(600)])
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    if done.returncode == 77:
+        pytest.skip("the hard limit on open files is below 1,200 here")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"c{i}" for i in range(600))
+    assert all((tmp_path / f"c{i}").read_text() == f"{i}\n" for i in (0, 299, 599))

@@ -25,12 +25,8 @@ Pure parsing and judging (`parse_line`, `scan`, `judge`, `render`) apart from th
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import logging
-import lzma
 import re
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +40,7 @@ from ..config.inventory import Host, Inventory, log_names
 from ..config.inventoryfile import load_inventory
 from ..errors import InputError, boundary
 from ..tftproot.releases import release_of, releases
+from .logtail import OPENERS, READ_ERRORS, backwards
 
 log = logging.getLogger("tcbuild")
 
@@ -58,7 +55,6 @@ LINE = re.compile(r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?P<fraction>\.\d+)?
                   re.ASCII)
 TAG = re.compile(r"(?P<program>[^\s:\[\]]{1,64})(?:\[[^\s\]]*\])?:(?: |$)")
 ROTATED = re.compile(r"(?:\.(?P<number>\d{1,6})|-(?P<date>\d[\d-]*))?(?P<ext>\.gz|\.bz2|\.xz)?")
-OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 class State(StrEnum):
@@ -285,13 +281,57 @@ def _iso(when: datetime | None) -> str | None:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def read_node(logs: Path, host: Host) -> NodeLog:
+def read_node(logs: Path, host: Host, index: LogIndex | None = None) -> NodeLog:
     """The node's last line, boot and error from `<name>.log`, `<name>-err.log` and rotations,
-    each line counted only if it came from the node's address."""
+    each line counted only if it came from the node's address (`index`: the directory's
+    `log_index`, listed once for many hosts).
+
+    Files are read newest first and from their end: `<name>.log` back to its last boot line,
+    `<name>-err.log` back to its last line. An older rotation is read only while a boot (or an
+    error) is still missing, or when it was written to (its mtime) at or after the lines kept,
+    so it could hold a later one; lines of one file are taken to be in time order.
+    """
     latest = Latest()
-    for path, rank, errors in _node_files(logs, host):
-        scan(_lines(path), host.ip, rank, errors, latest)
+    files = sorted(_node_files(logs, host, index), key=lambda f: f[1], reverse=True)
+    for path, rank, errors in files:
+        if _needed(path, errors, latest):
+            tail_scan(path, host.ip, rank, errors, latest)
     return latest.node()
+
+
+def _needed(path: Path, errors: bool, latest: Latest) -> bool:
+    kept = latest.error if errors else latest.boot
+    if kept is None:
+        return True
+    try:
+        return path.stat().st_mtime >= kept[0][0].timestamp()
+    except OSError:
+        return True  # reading it warns
+
+
+def tail_scan(path: Path, source: IPv4Address, rank: tuple[int, int, str], errors: bool,
+              latest: Latest) -> None:
+    """`scan` over the file's end: its lines last first, back to the first boot line (with
+    `errors`, the first line) that came from `source`. Past the file's last line from `source`
+    only boot lines can matter: the others are not parsed."""
+    address, tag = f" {source} ".encode(), f" {BOOT_TAG}".encode()
+    seen = False
+    for offset, raw in backwards(path, lambda raw: address in raw):
+        if seen and tag not in raw:
+            continue
+        line = parse_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+        if line is None or line.source != source:
+            continue
+        seen = True
+        key = (line.time, rank, offset)
+        latest.last = _later(latest.last, key, line)
+        if errors:
+            latest.error = _later(latest.error, key, line)
+            return
+        boot = boot_of(line)
+        if boot is not None:
+            latest.boot = _later(latest.boot, key, boot)
+            return
 
 
 def node_lines(logs: Path, host: Host) -> Iterator[tuple[Line, bool]]:
@@ -304,19 +344,35 @@ def node_lines(logs: Path, host: Host) -> Iterator[tuple[Line, bool]]:
                 yield line, errors
 
 
-def _node_files(logs: Path, host: Host) -> list[tuple[Path, tuple[int, int, str], bool]]:
-    """The node's log files and rotations: (path, rotation rank, is the error file)."""
+LogIndex = dict[str, list[tuple[str, tuple[int, int, str]]]]
+
+
+def log_index(logs: Path) -> LogIndex:
+    """The log directory listed once: each base name (`<node>.log`, `<node>-err.log`) with its
+    files and their rotation ranks."""
     try:
         names = sorted(p.name for p in logs.iterdir())
     except OSError as e:
         raise InputError(f"{logs}: cannot list the log directory ({e.strerror or e})") from e
-    found = []
-    for base, errors in zip(log_names(host.name), (False, True), strict=True):
-        for file_name in names:
-            rank = rotation_rank(base, file_name)
+    index: LogIndex = {}
+    for name in names:
+        at = name.find(".log")
+        while at >= 0:
+            base = name[:at + 4]
+            rank = rotation_rank(base, name)
             if rank is not None:
-                found.append((logs / file_name, rank, errors))
-    return found
+                index.setdefault(base, []).append((name, rank))
+            at = name.find(".log", at + 1)
+    return index
+
+
+def _node_files(logs: Path, host: Host, index: LogIndex | None = None
+                ) -> list[tuple[Path, tuple[int, int, str], bool]]:
+    """The node's log files and rotations: (path, rotation rank, is the error file)."""
+    index = log_index(logs) if index is None else index
+    return [(logs / name, rank, errors)
+            for base, errors in zip(log_names(host.name), (False, True), strict=True)
+            for name, rank in index.get(base, [])]
 
 
 def _lines(path: Path) -> Iterator[str]:
@@ -329,32 +385,45 @@ def _lines(path: Path) -> Iterator[str]:
             for raw in f:
                 number += 1
                 yield raw.decode("utf-8", errors="replace")
-    except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+    except READ_ERRORS as e:
         log.warning("%s: unreadable after line %d, the rest skipped (%s)", path, number,
                     getattr(e, "strerror", None) or e)
 
 
-def pxe_release(tftp: Path, host: Host, builds: Mapping[str, str]) -> Named | None:
+def pxe_release(tftp: Path, host: Host, builds: Mapping[str, str],
+                present: set[str] | None = None, known: dict[str, Named] | None = None
+                ) -> Named | None:
     """The config pxelinux would load for `host` and the release its default label boots.
 
-    `builds`: release id -> short build id, for the releases in the tree.
+    `builds`: release id -> short build id, for the releases in the tree. For many hosts:
+    `present`, the names in pxelinux.cfg (listed once), and `known`, configs already read.
     """
     for name in config_names(host):
+        if present is not None and name not in present:
+            continue
+        if known is not None and name in known:
+            return known[name]
         path = tftp / CONFIG_DIR / name
         if not path.is_file():
             continue
-        where = f"{CONFIG_DIR}/{name}"
-        try:
-            config = parse(path.read_text(errors="replace"), str(path))
-            release = release_of(config.label(config.default).kernel)
-        except (OSError, InputError) as e:
-            log.warning("%s", e)
-            return Named(where, None, None)
-        if release is None:
-            return Named(where, None, None)
-        found = RELEASE_BUILD.search(release)
-        return Named(where, release, builds.get(release) or (found[1] if found else None))
+        named = _named(path, f"{CONFIG_DIR}/{name}", builds)
+        if known is not None:
+            known[name] = named
+        return named
     return None
+
+
+def _named(path: Path, where: str, builds: Mapping[str, str]) -> Named:
+    try:
+        config = parse(path.read_text(errors="replace"), str(path))
+        release = release_of(config.label(config.default).kernel)
+    except (OSError, InputError) as e:
+        log.warning("%s", e)
+        return Named(where, None, None)
+    if release is None:
+        return Named(where, None, None)
+    found = RELEASE_BUILD.search(release)
+    return Named(where, release, builds.get(release) or (found[1] if found else None))
 
 
 @boundary
@@ -370,9 +439,19 @@ def survey(inventory: Path | Inventory, logs: Path | None = None, tftp: Path | N
         raise InputError(f"{tftp}: the TFTP root does not exist")
     builds = {r.id: r.build_id[:12]
               for r in (releases(tftp) if tftp is not None else [])}
+    index = log_index(logs)
+    present = _listed(tftp / CONFIG_DIR) if tftp is not None else set()
+    known: dict[str, Named] = {}
     statuses = []
     for host in inv.hosts:
-        named = pxe_release(tftp, host, builds) if tftp is not None else None
-        statuses.append(judge(host, read_node(logs, host), named, tftp is not None))
+        named = pxe_release(tftp, host, builds, present, known) if tftp is not None else None
+        statuses.append(judge(host, read_node(logs, host, index), named, tftp is not None))
     return statuses
+
+
+def _listed(directory: Path) -> set[str]:
+    try:
+        return {p.name for p in directory.iterdir()}
+    except OSError:
+        return set()
 
