@@ -30,9 +30,9 @@ from ..errors import InputError, boundary
 from ..tftproot import rollout as record
 from ..tftproot.state import RELEASES, Release, served
 from .discover import discovered
+from .logtail import OPENERS
 from .overview import FleetReport
 from .view import (
-    OPENERS,
     Latest,
     Named,
     NodeStatus,
