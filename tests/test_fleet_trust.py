@@ -103,7 +103,7 @@ def test_the_hostile_corpus_changes_nothing(tmp_path: Path) -> None:
 
 def test_no_hostile_line_counts() -> None:
     latest = Latest()
-    scan((line.decode("utf-8", errors="replace") for line in hostile_lines()), SERVER1,
+    scan(enumerate(line.decode("utf-8", errors="replace") for line in hostile_lines()), SERVER1,
          (2, 0, ""), True, latest)
     assert latest == Latest()
 
@@ -137,7 +137,7 @@ def _stamps() -> st.SearchStrategy[str]:
 def test_hostile_times_and_sources_never_fail(stamp: str, source: str, message: str) -> None:
     text = f"{stamp} {source} bootlocal: {message}"
     latest = Latest()
-    scan([text], SERVER1, (2, 0, ""), False, latest)
+    scan([(0, text)], SERVER1, (2, 0, ""), False, latest)
     line = parse_line(text)
     if latest.last is not None:
         assert line is not None and line.source == SERVER1 and "\n" not in text
@@ -148,5 +148,5 @@ def test_hostile_times_and_sources_never_fail(stamp: str, source: str, message: 
 @given(st.binary(max_size=400))
 def test_binary_lines_never_fail(data: bytes) -> None:
     latest = Latest()
-    scan(data.decode("utf-8", errors="replace").splitlines(), SERVER1, (2, 0, ""), True,
-         latest)
+    scan(enumerate(data.decode("utf-8", errors="replace").splitlines()), SERVER1, (2, 0, ""),
+         True, latest)

@@ -28,18 +28,38 @@ OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 
 
-def backwards(path: Path, keep: Callable[[bytes], bool], block: int = BLOCK
-              ) -> Iterator[tuple[int, bytes]]:
-    """The file's lines that `keep` accepts, last first, each with its place in the file."""
+def backwards(path: Path, keep: Callable[[bytes], bool], block: int = BLOCK,
+              end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """The file's lines that `keep` accepts, last first, each with its place in the file;
+    `end`: a plain file's lines before that offset only."""
     if path.suffix in OPENERS:
         yield from reversed(_forwards(path, keep))
         return
     try:
         with path.open("rb") as f:
-            yield from _blocks_backwards(f, f.seek(0, 2), keep, block)
+            size = f.seek(0, 2)
+            yield from _blocks_backwards(f, size if end is None else min(end, size), keep,
+                                         block)
     except READ_ERRORS as e:
         log.warning("%s: unreadable, the rest skipped (%s)", path,
                     getattr(e, "strerror", None) or e)
+
+
+def last_line_end(path: Path, block: int = BLOCK) -> int:
+    """The offset just past a plain file's last newline (0 without one); 0 when unreadable."""
+    try:
+        with path.open("rb") as f:
+            end = f.seek(0, 2)
+            while end > 0:
+                start = max(0, end - block)
+                f.seek(start)
+                found = f.read(end - start).rfind(b"\n")
+                if found >= 0:
+                    return start + found + 1
+                end = start
+    except OSError:
+        pass
+    return 0
 
 
 def _blocks_backwards(f: IO[bytes], size: int, keep: Callable[[bytes], bool], block: int

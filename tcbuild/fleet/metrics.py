@@ -8,7 +8,7 @@ A collector of its own over one report, in a registry of its own (no global metr
     tcbuild_node_boot_timestamp_seconds{host}      when its last boot line was received
     tcbuild_node_boot_duration_seconds{host}       the kernel's uptime on that line
     tcbuild_node_last_seen_timestamp_seconds{host} its last line
-    tcbuild_node_errors_total{host}                error lines seen in its -err.log files
+    tcbuild_node_errors_total{host}                error lines appended to its -err.log since start
     tcbuild_release_info{release,build}            1 per release in the tree
     tcbuild_release_configs{release}               the configs that boot it
     tcbuild_new_machines                           machines waiting to be enrolled
@@ -34,7 +34,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def families(report: FleetReport, errors: Mapping[str, int]) -> Iterator[Metric]:
-    """The report's metric families; `errors`: error lines seen per host."""
+    """The report's metric families; `errors`: error lines appended per host since the
+    follower started."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     def gauge(name: str, text: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
@@ -51,8 +52,8 @@ def families(report: FleetReport, errors: Mapping[str, int]) -> Iterator[Metric]
                      "last boot line: how long its boot took", ("host",))
     seen = gauge("tcbuild_node_last_seen_timestamp_seconds", "When the log host received the "
                  "node's last line (Unix time)", ("host",))
-    failed = CounterMetricFamily("tcbuild_node_errors", "Error lines seen in the node's "
-                                 "-err.log files (rotated ones too)", labels=["host"])
+    failed = CounterMetricFamily("tcbuild_node_errors", "Error lines appended to the node's "
+                                 "-err.log since the server started", labels=["host"])
     for n in report.hosts:
         boot = n.boot
         info.add_metric([n.name, boot.build if boot else "",

@@ -174,33 +174,34 @@ class Latest:
     last: tuple[Key, Line] | None = None
     boot: tuple[Key, Boot] | None = None
     error: tuple[Key, Line] | None = None
-    errors: int = 0  # error lines seen
 
     def node(self) -> NodeLog:
         return NodeLog(self.last[1] if self.last else None, self.boot[1] if self.boot else None,
                        self.error[1] if self.error else None)
 
 
-def scan(lines: Iterable[str], source: IPv4Address, rank: tuple[int, int, str], errors: bool,
-         latest: Latest, start: int = 0) -> None:
-    """Update `latest` with the lines that came from `source` (the node's address); with
-    `errors` (an -err.log file) each line is an error. `start`: the first line's number in
-    its file."""
-    for number, text in enumerate(lines, start):
+def scan(lines: Iterable[tuple[int, str]], source: IPv4Address, rank: tuple[int, int, str],
+         errors: bool, latest: Latest) -> int:
+    """Update `latest` with the lines that came from `source` (the node's address), each
+    given with its byte offset in its file; with `errors` (an -err.log file) each line is an
+    error. How many lines came from `source`."""
+    taken = 0
+    for offset, text in lines:
         line = parse_line(text.rstrip("\r\n"))
         if line is None or line.source != source:
             continue
-        key = (line.time, rank, number)
-        latest.last = _later(latest.last, key, line)
+        taken += 1
+        key = (line.time, rank, offset)
+        latest.last = later(latest.last, key, line)
         if errors:
-            latest.error = _later(latest.error, key, line)
-            latest.errors += 1
+            latest.error = later(latest.error, key, line)
         boot = boot_of(line)
         if boot is not None:
-            latest.boot = _later(latest.boot, key, boot)
+            latest.boot = later(latest.boot, key, boot)
+    return taken
 
 
-def _later(kept: tuple[Key, T] | None, key: Key, value: T) -> tuple[Key, T]:
+def later(kept: tuple[Key, T] | None, key: Key, value: T) -> tuple[Key, T]:
     return (key, value) if kept is None or kept[0] < key else kept
 
 
@@ -294,12 +295,14 @@ def read_node(logs: Path, host: Host, index: LogIndex | None = None) -> NodeLog:
     latest = Latest()
     files = sorted(_node_files(logs, host, index), key=lambda f: f[1], reverse=True)
     for path, rank, errors in files:
-        if _needed(path, errors, latest):
+        if needed(path, errors, latest):
             tail_scan(path, host.ip, rank, errors, latest)
     return latest.node()
 
 
-def _needed(path: Path, errors: bool, latest: Latest) -> bool:
+def needed(path: Path, errors: bool, latest: Latest) -> bool:
+    """Whether an older file could change `latest`: a boot (an error, for an -err.log file) is
+    still missing, or it was written to at or after the one kept."""
     kept = latest.error if errors else latest.boot
     if kept is None:
         return True
@@ -310,13 +313,14 @@ def _needed(path: Path, errors: bool, latest: Latest) -> bool:
 
 
 def tail_scan(path: Path, source: IPv4Address, rank: tuple[int, int, str], errors: bool,
-              latest: Latest) -> None:
-    """`scan` over the file's end: its lines last first, back to the first boot line (with
-    `errors`, the first line) that came from `source`. Past the file's last line from `source`
-    only boot lines can matter: the others are not parsed."""
+              latest: Latest, end: int | None = None) -> None:
+    """`scan` over the file's end (`end`: a plain file's bytes before that offset): its lines
+    last first, back to the first boot line (with `errors`, the first line) that came from
+    `source`. Past the file's last line from `source` only boot lines can matter: the others
+    are not parsed."""
     address, tag = f" {source} ".encode(), f" {BOOT_TAG}".encode()
     seen = False
-    for offset, raw in backwards(path, lambda raw: address in raw):
+    for offset, raw in backwards(path, lambda raw: address in raw, end=end):
         if seen and tag not in raw:
             continue
         line = parse_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
@@ -324,13 +328,13 @@ def tail_scan(path: Path, source: IPv4Address, rank: tuple[int, int, str], error
             continue
         seen = True
         key = (line.time, rank, offset)
-        latest.last = _later(latest.last, key, line)
+        latest.last = later(latest.last, key, line)
         if errors:
-            latest.error = _later(latest.error, key, line)
+            latest.error = later(latest.error, key, line)
             return
         boot = boot_of(line)
         if boot is not None:
-            latest.boot = _later(latest.boot, key, boot)
+            latest.boot = later(latest.boot, key, boot)
             return
 
 
