@@ -181,7 +181,8 @@ def test_ten_thousand_nodes_are_read_from_their_end_then_only_what_they_gain(
     day = [syslog(T0 + timedelta(hours=h), "IP", "nrpe", f"hour {h}") for h in range(24)]
     for i in range(1, n + 1):
         ip = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
-        lines = [uptime_line(timedelta(0), ip, NEW, 40 + i % 7), *(d.replace("IP", ip) for d in day)]
+        lines = [uptime_line(timedelta(0), ip, NEW, 40 + i % 7),
+                 *(d.replace("IP", ip) for d in day)]
         (logs / f"n{i}.log").write_text("".join(lines))
         (logs / f"n{i}-err.log").write_text(syslog(T0, ip, "master", "oops"))
         if i % 10 == 0:  # an older rotation, never needed: the current file has the boot
