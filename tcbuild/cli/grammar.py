@@ -61,8 +61,9 @@ def parser() -> argparse.ArgumentParser:
     tftp_root.add_argument("--tftp", type=Path, required=True, metavar="DIR", action=Once,
                            help="the TFTP root")
     tftp_roots = Parser(add_help=False)
-    tftp_roots.add_argument("--tftp", type=Path, required=True, action="append", metavar="DIR",
-                            help="the TFTP root (repeatable: boot servers that serve one tree)")
+    tftp_roots.add_argument("--tftp", required=True, action="append", metavar="DIR|URL",
+                            help="the TFTP root, a directory or ssh://[user@]host[:port]/path "
+                                 "(repeatable: boot servers that serve one tree)")
     json_output = Parser(add_help=False)
     json_output.add_argument("--json", action="store_true", help="print the result as JSON")
     quiet = Parser(add_help=False)
@@ -178,7 +179,8 @@ def parser() -> argparse.ArgumentParser:
     rollout_cmd.add_argument("--dry-run", action="store_true",
                              help="print the waves and each host's steps; change nothing")
 
-    command("releases", "list the releases of a TFTP root", tftp_root, json_output)
+    command("releases", "list the releases of a TFTP root (or of several, and what they "
+            "disagree on)", tftp_roots, json_output)
     rollback_cmd = command("rollback", "boot the previous (or a given) release",
                            tftp_roots)
     rollback_cmd.add_argument("release", nargs="?", help="release id (default: the previous)")
