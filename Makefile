@@ -16,7 +16,8 @@ TCBUILD_FLAGS := $(if $(MIRROR),--mirror $(MIRROR))
 APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-x86 ipxe-qemu \
 	pxelinux syslinux-common isolinux xorriso advancecomp isc-dhcp-server isc-dhcp-client \
 	tftpd-hpa rsyslog iproute2 util-linux bsdutils curl nfs-ganesha nfs-ganesha-vfs \
-	kea-dhcp4-server dnsmasq-base ovmf syslinux-efi mtools nginx-light openipmi ipmitool
+	kea-dhcp4-server dnsmasq-base ovmf syslinux-efi mtools nginx-light openipmi ipmitool \
+	openssh-client openssh-server rsync
 
 .PHONY: demo image fetch deps test test-quick bench storm tools venv mirror extras clean
 

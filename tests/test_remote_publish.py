@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from .kit.netns import Daemon, Lab
+from tcbuild.fleet import boottest
+
+from .kit.netns import Daemon, Lab, wait_for
+from .kit.nodekit import BUILD_ID, built_id
 from .kit.requires import require_tool
 from .test_publish import built
 
@@ -64,9 +67,10 @@ class Remotes:
 
     def publish(self, *urls: str, **extra: str) -> subprocess.CompletedProcess[str]:
         roots = [arg for url in urls for arg in ("--tftp", url)]
+        stand_in = self.site / "bootloader"  # else Debian's, found where they are
+        loader = ["--bootloader-dir", str(stand_in)] if stand_in.is_dir() else []
         return self.tcbuild("publish", RECIPE, *roots, "--offline", "--cache",
-                            str(self.site / "cache"), "--bootloader-dir",
-                            str(self.site / "bootloader"), "--quiet", "--json", **extra)
+                            str(self.site / "cache"), *loader, "--quiet", "--json", **extra)
 
     def fetch(self, server: Server, path: str, via: str = "tftp") -> bytes:
         """A file as the server serves it (TFTP or HTTP), from the operator's namespace."""
@@ -98,6 +102,18 @@ def keygen(path: Path) -> str:
 
 @pytest.fixture
 def remotes(lab: Lab, site: Path) -> Iterator[Remotes]:
+    yield boot_servers(lab, site)
+
+
+@pytest.fixture
+def bootable_remotes(lab: Lab, node: Path) -> Iterator[Remotes]:
+    """The same, over the example node built from the bootable mirror (the real bootloader)."""
+    require_tool("dnsmasq", "dnsmasq-base")
+    yield boot_servers(lab, node)
+
+
+def boot_servers(lab: Lab, site: Path) -> Remotes:
+    """The two boot servers and the operator's namespace (see the module's text)."""
     for tool, package in (("sshd", "openssh-server"), ("ssh", "openssh-client"),
                           ("rsync", "rsync"), ("in.tftpd", "tftpd-hpa"), ("nginx", "nginx-light"),
                           ("curl", "curl")):
@@ -137,7 +153,7 @@ def remotes(lab: Lab, site: Path) -> Iterator[Remotes]:
     for server in servers:
         server.sshd = found.start_sshd(server)
         lab.start(server.namespace, f"tftpd-{server.alias}",
-                  ["in.tftpd", "-L", "--user", "root", "--address", f"{server.address}:69",
+                  ["in.tftpd", "-L", "--user", "root", "--address", "0.0.0.0:69",
                    "--secure", server.root])
         nginx = work / f"nginx-{server.alias}.conf"
         temp = work / f"nginx-{server.alias}"
@@ -146,10 +162,10 @@ def remotes(lab: Lab, site: Path) -> Iterator[Remotes]:
             f"daemon off;\nuser root;\npid {temp}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
             f"http {{\n  access_log off;\n  client_body_temp_path {temp};\n"
             f"  proxy_temp_path {temp};\n  fastcgi_temp_path {temp};\n"
-            f"  server {{ listen {server.address}:80; root {server.root}; }}\n}}\n")
+            f"  server {{ listen 80; root {server.root}; }}\n}}\n")
         lab.start(server.namespace, f"nginx-{server.alias}",
                   ["nginx", "-e", "stderr", "-p", temp, "-c", nginx])
-    yield found
+    return found
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -292,3 +308,51 @@ def test_bad_remote_roots_are_one_line_each_and_switch_nothing(remotes: Remotes)
         for command in ("verify", "releases"):
             done = remotes.tcbuild(command, "--tftp", url)
             assert done.returncode == status and done.stderr.startswith(f"{url}: {says}")
+
+
+def boot_from(remotes: Remotes, server: Server, index: int, via: str) -> str:
+    """A QEMU node on a tap of `server`'s namespace, its DHCP (dnsmasq) pointing at the
+    server's own TFTP (pxelinux.0) or HTTP (boot.ipxe, through the NIC's iPXE); the build id
+    its console printed."""
+    lab, tap, address = remotes.lab, f"rrtap{index}", f"10.80.{index}.1"
+    lab.ip(server.namespace, "tuntap", "add", "dev", tap, "mode", "tap")
+    lab.interfaces.add(tap)
+    lab.ip(server.namespace, "addr", "add", f"{address}/24", "dev", tap)
+    lab.ip(server.namespace, "link", "set", tap, "up")
+    boot = (["--dhcp-boot", f"pxelinux.0,,{address}"] if via == "tftp" else
+            ["--dhcp-match", "set:ipxe,175", "--dhcp-boot",
+             f"tag:ipxe,http://{address}/boot.ipxe"])
+    lab.start(server.namespace, f"dnsmasq-{server.alias}", [
+        "dnsmasq", "-d", "--conf-file=/dev/null", "--port=0", "--user=root", "--pid-file=",
+        "--leasefile-ro", f"--interface={tap}", "--bind-interfaces",
+        f"--dhcp-range=10.80.{index}.50,10.80.{index}.99,1h", *boot])
+    console = lab.workdir / f"{server.alias}.console"
+    qemu = lab.start(server.namespace, f"qemu-{server.alias}", boottest.pxe_command(
+        server.root, console, netdev=f"tap,id=n0,ifname={tap},script=no,downscript=no"))
+    wait_for(lambda: console.exists() and BUILD_ID.search(console.read_text(errors="replace"))
+             is not None, f"a boot from {server.url} via {via}", timeout=300, watch=[qemu])
+    found = BUILD_ID.search(console.read_text(errors="replace"))
+    assert found is not None
+    qemu.stop()
+    return found[1]
+
+
+def test_a_node_boots_from_each_remote_root(bootable_remotes: Remotes) -> None:
+    """One node boots from server A over TFTP, one from server B over HTTP (iPXE)."""
+    a, b = bootable_remotes.servers
+    built(bootable_remotes.site)
+    started = time.monotonic()
+    first = published(bootable_remotes.publish(a.url, b.url))
+    first_seconds = time.monotonic() - started
+    want = built_id(bootable_remotes.site)
+    assert boot_from(bootable_remotes, a, 1, "tftp") == want
+    assert boot_from(bootable_remotes, b, 2, "http") == want
+    change_overlay(bootable_remotes.site, "second")  # the bootable image: the docs' numbers
+    built(bootable_remotes.site)
+    started = time.monotonic()
+    second = published(bootable_remotes.publish(a.url, b.url))
+    second_seconds = time.monotonic() - started
+    sent = [[int(str(p["sent_bytes"])) for p in plans] for plans in (first, second)]
+    assert all(two < one / 10 for one, two in zip(*sent, strict=True)), sent
+    print(f"\nbootable image: first publish {first_seconds:.1f} s, sent {sent[0]}; second "
+          f"{second_seconds:.1f} s, sent {sent[1]}")

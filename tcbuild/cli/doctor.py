@@ -33,6 +33,9 @@ TOOLS = (
     ("mformat", "mtools", "ISO output (the UEFI boot image)"),
     ("ipmitool", "ipmitool", "power: a host's BMC over IPMI (LAN, RMCP+)"),
     ("ipmi_sim", "openipmi", "a simulated BMC (the power tests)"),
+    ("ssh", "openssh-client", "remote TFTP roots (--tftp ssh://host/path)"),
+    ("rsync", "rsync", "remote TFTP roots (here and on every boot server)"),
+    ("sshd", "openssh-server", "boot servers reached over SSH (the remote root tests)"),
 )
 FILES = (
     *((name, package, " and ".join(use for use, names in (("publish", syslinux.PXE),
@@ -50,7 +53,8 @@ FILES = (
 
 
 def checks() -> list[Check]:
-    found = [Check(name, package, use, shutil.which(name)) for name, package, use in TOOLS]
+    found = [Check(name, package, use, shutil.which(name) or shutil.which(name, path="/usr/sbin"))
+             for name, package, use in TOOLS]
     for name, package, use, paths in FILES:
         where = next((p for p in paths if Path(p).is_file()), None)
         found.append(Check(name, package, use, where))
