@@ -356,3 +356,36 @@ def test_a_node_boots_from_each_remote_root(bootable_remotes: Remotes) -> None:
     assert all(two < one / 10 for one, two in zip(*sent, strict=True)), sent
     print(f"\nbootable image: first publish {first_seconds:.1f} s, sent {sent[0]}; second "
           f"{second_seconds:.1f} s, sent {sent[1]}")
+
+
+def test_a_server_lost_mid_switch_is_named_with_the_command_that_finishes_it(
+        remotes: Remotes) -> None:
+    a, b = remotes.servers
+    published(remotes.publish(a.url, b.url))
+    old_b, old_a_default = tree(b.root), remotes.fetch(a, "pxelinux.cfg/default")
+    change_overlay(remotes.site, "switch")
+    built(remotes.site)
+    wrapper = remotes.site / "ssh-wrapper"  # the operator's ssh: b's sshd killed at the switch
+    wrapper.write_text(
+        "#!/bin/sh\ncase \"$*\" in *srv-b*switch.sh*)\n"
+        f"  for pid in $(ip netns pids {b.namespace}); do\n"
+        "    [ \"$(cat /proc/$pid/comm)\" = sshd ] && kill $pid\n  done ;;\nesac\n"
+        "exec ssh \"$@\"\n")
+    wrapper.chmod(0o755)
+    done = remotes.publish(a.url, b.url, TCBUILD_SSH=f"{wrapper} -F {remotes.ssh_config}")
+    assert done.returncode == 1
+    line, = done.stderr.splitlines()
+    assert line.startswith(f"{b.url}: switching failed (ssh): "), line
+    finish = line.split("finish it with `")[1].split("`")[0]
+    assert finish.endswith("/switch.sh") and f" srv-b sh {b.root}/tcbuild/staging-" in finish
+    assert tree(b.root) == old_b  # b still serves what it served; a switched
+    assert remotes.fetch(a, "pxelinux.cfg/default") != old_a_default
+    b.sshd = remotes.start_sshd(b, name="-again")
+    finished = subprocess.run(["ip", "netns", "exec", remotes.ops, "sh", "-c",
+                               finish.replace(str(wrapper), "ssh")], env=remotes.env(),
+                              capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    assert tree(a.root) == tree(b.root)
+    assert not list((b.root / "tcbuild").glob("staging-*"))
+    verify = remotes.tcbuild("verify", "--tftp", a.url, "--tftp", b.url)
+    assert verify.returncode == 0, verify.stderr
