@@ -236,6 +236,13 @@ def test_publish_releases_verify_and_rollback_on_two_remote_roots(remotes: Remot
         assert was.encode() in remotes.fetch(server, "pxelinux.cfg/default")
         assert was.encode() in remotes.fetch(server, "ipxe/default.ipxe", via="http")
     assert tree(a.root) == tree(b.root)
+    logs = remotes.site / "logs"
+    logs.mkdir()
+    fleet = remotes.tcbuild("fleet", "--inventory", "examples/cluster.toml", "--logs", str(logs),
+                            "--tftp", b.url, "--json")
+    assert fleet.returncode == 0, fleet.stderr
+    shown = {r["id"]: r for r in json.loads(fleet.stdout)["releases"]}
+    assert set(shown) == {was, now}, shown
 
     change_overlay(remotes.site, "third")  # only A gets it: the roots disagree
     built(remotes.site)

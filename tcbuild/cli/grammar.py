@@ -227,9 +227,9 @@ def parser() -> argparse.ArgumentParser:
     fleet_cmd = command("fleet", "which build and release each node booted, from the "
                         "log host's files", json_output, seen)
     fleet_cmd.add_argument("--inventory", type=Path, required=True, metavar="FILE")
-    fleet_cmd.add_argument("--tftp", type=Path, metavar="DIR",
-                           help="the TFTP root: compare with the release each node's config "
-                                "names")
+    fleet_cmd.add_argument("--tftp", metavar="DIR|URL",
+                           help="the TFTP root (a directory or ssh://[user@]host[:port]/path): "
+                                "compare with the release each node's config names")
 
     power_cmd = command("power", "a host's power through its BMC (IPMI) or power_command",
                         json_output)

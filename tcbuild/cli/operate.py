@@ -22,9 +22,9 @@ ONE_MACHINE = ("mac", "name", "ip", "second_ip", "bmc", "bmc_user", "bmc_passwor
 
 
 def fleet(args: argparse.Namespace) -> int:
-    from ..fleet.overview import report
+    from ..stages.remote import fleet_report
 
-    found = report(args.inventory, args.logs, args.tftp, args.leases)
+    found = fleet_report(args.inventory, args.logs, args.tftp, args.leases)
     if args.json:
         print(json.dumps(found.as_json(), indent=1))
     else:

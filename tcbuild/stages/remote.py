@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..boot import syslinux
 from ..config.inventory import Inventory
@@ -41,6 +42,9 @@ from ..tftproot.remote import (
 )
 from ..tftproot.state import Release, distinct_roots, file_sha256, served
 from ..tftproot.verify import disagreements, verify_all
+
+if TYPE_CHECKING:
+    from ..fleet.overview import FleetReport
 
 
 @dataclass
@@ -289,3 +293,15 @@ def releases_of(roots: Path | str | Sequence[Path | str], wait: float = 30.0
                           {name: file_sha256(path / name) for name in syslinux.PXE})
                  for path in paths]
         return views, [show(line) for line in disagreements(paths)]
+
+
+@boundary
+def fleet_report(inventory: Path, logs: Path | None = None, tftp: Path | str | None = None,
+                 leases: Sequence[Path] | None = None, wait: float = 30.0) -> FleetReport:
+    """`fleet.overview.report` with a TFTP root that may be remote (read from its mirror)."""
+    from ..fleet.overview import report
+
+    if tftp is None:
+        return report(inventory, logs, None, leases)
+    with mirrored(tftp, wait) as (paths, _):
+        return report(inventory, logs, paths[0], leases)
