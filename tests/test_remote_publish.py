@@ -312,6 +312,8 @@ def test_bad_remote_roots_are_one_line_each_and_switch_nothing(remotes: Remotes)
             done.stderr.startswith(f"{url}: {says}") and done.stderr.count("\n") == 1), \
             done.stderr
         assert [tree(a.root), tree(b.root)] == before, url
+        free = subprocess.run(["flock", "-n", str(a.root / "tcbuild/.lock"), "true"])
+        assert free.returncode == 0, f"{url}: the lock of {a.url} was not released"
         for command in ("verify", "releases"):
             done = remotes.tcbuild(command, "--tftp", url)
             assert done.returncode == status and done.stderr.startswith(f"{url}: {says}")

@@ -60,8 +60,15 @@ class Session:
     received: int = 0  # bytes the pull received
     sent: int = 0  # bytes the push sent
 
+    def held(self, doing: str) -> None:
+        """The lock's session is still there (else the far side's lock is gone too)."""
+        if self.lock.poll() is not None:
+            raise TcbuildError(f"{self.remote}: {doing} failed: the connection holding the "
+                               "root's lock was lost")
+
     def run(self, command: str, doing: str, stdin: str | None = None) -> str:
         """A command on the far side, through the lock's connection; its stdout."""
+        self.held(doing)
         done = subprocess.run(ssh_argv(self.base, self.remote, self.control, command),
                               input=stdin, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -70,6 +77,7 @@ class Session:
 
     def rsync(self, source: str, target: str, options: Sequence[str], doing: str) -> int:
         """rsync through the lock's connection; the bytes it sent (`--stats`)."""
+        self.held(doing)
         argv = rsync_argv(self.base, self.remote, self.control, source, target, options)
         try:
             done = subprocess.run(argv, capture_output=True, text=True, check=False)

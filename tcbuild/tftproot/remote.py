@@ -152,7 +152,7 @@ def lock_script() -> str:
 for tool in rsync flock sha256sum; do
   command -v "$tool" >/dev/null 2>&1 || { echo "tcbuild-missing $tool"; exit 0; }
 done
-mkdir -p "$root/tcbuild" || exit 1
+[ -d "$root/tcbuild" ] || mkdir -m 755 "$root/tcbuild" || exit 1
 exec flock -w "$wait" "$root/tcbuild/.lock" sh -c '
   root=$1
   for dir in "$root"/tcbuild/staging-*; do
