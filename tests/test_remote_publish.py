@@ -256,9 +256,13 @@ def test_publish_releases_verify_and_rollback_on_two_remote_roots(remotes: Remot
 
 
 def test_a_server_lost_mid_upload_switches_no_root(remotes: Remotes) -> None:
+    """...nor a local root published with them (local roots switch between the phases)."""
     a, b = remotes.servers
-    published(remotes.publish(a.url, b.url))
-    trees, serving = [tree(a.root), tree(b.root)], served(remotes)
+    local = remotes.site / "tftp"
+    (local / "README.site").unlink()  # the operator's own file: only in this root
+    published(remotes.publish(str(local), a.url, b.url))
+    assert tree(local) == tree(a.root) == tree(b.root)
+    trees, serving = [tree(local), tree(a.root), tree(b.root)], served(remotes)
     change_overlay(remotes.site, "lost")
     built(remotes.site)
     wrappers = remotes.site / "wrappers"  # the operator's rsync, b's sshd killed as it starts
@@ -269,18 +273,18 @@ def test_a_server_lost_mid_upload_switches_no_root(remotes: Remotes) -> None:
         "    [ \"$(cat /proc/$pid/comm)\" = sshd ] && kill $pid\n  done ;;\nesac\n"
         "exec /usr/bin/rsync \"$@\"\n")
     (wrappers / "rsync").chmod(0o755)
-    done = remotes.publish(a.url, b.url, PATH=f"{wrappers}:{os.environ['PATH']}")
+    done = remotes.publish(str(local), a.url, b.url, PATH=f"{wrappers}:{os.environ['PATH']}")
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith(f"{b.url}: uploading failed"), done.stderr
-    assert [tree(a.root), tree(b.root)] == trees
+    assert [tree(local), tree(a.root), tree(b.root)] == trees
     assert not list((a.root / "tcbuild").glob("staging-*"))  # removed; b's by the next push
     assert served(remotes) == serving
     b.sshd = remotes.start_sshd(b, name="-again")
-    again = published(remotes.publish(a.url, b.url))
-    assert again[0]["release"] == again[1]["release"]
+    again = published(remotes.publish(str(local), a.url, b.url))
+    assert again[0]["release"] == again[1]["release"] == again[2]["release"]
     assert not list((b.root / "tcbuild").glob("staging-*"))
-    assert tree(a.root) == tree(b.root) and served(remotes) != serving
+    assert tree(local) == tree(a.root) == tree(b.root) and served(remotes) != serving
 
 
 def test_bad_remote_roots_are_one_line_each_and_switch_nothing(remotes: Remotes) -> None:
