@@ -445,8 +445,18 @@ CASES = [
          2, r"\S+/tftp: the TFTP root is named twice"),
     Case("releases root twice", lambda s: None,
          ("releases", "--tftp", "{tftp}", "--tftp", "{tftp}"), 2,
-         r"tcbuild releases: argument --tftp: given twice \(this command takes one\) \(see "
-         r"tcbuild releases --help\)"),
+         r"\S+/tftp: the TFTP root is named twice"),
+    Case("remote root bad port", lambda s: None, (*PUBLISH[:-2], "--tftp", "ssh://boot1:x/srv"),
+         2, r"--tftp ssh://boot1:x/srv: not a port: 'x'"),
+    Case("remote root no path", lambda s: None, ("verify", "--tftp", "ssh://boot1"), 2,
+         r"--tftp ssh://boot1: no path \(ssh://\[user@\]host\[:port\]/path\)"),
+    Case("remote root twice", lambda s: None,
+         ("releases", "--tftp", "ssh://b/srv", "--tftp", "ssh://b/srv/"), 2,
+         r"ssh://b/srv: the TFTP root is named twice"),
+    Case("remote root for rollout", lambda s: None,
+         ("rollout", "--tftp", "ssh://boot1/srv", "--resume"), 2,
+         r"ssh://boot1/srv: rollout takes local TFTP roots only \(publish, rollback, releases "
+         r"and verify take ssh:// roots\)"),
     Case("wait nan", lambda s: None, (*PUBLISH, "--wait", "nan"), 2,
          r"tcbuild publish: argument --wait: 'nan' is not a finite number of seconds >= 0 "
          r"\(see tcbuild publish --help\)"),

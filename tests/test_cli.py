@@ -217,6 +217,7 @@ def test_doctor_reports_what_is_here() -> None:
     assert found["mksquashfs"]["found"] == shutil.which("mksquashfs")
     assert found["qemu-system-x86_64"]["package"] == "qemu-system-x86"
     assert found["pxelinux.0"]["package"] == "pxelinux"
+    assert found["rsync"]["package"] == "rsync" and found["ssh"]["package"] == "openssh-client"
     for check in found.values():
         path = check["found"]
         assert path is None or Path(path).exists()

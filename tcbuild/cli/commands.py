@@ -222,14 +222,15 @@ def _publish(args: argparse.Namespace) -> int:
     for plan in plans:
         if args.dry_run:
             if len(plans) > 1:
-                print(f"{plan.tftp}:")
+                print(f"{plan.shown}:")
             for line in plan.describe():
                 print(line)
         elif plan.unchanged and not args.quiet:
-            print(f"{plan.tftp}: release {plan.release_id} is already published and current; "
+            print(f"{plan.shown}: release {plan.release_id} is already published and current; "
                   "nothing to do")
         elif not args.quiet:
-            print(f"{plan.tftp}: published release {plan.release_id}")
+            sent = f" ({plan.sent} bytes sent)" if plan.sent is not None else ""
+            print(f"{plan.shown}: published release {plan.release_id}{sent}")
             for name in plan.configs:
                 print(f"  {CONFIG_DIR}/{name}")
     return 0
@@ -268,15 +269,28 @@ def _rollout(args: argparse.Namespace) -> int:
 
 
 def _releases(args: argparse.Namespace) -> int:
-    from ..tftproot.state import served
+    from ..stages.remote import releases_of
 
-    found = served(args.tftp)
+    views, disagree = releases_of(args.tftp)
     if args.json:
-        print(json.dumps([r.as_json(configs) for r, configs in found], indent=1))
+        shown: object = [r.as_json(configs) for r, configs in views[0].served]
+        if len(views) > 1:
+            shown = {"roots": [view.as_json() for view in views], "disagreements": disagree}
+        print(json.dumps(shown, indent=1))
         return 0
-    for r, configs in found:
-        marker = f"  current: {', '.join(configs)}" if configs else ""
-        print(f"{r.id}  {r.recipe}  {r.time.isoformat()}  {format_size(r.size)}{marker}")
+    for view in views:
+        if len(views) > 1:
+            print(f"{view.root}:")
+        for r, configs in view.served:
+            marker = f"  current: {', '.join(configs)}" if configs else ""
+            print(f"{'  ' if len(views) > 1 else ''}{r.id}  {r.recipe}  {r.time.isoformat()}  "
+                  f"{format_size(r.size)}{marker}")
+        if len(views) > 1:
+            bootloader = ", ".join(f"{name} {(digest or 'missing')[:12]}"
+                                   for name, digest in view.bootloader.items())
+            print(f"  bootloader: {bootloader}")
+    for line in disagree:
+        print(line)
     return 0
 
 
@@ -284,17 +298,17 @@ def _rollback(args: argparse.Namespace) -> int:
     from ..stages.publish import rollback_all
 
     for done in rollback_all(args.tftp, args.release, args.wait):
-        print(f"{done.tftp}: {', '.join(done.configs)} now "
+        print(f"{done.shown}: {', '.join(done.configs)} now "
               f"boot{'s' if len(done.configs) == 1 else ''} {done.now} (was {done.was})")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     from ..config.inventoryfile import load_inventory
-    from ..tftproot.verify import verify_all
+    from ..stages.remote import verify_roots
 
     inventory = load_inventory(args.inventory) if args.inventory else None
-    problems = verify_all(args.tftp, inventory)
+    problems = verify_roots(args.tftp, inventory)
     shown = ", ".join(map(str, args.tftp))
     if args.json:
         print(json.dumps({"tftp": shown, "problems": problems}, indent=1))

@@ -36,6 +36,9 @@ TOOLS = (
     ("ipmi_sim", "openipmi", "a simulated BMC (the power tests)"),
     ("prometheus", "prometheus", "scraping fleet --serve's /metrics (the tests)"),
     ("chromium", "chromium", "loading fleet --serve's page in a browser (the tests)"),
+    ("ssh", "openssh-client", "remote TFTP roots (--tftp ssh://host/path)"),
+    ("rsync", "rsync", "remote TFTP roots (here and on every boot server)"),
+    ("sshd", "openssh-server", "boot servers reached over SSH (the remote root tests)"),
 )
 FILES = (
     *((name, package, " and ".join(use for use, names in (("publish", syslinux.PXE),
@@ -53,7 +56,8 @@ FILES = (
 
 
 def checks() -> list[Check]:
-    found = [Check(name, package, use, shutil.which(name)) for name, package, use in TOOLS]
+    found = [Check(name, package, use, shutil.which(name) or shutil.which(name, path="/usr/sbin"))
+             for name, package, use in TOOLS]
     for name, package, use, paths in FILES:
         where = next((p for p in paths if Path(p).is_file()), None)
         found.append(Check(name, package, use, where))

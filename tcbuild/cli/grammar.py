@@ -61,8 +61,9 @@ def parser() -> argparse.ArgumentParser:
     tftp_root.add_argument("--tftp", type=Path, required=True, metavar="DIR", action=Once,
                            help="the TFTP root")
     tftp_roots = Parser(add_help=False)
-    tftp_roots.add_argument("--tftp", type=Path, required=True, action="append", metavar="DIR",
-                            help="the TFTP root (repeatable: boot servers that serve one tree)")
+    tftp_roots.add_argument("--tftp", required=True, action="append", metavar="DIR|URL",
+                            help="the TFTP root, a directory or ssh://[user@]host[:port]/path "
+                                 "(repeatable: boot servers that serve one tree)")
     json_output = Parser(add_help=False)
     json_output.add_argument("--json", action="store_true", help="print the result as JSON")
     quiet = Parser(add_help=False)
@@ -178,7 +179,8 @@ def parser() -> argparse.ArgumentParser:
     rollout_cmd.add_argument("--dry-run", action="store_true",
                              help="print the waves and each host's steps; change nothing")
 
-    command("releases", "list the releases of a TFTP root", tftp_root, json_output)
+    command("releases", "list the releases of a TFTP root (or of several, and what they "
+            "disagree on)", tftp_roots, json_output)
     rollback_cmd = command("rollback", "boot the previous (or a given) release",
                            tftp_roots)
     rollback_cmd.add_argument("release", nargs="?", help="release id (default: the previous)")
@@ -225,9 +227,9 @@ def parser() -> argparse.ArgumentParser:
     fleet_cmd = command("fleet", "which build and release each node booted, from the "
                         "log host's files", json_output, seen)
     fleet_cmd.add_argument("--inventory", type=Path, required=True, metavar="FILE")
-    fleet_cmd.add_argument("--tftp", type=Path, metavar="DIR",
-                           help="the TFTP root: compare with the release each node's config "
-                                "names")
+    fleet_cmd.add_argument("--tftp", metavar="DIR|URL",
+                           help="the TFTP root (a directory or ssh://[user@]host[:port]/path): "
+                                "compare with the release each node's config names")
     fleet_cmd.add_argument("--serve", metavar="[ADDR:]PORT",
                            help="serve the fleet as a page, /api/fleet and /metrics, kept "
                                 "current, until SIGINT or SIGTERM (ADDR: 127.0.0.1 unless "

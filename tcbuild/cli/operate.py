@@ -22,11 +22,11 @@ ONE_MACHINE = ("mac", "name", "ip", "second_ip", "bmc", "bmc_user", "bmc_passwor
 
 
 def fleet(args: argparse.Namespace) -> int:
-    from ..fleet.overview import report
+    from ..stages.remote import fleet_report
 
     if args.serve is not None:
         return _serve(args)
-    found = report(args.inventory, args.logs, args.tftp, args.leases)
+    found = fleet_report(args.inventory, args.logs, args.tftp, args.leases)
     if args.json:
         print(json.dumps(found.as_json(), indent=1))
     else:
@@ -38,11 +38,13 @@ def fleet(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from ..fleet import web
     from ..fleet.follow import Follower
+    from ..stages.remote import local_only
 
     if args.json:
         raise InputError("--serve and --json: the server has /api/fleet for the JSON")
     host, port = web.address(args.serve)
-    follower = Follower(args.inventory, args.logs, args.tftp, args.leases)
+    tftp = local_only([args.tftp], "fleet --serve")[0] if args.tftp is not None else None
+    follower = Follower(args.inventory, args.logs, tftp, args.leases)
 
     def started(url: str) -> None:
         print(url, flush=True)

@@ -33,6 +33,7 @@ from ..tftproot import writing
 from ..tftproot.rollout import HostRecord, HostState, Phase, Rollout
 from .build import BuildOptions
 from .publish import publish_all
+from .remote import local_only
 
 Say = Callable[[str], None]
 
@@ -102,14 +103,14 @@ def power_of(inventory: Inventory) -> Power:
 
 
 @boundary
-def rollout(recipe: Recipe, roots: Sequence[Path], inventory: Inventory,
+def rollout(recipe: Recipe, roots: Sequence[Path | str], inventory: Inventory,
             build_options: BuildOptions | None = None, logs: Path | None = None,
             options: RolloutOptions | None = None, control: Power | None = None,
             bootloader_dir: Path | None = None, dry_run: bool = False, wait: float = 30.0,
             say: Say = print) -> RolloutOutcome:
     """Build, stage and roll the recipe's release out in waves (see the module)."""
     options = options or RolloutOptions()
-    roots = list(roots)
+    roots = local_only(roots, "rollout")
     control = control if control is not None else power_of(inventory)
     record.refuse_unfinished(roots, "rollout")
     logs = logs if logs is not None else Path(inventory.cluster.log_dir)
@@ -156,10 +157,10 @@ def rollout(recipe: Recipe, roots: Sequence[Path], inventory: Inventory,
 
 
 @boundary
-def resume(roots: Sequence[Path], control: Power | None = None, abort: bool = False,
+def resume(roots: Sequence[Path | str], control: Power | None = None, abort: bool = False,
            say: Say = print, wait: float = 30.0, poll: float | None = None) -> RolloutOutcome:
     """Continue (or, `abort`, undo) the rollout recorded in the roots."""
-    roots = list(roots)
+    roots = local_only(roots, "rollout")
     state = record.read(roots[0])
     if state is None:
         raise InputError(f"{roots[0] / record.ROLLOUT}: no rollout recorded")

@@ -85,12 +85,21 @@ class Plan:
     prune: tuple[str, ...]
     unchanged: bool = False  # the build is already published and current: nothing to do
     retire: tuple[str, ...] = ()  # per-MAC configs (and twins) removed in the switch
+    where: str = ""  # the root as the operator named it, when `tftp` is its local mirror
+    sent: int | None = None  # a remote root: the bytes rsync sent to it
+
+    @property
+    def shown(self) -> str:
+        """The root as the operator named it."""
+        return self.where or str(self.tftp)
 
     def as_json(self) -> dict[str, object]:
         """The plan as JSON-ready data (`tcbuild publish --json`)."""
-        return {"tftp": str(self.tftp), "release": self.release_id, "unchanged": self.unchanged,
-                "files": sorted(self.files), "configs": sorted(self.configs),
-                "retire": list(self.retire), "prune": list(self.prune)}
+        found: dict[str, object] = {
+            "tftp": self.shown, "release": self.release_id, "unchanged": self.unchanged,
+            "files": sorted(self.files), "configs": sorted(self.configs),
+            "retire": list(self.retire), "prune": list(self.prune)}
+        return found if self.sent is None else {**found, "sent_bytes": self.sent}
 
     def describe(self) -> list[str]:
         if self.unchanged:
@@ -121,6 +130,11 @@ class Rollback:
     was: str
     now: str
     configs: tuple[str, ...]
+    where: str = ""  # the root as the operator named it, when `tftp` is its local mirror
+
+    @property
+    def shown(self) -> str:
+        return self.where or str(self.tftp)
 
 
 def find_bootloader(directory: Path | None = None) -> dict[str, Path]:

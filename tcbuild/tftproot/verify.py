@@ -45,13 +45,21 @@ def verify_all(roots: Sequence[Path], inventory: Inventory | None = None) -> lis
     `boot.ipxe`) be the same."""
     roots = distinct_roots(roots)
     problems = [line for root in roots for line in verify(root, inventory=inventory)]
-    if len(roots) > 1:
-        for name in (*syslinux.PXE, IPXE_SCRIPT):
-            digests = {root: file_sha256(root / name) for root in roots}
-            if len(set(digests.values())) > 1:
-                says = ", ".join(f"{root} {digest[:12] if digest else 'missing'}"
-                                 for root, digest in digests.items())
-                problems.append(f"{name}: the roots disagree: sha256 {says}")
+    return problems + disagreements(roots)
+
+
+def disagreements(roots: Sequence[Path]) -> list[str]:
+    """What several roots (boot servers of one tree) disagree on, one line each: a bootloader
+    file or `boot.ipxe` not the same, a config booting another release or missing in one."""
+    if len(roots) < 2:
+        return []
+    problems = []
+    for name in (*syslinux.PXE, IPXE_SCRIPT):
+        digests = {root: file_sha256(root / name) for root in roots}
+        if len(set(digests.values())) > 1:
+            says = ", ".join(f"{root} {digest[:12] if digest else 'missing'}"
+                             for root, digest in digests.items())
+            problems.append(f"{name}: the roots disagree: sha256 {says}")
     booted: dict[str, dict[Path, str | None]] = {}
     for root in roots:
         if not root.is_dir():
@@ -63,7 +71,7 @@ def verify_all(roots: Sequence[Path], inventory: Inventory | None = None) -> lis
         for name, config in found.items():
             booted.setdefault(name, {})[root] = booting(config)
     for name, where in sorted(booted.items()):
-        if len(roots) > 1 and (len(where) < len(roots) or len(set(where.values())) > 1):
+        if len(where) < len(roots) or len(set(where.values())) > 1:
             says = ", ".join(f"{root} {rid or 'nothing'}" for root, rid in where.items())
             missing = [str(root) for root in roots if root not in where]
             problems.append(f"{CONFIG_DIR}/{name}: the roots disagree: boots {says}"
