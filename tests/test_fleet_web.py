@@ -332,7 +332,9 @@ def test_serve_bad_input_is_one_line(tmp_path: Path) -> None:
     inventory = ROOT / "examples/cluster.toml"
     for args, says in [(("--serve", "localhost:http"), "--serve localhost:http: not [ADDR:]PORT"),
                        (("--serve", "0", "--logs", tmp_path / "none"), "no such log directory"),
-                       (("--serve", "0", "--logs", tmp_path, "--json"), "--serve and --json")]:
+                       (("--serve", "0", "--logs", tmp_path, "--json"), "--serve and --json"),
+                       (("--serve", "0", "--logs", tmp_path, "--tftp", "ssh://boot1/tftpboot"),
+                        "ssh://boot1/tftpboot: fleet --serve takes local TFTP roots only")]:
         done = tcbuild("fleet", "--inventory", inventory, *args)
         assert done.returncode == 2 and says in done.stderr, done.stderr
         assert len(done.stderr.splitlines()) == 1 and not done.stdout

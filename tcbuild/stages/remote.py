@@ -118,7 +118,7 @@ def local_only(roots: Sequence[Path | str], what: str) -> list[Path]:
     local, remote = split_roots(roots)
     if remote:
         raise InputError(f"{remote[0]}: {what} takes local TFTP roots only (publish, rollback, "
-                         "releases and verify take ssh:// roots)")
+                         "releases, verify and fleet take ssh:// roots)")
     return local
 
 
