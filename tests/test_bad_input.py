@@ -453,10 +453,9 @@ CASES = [
     Case("remote root twice", lambda s: None,
          ("releases", "--tftp", "ssh://b/srv", "--tftp", "ssh://b/srv/"), 2,
          r"ssh://b/srv: the TFTP root is named twice"),
-    Case("remote root for rollout", lambda s: None,
-         ("rollout", "--tftp", "ssh://boot1/srv", "--resume"), 2,
-         r"ssh://boot1/srv: rollout takes local TFTP roots only \(publish, rollback, releases, "
-         r"verify and fleet take ssh:// roots\)"),
+    Case("remote root for rollout twice", lambda s: None,
+         ("rollout", "--tftp", "ssh://boot1/srv", "--tftp", "ssh://boot1/srv/", "--resume"), 2,
+         r"ssh://boot1/srv: the TFTP root is named twice"),
     Case("wait nan", lambda s: None, (*PUBLISH, "--wait", "nan"), 2,
          r"tcbuild publish: argument --wait: 'nan' is not a finite number of seconds >= 0 "
          r"\(see tcbuild publish --help\)"),

@@ -140,3 +140,22 @@ def test_a_push_plans_only_what_changed_and_its_scripts_switch_and_undo(site: Pa
     assert tree(far) == tree(mirror)
     assert not list((far / "tcbuild").glob("staging-*"))
     assert pushing.plan_push(pushing.scan(mirror), pushing.scan(mirror), mirror, "t2").empty
+
+
+def test_a_push_that_only_removes_checks_nothing_and_switches(site: Path) -> None:
+    """A rollout's last step drops per-MAC configs: nothing is sent, nothing to checksum."""
+    require_tool("rsync", "rsync")
+    mirror = site / "tftp"
+    publish_at(site, T0, inventory=True)
+    far = site / "far"
+    shutil.copytree(mirror, far, symlinks=True)
+    before = pushing.scan(mirror)
+    dropped = sorted((mirror / "pxelinux.cfg").glob("01-*"))
+    assert dropped
+    for path in dropped:
+        path.unlink()
+    push = pushing.plan_push(before, pushing.scan(mirror), mirror, "t3")
+    assert not push.send and not push.sums and push.delete
+    far_side(mirror, far, push)
+    subprocess.run(["sh", str(far / push.staging / "switch.sh")], check=True)
+    assert tree(far) == tree(mirror)

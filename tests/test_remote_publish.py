@@ -255,6 +255,55 @@ def test_publish_releases_verify_and_rollback_on_two_remote_roots(remotes: Remot
     assert f"pxelinux.cfg/default: the roots disagree: boots {a.url} " in verify.stderr
 
 
+def test_a_rollout_over_two_remote_roots_switches_both_wave_by_wave(remotes: Remotes) -> None:
+    """Stand-in nodes power-cycled through `power_command` boot what root A names; every
+    step (the record, each host's config, the final default) reaches both roots, and no lock
+    is held while a node boots (`verify` over both roots answers mid-rollout)."""
+    a, b = remotes.servers
+    first = published(remotes.publish(a.url, b.url))
+    logs = remotes.site / "logs"
+    logs.mkdir()
+    inventory = remotes.site / "examples/cluster.toml"
+    # Each power-cycle verifies both roots first (a lock held now would make it fail after
+    # its 30 s wait), then boots the node.
+    power = remotes.site / "power.sh"
+    power.write_text(
+        f"TCBUILD_SSH='ssh -F {remotes.ssh_config}' {sys.executable} -m tcbuild verify "
+        f"--tftp {a.url} --tftp {b.url} >>{logs}/verify.log 2>&1\n"
+        f"echo $? >>{logs}/verify.log\n"
+        f'exec {sys.executable} -m tests.kit.fakenode {a.root} {logs} {inventory} - "$1" "$2"\n')
+    inventory.write_text(inventory.read_text().replace(
+        "[cluster]\n", f"[cluster]\npower_command = 'sh {power} {{action}} {{name}}'\n", 1))
+    for name in ("server1", "server2"):  # on release A, as the first publish left them
+        subprocess.run([sys.executable, "-m", "tests.kit.fakenode", str(a.root), str(logs),
+                        str(inventory), "-", "cycle", name], cwd=ROOT, check=True)
+    change_overlay(remotes.site, "rolled")
+    built(remotes.site)
+    done = remotes.tcbuild("rollout", RECIPE, "--tftp", a.url, "--tftp", b.url, "--inventory",
+                           str(inventory), "--logs", str(logs), "--offline", "--cache",
+                           str(remotes.site / "cache"), "--waves", "1,100%", "--healthy-for",
+                           "0.2", "--poll", "0.1", "--boot-timeout", "60",
+                           *(["--bootloader-dir", str(remotes.site / "bootloader")]
+                             if (remotes.site / "bootloader").is_dir() else []))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].endswith("rolled out to 2 host(s)"), done.stdout
+    assert (logs / "power.log").read_text().splitlines()[2:] == ["cycle server1",
+                                                                  "cycle server2"]
+    verified = (logs / "verify.log").read_text().splitlines()
+    assert verified[1::2] == ["0", "0"], verified  # mid-rollout: both roots readable, sound
+    new = json.loads((a.root / "tcbuild/rollout.json").read_text())["release"]
+    assert new != first[0]["release"]
+    for server in (a, b):
+        state = json.loads((server.root / "tcbuild/rollout.json").read_text())
+        assert (state["phase"], state["release"]) == ("done", new)
+        assert new.encode() in remotes.fetch(server, "pxelinux.cfg/default")
+        for config in (server.root / "pxelinux.cfg").iterdir():  # the canary's own too
+            assert new in config.read_text(), config
+    assert tree(a.root) == tree(b.root)
+    verify = remotes.tcbuild("verify", "--tftp", a.url, "--tftp", b.url)
+    assert verify.returncode == 0, verify.stderr
+
+
 def test_a_server_lost_mid_upload_switches_no_root(remotes: Remotes) -> None:
     """...nor a local root published with them (local roots switch between the phases)."""
     a, b = remotes.servers

@@ -117,8 +117,8 @@ def local_only(roots: Sequence[Path | str], what: str) -> list[Path]:
     """The roots of a command that takes local ones only; a remote one is one line."""
     local, remote = split_roots(roots)
     if remote:
-        raise InputError(f"{remote[0]}: {what} takes local TFTP roots only (publish, rollback, "
-                         "releases, verify and fleet take ssh:// roots)")
+        raise InputError(f"{remote[0]}: {what} takes local TFTP roots only (the other "
+                         "commands take ssh:// roots)")
     return local
 
 

@@ -8,6 +8,10 @@ shows it booted the new build and stayed healthy. A failed wave's hosts (and ear
 unless `keep_done`) go back to what they ran, are power-cycled and waited for. After the last
 wave, `default` boots the release and per-MAC configs equal to it are dropped. Every step is
 recorded before it is taken: `resume` continues a killed rollout, `abort` undoes it.
+
+A root may be remote (`ssh://...`, `stages.remote`): each step locks every root, changes the
+local ones and the remote ones' mirrors, and pushes the mirrors in two phases; no lock is held
+between steps (while a node boots), so `fleet`, `releases` and `verify` read the roots meanwhile.
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ from ..fleet.rollout import DEFAULT_WAVES, Power, describe, hosts_of, plan_waves
 from ..tftproot import rollout as record
 from ..tftproot import writing
 from ..tftproot.rollout import HostRecord, HostState, Phase, Rollout
+from . import remote
 from .build import BuildOptions
 from .publish import publish_all
-from .remote import local_only
 
 Say = Callable[[str], None]
 
@@ -110,9 +114,15 @@ def rollout(recipe: Recipe, roots: Sequence[Path | str], inventory: Inventory,
             say: Say = print) -> RolloutOutcome:
     """Build, stage and roll the recipe's release out in waves (see the module)."""
     options = options or RolloutOptions()
-    roots = local_only(roots, "rollout")
+    roots = list(roots)
     control = control if control is not None else power_of(inventory)
-    record.refuse_unfinished(roots, "rollout")
+    with remote.mirrored(roots, wait) as (paths, show):  # the first root, as it is now
+        record.refuse_unfinished(paths, "rollout")
+        first = paths[0]
+        default_text = _text(first / CONFIG_DIR / "default")
+        default_where = show(str(first / CONFIG_DIR / "default"))
+        before = {h.name: (_named(first, h), _text(first / CONFIG_DIR / mac_config_name(h.mac)))
+                  for h in inventory.hosts}
     logs = logs if logs is not None else Path(inventory.cluster.log_dir)
     hosts = hosts_of(recipe.path, inventory)
     if not hosts:
@@ -129,7 +139,7 @@ def rollout(recipe: Recipe, roots: Sequence[Path | str], inventory: Inventory,
     plans = publish_all(recipe, roots, build_options, inventory, bootloader_dir=bootloader_dir,
                         dry_run=dry_run, wait=wait, switch=False, what="rollout")
     plan = plans[0]
-    named = {h.name: _named(roots[0], h) for h in hosts}
+    named = {h.name: before[h.name][0] for h in hosts}
     owns_default = "default" in plan.configs
     if plan.unchanged:
         return RolloutOutcome(plan.release_id, (f"release {plan.release_id} is already "
@@ -139,14 +149,12 @@ def rollout(recipe: Recipe, roots: Sequence[Path | str], inventory: Inventory,
         return RolloutOutcome(plan.release_id, tuple(describe(
             waves, plan.release_id, named, options.drain_command is not None,
             options.manual_reboot, owns_default)), None)
-    default_text = _text(roots[0] / CONFIG_DIR / "default")
     if default_text is None:
-        raise InputError(f"{roots[0] / CONFIG_DIR / 'default'}: missing; a tree's first release "
-                         "goes in with `tcbuild publish`")
+        raise InputError(f"{default_where}: missing; a tree's first release goes in with "
+                         "`tcbuild publish`")
     state = Rollout(
         plan.release_id, plan.release.build_id, tuple(tuple(h.name for h in w) for w in waves),
-        {h.name: HostRecord(mac_config_name(h.mac), _text(roots[0] / CONFIG_DIR /
-                                                          mac_config_name(h.mac)), named[h.name])
+        {h.name: HostRecord(mac_config_name(h.mac), before[h.name][1], named[h.name])
          for h in hosts},
         {mac_config_name(h.mac): plan.configs.get(mac_config_name(h.mac),
                                                   plan.configs.get("default", ""))
@@ -160,13 +168,15 @@ def rollout(recipe: Recipe, roots: Sequence[Path | str], inventory: Inventory,
 def resume(roots: Sequence[Path | str], control: Power | None = None, abort: bool = False,
            say: Say = print, wait: float = 30.0, poll: float | None = None) -> RolloutOutcome:
     """Continue (or, `abort`, undo) the rollout recorded in the roots."""
-    roots = local_only(roots, "rollout")
-    state = record.read(roots[0])
+    roots = list(roots)
+    with remote.mirrored(roots, wait) as (paths, show):
+        state = record.read(paths[0])
+        where = show(str(paths[0] / record.ROLLOUT))
     if state is None:
-        raise InputError(f"{roots[0] / record.ROLLOUT}: no rollout recorded")
+        raise InputError(f"{where}: no rollout recorded")
     if state.phase.finished:
-        raise InputError(f"{roots[0] / record.ROLLOUT}: the rollout of release {state.release} "
-                         f"is {state.phase} already")
+        raise InputError(f"{where}: the rollout of release {state.release} is {state.phase} "
+                         "already")
     inventory = load_inventory(state.inventory)
     saved = state.options
     options = RolloutOptions(**{k: saved[k] for k in saved
@@ -192,9 +202,10 @@ def resume(roots: Sequence[Path | str], control: Power | None = None, abort: boo
 class Runner:
     """The rollout's loop over its recorded state; every change is recorded before it acts."""
 
-    def __init__(self, roots: list[Path], inventory: Inventory, state: Rollout,
+    def __init__(self, roots: Sequence[Path | str], inventory: Inventory, state: Rollout,
                  options: RolloutOptions, power: Power | None, say: Say, wait: float) -> None:
-        self.roots, self.state, self.options, self.power = roots, state, options, power
+        self.local, self.remotes = remote.split_roots(roots)
+        self.state, self.options, self.power = state, options, power
         self.say, self.wait = say, wait
         self.hosts = {h.name: h for h in inventory.hosts}
         self.logs = Path(state.logs)
@@ -204,15 +215,21 @@ class Runner:
 
     def save(self, state: Rollout) -> None:
         self.state = state
-        for root in self.roots:
-            record.write(root, state)
+        with self.changing() as roots:
+            for root in roots:
+                record.write(root, state)
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def changing(self) -> Iterator[list[Path]]:
+        """Every root locked (in one order), a remote one pulled into its mirror; what the
+        block changes in the mirrors is pushed to the remote roots in two phases after it."""
         with contextlib.ExitStack() as held:
-            for root in sorted(self.roots, key=lambda r: str(r.resolve())):
+            far = held.enter_context(remote.sessions(self.remotes, self.wait))
+            roots = self.local + [session.mirror for session in far]
+            for root in sorted(roots, key=lambda r: str(r.resolve())):
                 held.enter_context(writing.locked(root, self.wait))
-            yield
+            yield roots
+            remote.push_all(far)
 
     def run(self) -> RolloutOutcome:
         if self.state.phase is Phase.REVERTING:
@@ -235,8 +252,8 @@ class Runner:
                                             f"{len(self.state.hosts)} host(s)",), self.state)
 
     def switch(self, texts: dict[str, str]) -> None:
-        with self.locked():
-            for root in self.roots:
+        with self.changing() as roots:
+            for root in roots:
                 writing.put_configs(root, texts)
 
     def roll(self, wave: Sequence[str], build_id: str, back: bool) -> list[str]:
@@ -340,10 +357,10 @@ class Runner:
             old = host.old_release or ""
             build = view.RELEASE_BUILD.search(old)
             stuck += self.roll([name], build[1] if build else old, back=True)
-        with self.locked():
-            for root in self.roots:
+        with self.changing() as roots:
+            for root in roots:
                 writing.drop_configs(root, [h.config for n, h in self.state.hosts.items()
-                                         if n in touched and h.before is None])
+                                            if n in touched and h.before is None])
         lines = [*self.state.failure, *(f"{n}: not back on its old release "
                                         f"({self.state.hosts[n].note})" for n in stuck)]
         self.save(replace(self.state, phase=final, failure=tuple(lines)))
@@ -359,8 +376,8 @@ class Runner:
             default = self.state.configs["default"]
             self.switch({"default": default})
             wanted = parse(default, "default")
-            with self.locked():
-                for root in self.roots:
+            with self.changing() as roots:
+                for root in roots:
                     writing.drop_configs(root, [
                         h.config for h in self.state.hosts.values() if h.before is None
                         and parse(self.state.configs[h.config], h.config) == wanted])
