@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from tcbuild.config.discovery import REPORT_TAG, parse_range
 from tcbuild.fleet import leases
-from tcbuild.fleet.discover import machines, parse_report, unknown_lines
+from tcbuild.fleet.discover import discovered, machines, parse_report, unknown_lines
 from tcbuild.fleet.view import parse_line
 
 from .kit.dhcplab import render_image_files
@@ -256,3 +256,28 @@ def test_fleet_lists_new_machines(tmp_path: Path) -> None:
         "first_seen": "2026-12-07T10:00:00Z", "last_seen": "2026-12-07T10:00:00Z",
         "hardware": {"build": "0123456789ab", "cpus": "2", "cpu": "QEMU CPU",
                      "nics": [{"name": "eth0", "mac": MAC1, "state": "up"}], "disks": []}}]
+
+
+def test_only_the_days_the_leases_cover_are_read(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Months of unknown/ files: a day before the oldest lease (less a day's margin) is not
+    opened (a damaged one would warn); without a lease in the range nothing is read."""
+    inventory = tmp_path / "cluster.toml"
+    inventory.write_text(EXAMPLE.read_text().replace(
+        "tftp_root ", 'discovery = "10.1.1.200-10.1.1.250"\ntftp_root ', 1))
+    logs = tmp_path / "remote"
+    (logs / "unknown").mkdir(parents=True)
+    (logs / "unknown/2026-12-07.log").write_text(report_line(T0, "10.1.1.210", MAC1))
+    for day in ("2026-11-01", "2026-12-05"):  # long before the lease; two days before
+        (logs / f"unknown/{day}.log.1.gz").write_bytes(b"not gzip: reading it warns\n")
+    (tmp_path / "kea.csv").write_text(KEA)
+    found = discovered(inventory, logs, [tmp_path / "kea.csv"])
+    assert [m.mac for m in found] == [MAC1]
+    assert not [r for r in caplog.records if "unreadable" in r.getMessage()]
+    (logs / "unknown/2026-12-06.log.1.gz").write_bytes(b"not gzip: reading it warns\n")
+    assert [m.mac for m in discovered(inventory, logs, [tmp_path / "kea.csv"])] == [MAC1]
+    assert [r for r in caplog.records if "2026-12-06.log.1.gz: unreadable" in r.getMessage()]
+    caplog.clear()
+    (tmp_path / "none.csv").write_text(KEA.splitlines()[0] + "\n")  # no lease: nothing read
+    assert discovered(inventory, logs, [tmp_path / "none.csv"]) == []
+    assert not [r for r in caplog.records if "unreadable" in r.getMessage()]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from ..config.inventory import Inventory
 from ..config.inventoryfile import load_inventory
 from ..config.values import MAC, normal_mac
 from ..errors import InputError, boundary
-from .leases import DEFAULT_FILES, Lease, read_leases
+from .leases import DEFAULT_FILES, SLACK, Lease, read_leases
 from .view import TAG, Line, _iso, _lines, parse_line
 
 REPORT_MAX = 4096  # characters of a report line; past it, not a report
@@ -124,6 +124,9 @@ def parse_report(text: str) -> Report | None:
     return Report(values, tuple(nics), tuple(disks))
 
 
+DAY = re.compile(r"\d{4}-\d\d-\d\d\.log")  # an unknown/ file's day (rsyslog's name for it)
+
+
 @dataclass
 class _Seen:
     address: str
@@ -163,11 +166,14 @@ def machines(lines: Iterable[Line], leases: Iterable[Lease], discovery: Discover
             for mac, s in sorted(seen.items())]
 
 
-def unknown_lines(logs: Path) -> Iterable[Line]:
-    """Every readable line of the files under `<logs>/unknown/` (rotated and compressed too)."""
+def unknown_lines(logs: Path, since: date | None = None) -> Iterable[Line]:
+    """Every readable line of the files under `<logs>/unknown/` (rotated and compressed too);
+    `since`: not those of a day before it (`YYYY-MM-DD.log...`)."""
     directory = logs / UNKNOWN_DIR
+    first = since.isoformat() if since is not None else ""
     try:
-        names = sorted(p.name for p in directory.iterdir() if p.is_file())
+        names = sorted(p.name for p in directory.iterdir() if p.is_file()
+                       and not (DAY.match(p.name) and p.name[:10] < first))
     except FileNotFoundError:
         return
     except OSError as e:
@@ -191,4 +197,10 @@ def discovered(inventory: Path | Inventory, logs: Path | None = None,
     logs = logs if logs is not None else Path(inv.cluster.log_dir)
     records = read_leases(DEFAULT_FILES if leases is None else leases)
     known = {host.mac for host in inv.hosts}
-    return machines(unknown_lines(logs), records, inv.cluster.discovery, known)
+    starts = [lease.start for lease in records
+              if lease.address in inv.cluster.discovery and lease.mac not in known]
+    if not starts:  # no lease a report could be borne out by: no log to read
+        return []
+    # The days the leases cover (a day more: rsyslog names the file by its local date).
+    since = (min(starts) - SLACK - timedelta(days=1)).astimezone(UTC).date()
+    return machines(unknown_lines(logs, since), records, inv.cluster.discovery, known)
