@@ -42,6 +42,7 @@ from pycdlib import pycdlib as pycdlib_core
 from ..atomic import write_file
 from ..config.recipe import Recipe
 from ..errors import InputError, boundary
+from ..formats.manifest import file_sha256
 from . import syslinux
 from .fatimage import FatPlan, write_fat
 from .pxelinux import for_recipe, render
@@ -143,14 +144,6 @@ def mbr_id(plan: IsoPlan) -> int:
                   else file_sha256(f.source))
         h.update(f"{f.path}\0{digest}\0".encode())
     return int.from_bytes(h.digest()[:4], "little")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @boundary

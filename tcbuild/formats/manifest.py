@@ -22,6 +22,15 @@ TYPES = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
          stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo"}
 
 
+def file_sha256(path: Path) -> str:
+    """A file's sha256, read a MiB at a time."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def describe(entry: Entry, origin: str | None = None) -> dict[str, Any]:
     """One entry as JSON-friendly facts (content by sha256, never the bytes)."""
     kind = TYPES.get(stat.S_IFMT(entry.mode), "other")

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config.lockfile import lock_path
 from ..config.recipe import Recipe
 from ..errors import InputError, boundary
-from ..formats.manifest import MANIFEST, read_manifest
+from ..formats.manifest import MANIFEST, file_sha256, read_manifest
 from .build import BuildOptions, BuildResult, build, default_out_dir, source_date_epoch
 
 
@@ -53,7 +53,7 @@ def build_iso(recipe: Recipe, output: Path | None = None, options: BuildOptions 
     plan = iso.plan_iso(recipe, result.kernel, result.initrd,
                         epoch=image_epoch(result.out_dir), isolinux=isolinux, efi=efi)
     iso.write_iso(plan, target)
-    return IsoResult(target, target.stat().st_size, iso.file_sha256(target), plan.volume_id,
+    return IsoResult(target, target.stat().st_size, file_sha256(target), plan.volume_id,
                      result, time.monotonic() - started)
 
 

@@ -17,7 +17,6 @@ again completes an interrupted switch; `undo.sh` puts back what it replaced.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shlex
@@ -29,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from ..boot import ipxe, syslinux
 from ..boot.bootfile import IPXE_SCRIPT
 from ..boot.pxelinux import CONFIG_DIR
+from ..formats.manifest import file_sha256
 from .remote import STAGING
 from .state import BOOTLOADER, HISTORY, RELEASES
 
@@ -95,7 +95,7 @@ def plan_push(before: Manifest, after: Manifest, root: Path, staging_id: str,
               prune: Sequence[str] = (), digest: Callable[[Path], str] | None = None) -> Push:
     """The push that makes the far side (as `before` lists it) what `root` is now (`after`),
     pruning the release ids `prune` (still in `root`: pruned after the push)."""
-    sha = digest or _sha256
+    sha = digest or file_sha256
     pruned = {f"{RELEASES}/{rid}" for rid in prune}
     changed = sorted(rel for rel, entry in after.items()
                      if before.get(rel) != entry and _release_dir(rel) not in pruned)
@@ -154,14 +154,6 @@ def _basis(rel: str, before: Manifest, new_releases: Sequence[str],
         olds = sorted(r for r in unchanged if _release_dir(r) and r.endswith(f"/{name}"))
         return olds[-1] if olds else None
     return None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _q(text: str) -> str:

@@ -14,7 +14,6 @@ the files are replaced, then the new set alone: `verify` finds the files all fro
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from ..boot import ipxe
 from ..boot.pxelinux import CONFIG_DIR, PxeConfig, parse
 from ..config.recipe import RELEASE_JSON
 from ..errors import InputError, StateError, boundary
+from ..formats import manifest
 from ..formats.statefile import Fields, dumps, is_plain_name
 
 RELEASES = "tcbuild/releases"
@@ -273,7 +273,7 @@ def write_bootsets(tftp: Path, sets: list[BootSet], owner: os.stat_result) -> No
 def file_sha256(path: Path) -> str | None:
     """The sha256 of a file, None when there is none."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return manifest.file_sha256(path)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
 
