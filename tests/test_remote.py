@@ -102,13 +102,18 @@ def far_side(mirror: Path, far: Path, push: pushing.Push) -> None:
     subprocess.run(["sh", "-c", pushing.check_command(push, str(far))], check=True)
 
 
-def test_a_push_plans_only_what_changed_and_its_scripts_switch_and_undo(site: Path) -> None:
+def published_and_copied(site: Path) -> tuple[Path, Path, pushing.Manifest]:
+    """A root published (the mirror), its copy (the far side), and the mirror's manifest."""
     require_tool("rsync", "rsync")
     mirror = site / "tftp"
     publish_at(site, T0, inventory=True)
     far = site / "far"
     shutil.copytree(mirror, far, symlinks=True)
-    before = pushing.scan(mirror)
+    return mirror, far, pushing.scan(mirror)
+
+
+def test_a_push_plans_only_what_changed_and_its_scripts_switch_and_undo(site: Path) -> None:
+    mirror, far, before = published_and_copied(site)
     was = tree(far)
     changed = site / "overlays/gameserver/opt/bootlocal.sh.j2"
     changed.write_text(changed.read_text() + "echo changed\n")
@@ -144,12 +149,7 @@ def test_a_push_plans_only_what_changed_and_its_scripts_switch_and_undo(site: Pa
 
 def test_a_push_that_only_removes_checks_nothing_and_switches(site: Path) -> None:
     """A rollout's last step drops per-MAC configs: nothing is sent, nothing to checksum."""
-    require_tool("rsync", "rsync")
-    mirror = site / "tftp"
-    publish_at(site, T0, inventory=True)
-    far = site / "far"
-    shutil.copytree(mirror, far, symlinks=True)
-    before = pushing.scan(mirror)
+    mirror, far, before = published_and_copied(site)
     dropped = sorted((mirror / "pxelinux.cfg").glob("01-*"))
     assert dropped
     for path in dropped:
