@@ -25,13 +25,13 @@ from ..errors import InputError, StateError, boundary
 from . import rollout
 from .state import (
     BOOTLOADER,
-    History,
     Release,
     booting,
     configs,
     distinct_roots,
     file_sha256,
     read_bootsets,
+    read_histories,
     release_of,
     scan,
     scripts,
@@ -111,10 +111,10 @@ def _verify(tftp: Path, inventory: Inventory | None) -> tuple[dict[str, PxeConfi
             for named in (label.kernel, label.initrd):
                 problems += _check_file(tftp, f"{CONFIG_DIR}/{name}", named, known, blocked,
                                         seen)
-        try:
-            History.read(tftp, name)
-        except StateError as e:
-            problems.append(str(e))
+    try:
+        read_histories(tftp)
+    except StateError as e:
+        problems.append(str(e))
     problems += _check_rollout(tftp, known)
     named_by_configs = {label.kernel.lstrip("/") for c in found.values() for label in c.labels}
     named_by_configs |= {label.initrd.lstrip("/") for c in found.values() for label in c.labels}
