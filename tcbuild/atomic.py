@@ -166,8 +166,12 @@ def _release(fds: Sequence[int]) -> None:
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(os.close, fds, chunksize=64))
+    def close(part: Sequence[int]) -> None:
+        for fd in part:
+            os.close(fd)
+    workers = 4
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(close, [fds[k::workers] for k in range(workers)]))
 
 
 BATCH = 32  # past this many files, one syncfs per file system beats an fsync each
