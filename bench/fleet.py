@@ -1,7 +1,7 @@
 """The operator's commands from 10 to 10,000 hosts, each timed as a whole process.
 
     python bench/fleet.py [--sizes 10,100,1000,10000] [--no-big] [--no-kea] [--work DIR]
-                          [--out DIR] [--chart FILE]
+                          [--out DIR] [--chart FILE] [--only server-config,publish,fleet]
 
 For each size it writes an inventory (a /16, deterministic MACs and addresses, half the hosts in
 a group with its own boot line, so half get per-MAC configs) and 30 days of logs per node in the
@@ -20,6 +20,10 @@ As root, at the largest size of at least 1,000 hosts, Kea serves the generated c
 reservations in a network namespace (two namespaces joined by a veth pair, made and deleted
 here; nothing touches the host's network) while `perfdhcp -M` runs DORA exchanges for the
 reserved MACs from the other one: leases per second.
+
+`--only` times only some of the groups of
+commands (`server-config` with the daemons' checks; `publish`: publish twice, verify and
+rollback; `fleet` with its /metrics scrapes): the logs are made only for `fleet`.
 
 It prints a markdown table, writes it to build/bench/fleet.md and draws docs/fleet-scale.svg
 (plain SVG, written here). Generated inputs are kept under --work (default build/bench/fleet)
@@ -54,6 +58,7 @@ from tcbuild.bootserver.dnsmasq import inlined  # noqa: E402
 from tests.kit.mirrortree import MirrorServer, build_mirror  # noqa: E402
 
 SIZES = (10, 100, 1000, 10000)
+GROUPS = ("server-config", "publish", "fleet")  # --only's choices
 BIG = (5000, 200)  # nodes, lines each
 DAYS = 30
 START = datetime(2026, 11, 1, tzinfo=UTC)  # the logs' first day
@@ -273,10 +278,13 @@ def scrape_metrics(n: int, inventory: Path, logs: Path, tftp: Path) -> list[Row]
             server.wait()
 
 
-def bench_size(n: int, work: Path, site: Path, build: str, metrics: bool) -> list[Row]:
+def bench_size(n: int, work: Path, site: Path, build: str, metrics: bool,
+               only: Sequence[str] = GROUPS) -> list[Row]:
     here = work / str(n)
     logs = here / "logs"
-    make_logs(logs, n, build)
+    if "fleet" in only:
+        make_logs(logs, n, build)
+    here.mkdir(parents=True, exist_ok=True)
     inventory = here / "inventory.toml"
     inventory.write_text(inventory_text(n, logs))
     rows: list[Row] = []
@@ -289,9 +297,10 @@ def bench_size(n: int, work: Path, site: Path, build: str, metrics: bool) -> lis
 
     out = here / "server"
     shutil.rmtree(out, ignore_errors=True)
-    for kind, check in (("isc", ["dhcpd", "-t", "-cf", out / "dhcpd.conf"]),
-                        ("kea", ["kea-dhcp4", "-t", out / "kea-dhcp4.conf"]),
-                        ("dnsmasq", ["dnsmasq", "--test", "-C", out / "dnsmasq-inlined.conf"])):
+    daemons = (("isc", ["dhcpd", "-t", "-cf", out / "dhcpd.conf"]),
+               ("kea", ["kea-dhcp4", "-t", out / "kea-dhcp4.conf"]),
+               ("dnsmasq", ["dnsmasq", "--test", "-C", out / "dnsmasq-inlined.conf"]))
+    for kind, check in daemons if "server-config" in only else ():
         row(f"server-config --dhcp {kind}",
             tcbuild("server-config", inventory, "--out", out, "--dhcp", kind))
         if kind == "dnsmasq":  # its check does not read the per-host files: inline them
@@ -302,16 +311,19 @@ def bench_size(n: int, work: Path, site: Path, build: str, metrics: bool) -> lis
         else:
             print(f"  {check[0]} is not installed: its check is left out")
     tftp = here / "tftp"
-    shutil.rmtree(tftp, ignore_errors=True)
-    tftp.mkdir()
-    recipe = site / "recipes/gameserver.toml"
-    common = ["--tftp", tftp, "--cache", work / "cache", "--offline", "--quiet",
-              "--bootloader-dir", site / "bootloader", "--out", work / "build",
-              "--inventory", inventory]
-    row("publish (empty tree)", tcbuild("publish", recipe, *common))
-    row("publish again (--force)", tcbuild("publish", recipe, *common, "--force"))
-    row("verify", tcbuild("verify", "--tftp", tftp, "--inventory", inventory))
-    row("rollback", tcbuild("rollback", "--tftp", tftp))
+    if "publish" in only:
+        shutil.rmtree(tftp, ignore_errors=True)
+        tftp.mkdir()
+        recipe = site / "recipes/gameserver.toml"
+        common = ["--tftp", tftp, "--cache", work / "cache", "--offline", "--quiet",
+                  "--bootloader-dir", site / "bootloader", "--out", work / "build",
+                  "--inventory", inventory]
+        row("publish (empty tree)", tcbuild("publish", recipe, *common))
+        row("publish again (--force)", tcbuild("publish", recipe, *common, "--force"))
+        row("verify", tcbuild("verify", "--tftp", tftp, "--inventory", inventory))
+        row("rollback", tcbuild("rollback", "--tftp", tftp))
+    if "fleet" not in only:
+        return rows
     fleet = row(f"fleet ({DAYS} days of logs)",
                 tcbuild("fleet", "--inventory", inventory, "--logs", logs, "--tftp", tftp,
                         "--leases", here / "no.leases"))
@@ -477,7 +489,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "build/bench/fleet")
     parser.add_argument("--out", type=Path, default=ROOT / "build/bench")
     parser.add_argument("--chart", type=Path, default=ROOT / "docs/fleet-scale.svg")
+    parser.add_argument("--only", default=",".join(GROUPS),
+                        help="the groups of commands timed (default: all of "
+                             f"{','.join(GROUPS)})")
     args = parser.parse_args(argv)
+    only = [g for g in args.only.split(",") if g]
+    if not only or any(g not in GROUPS for g in only):
+        parser.error(f"--only: a comma-separated list of {', '.join(GROUPS)}")
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     if not sizes or sizes[0] < 1 or sizes[-1] > 60000:
         parser.error("--sizes: host counts from 1 to 60,000")
@@ -488,8 +506,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         shutil.rmtree(mirror_root, ignore_errors=True)
         build_mirror(mirror_root)
         (mirror_root / ".complete").touch()
-    metrics = serves()
-    if not metrics:
+    metrics = "fleet" in only and serves()
+    if "fleet" in only and not metrics:
         print("note: this tree's `tcbuild fleet` has no --serve: the /metrics rows are left out")
     rows: list[Row] = []
     with MirrorServer(mirror_root) as mirror:
@@ -499,10 +517,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     build = json.loads((work / "build/build.json").read_text())["build_id"]
     print(f"image built once ({build[:12]}); timing:", flush=True)
     for n in sizes:
-        rows += bench_size(n, work, site, build, metrics)
-    if not args.no_big:
+        rows += bench_size(n, work, site, build, metrics, only)
+    if not args.no_big and "fleet" in only:
         rows.append(bench_big(work, build))
-    if not args.no_kea and sizes[-1] >= 1000 and (kea := kea_rate(sizes[-1], work)):
+    kea_wanted = not args.no_kea and "server-config" in only and sizes[-1] >= 1000
+    if kea_wanted and (kea := kea_rate(sizes[-1], work)):
         rows.append(kea)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0]

@@ -90,7 +90,7 @@ def test_a_url_by_name_with_a_port_and_a_path() -> None:
 
 def test_the_site_knows_where_the_tree_keeps_its_state() -> None:
     assert nginx.RELEASES == state.RELEASES
-    for path in (writing.LOCK, state.HISTORY, state.BOOTLOADER, rollout.ROLLOUT):
+    for path in (writing.LOCK, state.HISTORY, state.HISTORIES, state.BOOTLOADER, rollout.ROLLOUT):
         assert path.startswith(f"{nginx.STATE_DIR}/"), path
 
 
@@ -189,7 +189,7 @@ def test_nginx_serves_what_ipxe_fetches_and_none_of_the_state(
         "pxelinux.0": tftp / "pxelinux.0",
     }
     there = [f"{state.RELEASES}/{release.id}/release.json", state.BOOTLOADER,
-             f"{state.HISTORY}/default.json", writing.LOCK, rollout.ROLLOUT,
+             state.HISTORIES, writing.LOCK, rollout.ROLLOUT,
              "tcbuild/state-to-come", "tcbuild/releases/.R2.partial/vmlinuz64",
              "ipxe/.default.ipxe.x.tcbuild-tmp"]
     for path in there:

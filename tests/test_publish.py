@@ -24,6 +24,7 @@ from tcbuild.sources.fetch import FetchOptions
 from tcbuild.stages.build import BuildOptions, BuildResult, build
 from tcbuild.tftproot import releases as pub
 from tcbuild.tftproot import writing
+from tcbuild.tftproot.state import read_histories
 from tcbuild.tftproot.verify import verify_all
 
 from .conftest import verified
@@ -410,10 +411,10 @@ def test_per_mac_configs_follow_the_inventory(site: Path) -> None:
     config no host has."""
     tftp, mac = site / "tftp", "01-52-54-00-12-34-57"
     inventory = site / "examples/cluster.toml"
-    stale = [tftp / "pxelinux.cfg" / mac, tftp / "ipxe" / f"{mac}.ipxe",
-             tftp / "tcbuild/history" / f"{mac}.json"]
+    stale = [tftp / "pxelinux.cfg" / mac, tftp / "ipxe" / f"{mac}.ipxe"]
     first = publish_at(site, T0, inventory=True)
     assert mac in first.configs and all(p.is_file() for p in stale)
+    assert mac in read_histories(tftp)
 
     # the canary group gets its own recipe: its publish takes the host's config over
     shutil.copy(site / "recipes/gameserver.toml", site / "recipes/canary.toml")
@@ -441,7 +442,7 @@ def test_per_mac_configs_follow_the_inventory(site: Path) -> None:
         f"{tftp / 'pxelinux.cfg' / mac}: no host of {inventory} has this MAC (left behind: "
         "publish with --inventory retires it)\n"))
     retired = publish_at(site, T0 + 180, inventory=True, recipe="recipes/canary.toml", keep=1)
-    assert [p for p in stale if p.exists()] == []
+    assert [p for p in stale if p.exists()] == [] and mac not in read_histories(tftp)
     assert (retired.retire, retired.configs) == ((mac,), {})
     assert pub.current(tftp) == {default.release_id: {"default"}}
     assert tcbuild(*verify_inv).returncode == 0

@@ -122,7 +122,7 @@ def test_a_push_plans_only_what_changed_and_its_scripts_switch_and_undo(site: Pa
     new = f"{pub.RELEASES}/{plan.release_id}"
     assert push.releases == (new,)
     names = [rel for rel, _ in push.files]
-    assert names.index("tcbuild/history/default.json") < names.index("ipxe/default.ipxe") \
+    assert names.index("tcbuild/history.json") < names.index("ipxe/default.ipxe") \
         < names.index("pxelinux.cfg/default")
     assert push.link == {f"{new}/vmlinuz64": next(rel for rel in before
                                                    if rel.endswith("/vmlinuz64"))}

@@ -298,8 +298,7 @@ def _rollback(args: argparse.Namespace) -> int:
     from ..stages.publish import rollback_all
 
     for done in rollback_all(args.tftp, args.release, args.wait):
-        print(f"{done.shown}: {', '.join(done.configs)} now "
-              f"boot{'s' if len(done.configs) == 1 else ''} {done.now} (was {done.was})")
+        print(done.describe())
     return 0
 
 

@@ -9,8 +9,8 @@ changed is hard-linked from its old version first, so rsync sends only the diffe
 writes a new file beside it and renames: the old one is untouched). Every staged file is then
 checked by its sha256 on the far side, and synced.
 Phase 2 (`switch_script`): release directories renamed into place first, then the bootloader
-set, `boot.ipxe`, each config with its history and iPXE twin just before it, the other state
-files; then the retired configs and pruned releases moved out into the staging directory, which
+set, `boot.ipxe`, the configs' histories (`tcbuild/history.json`), each config with its iPXE
+twin just before it, the other state files; then the retired configs and pruned releases moved out into the staging directory, which
 is removed last. Each step is a rename(2) done only if still to do, so running `switch.sh`
 again completes an interrupted switch; `undo.sh` puts back what it replaced.
 """
@@ -30,7 +30,7 @@ from ..boot.bootfile import IPXE_SCRIPT
 from ..boot.pxelinux import CONFIG_DIR
 from ..formats.manifest import file_sha256
 from .remote import STAGING
-from .state import BOOTLOADER, HISTORY, RELEASES
+from .state import BOOTLOADER, HISTORIES, HISTORY, RELEASES
 
 Entry = tuple[int, int, int, int, str]  # kind and mode, size, mtime_ns, inode, symlink target
 Manifest = dict[str, Entry]  # path relative to the root -> what it is
@@ -83,6 +83,8 @@ def _order(rel: str) -> tuple[int, str, int]:
         return (2, rel, 0)
     if rel == IPXE_SCRIPT:
         return (3, rel, 0)
+    if rel == HISTORIES:  # every config's history, before the configs (as a local switch)
+        return (4, "", -1)
     for rank, (prefix, suffix) in enumerate(((f"{HISTORY}/", ".json"),
                                              (f"{ipxe.SCRIPT_DIR}/", ipxe.SUFFIX),
                                              (f"{CONFIG_DIR}/", ""))):

@@ -12,7 +12,7 @@ Layout (nothing else in the TFTP root is touched; the state files are in `tftpst
                                           inventory does not know (with its `discovery` range)
     ipxe/default.ipxe, 01-<mac>.ipxe      their twins for HTTP boot, written with them
     tcbuild/releases/<time>-<build>/      kernel, initrd and release.json (their checksums)
-    tcbuild/history/<config>.json         what each config booted before (for rollback)
+    tcbuild/history.json                  what each config booted before (for rollback)
     tcbuild/bootloader.json               the bootloader set's checksums
 A release is complete and fsynced before any config names it, and no release a config boots
 or would roll back to is pruned, so a node that PXE-boots during a publish gets the old image
@@ -27,7 +27,8 @@ import contextlib
 import hashlib
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from ..config.recipe import RELEASE_JSON, Recipe
 from ..errors import InputError, boundary
 from .state import (
     BOOTLOADER,
+    HISTORIES,
     HISTORY,
     RELEASES,
     Checksum,
@@ -49,10 +51,14 @@ from .state import (
     booting,
     configs,
     current,
+    current_of,
     file_sha256,
-    history_path,
+    legacy_histories,
+    read_config,
+    read_histories,
     release_of,
     releases,
+    scripts,
 )
 from .verify import verify
 from .writing import (
@@ -87,6 +93,9 @@ class Plan:
     retire: tuple[str, ...] = ()  # per-MAC configs (and twins) removed in the switch
     where: str = ""  # the root as the operator named it, when `tftp` is its local mirror
     sent: int | None = None  # a remote root: the bytes rsync sent to it
+    # the configs as the plan read them: `make_current` switches from these (the lock held
+    # from `plan` to `make_current`, as `execute` and `stages.publish` hold it)
+    found: Mapping[str, PxeConfig] | None = field(default=None, compare=False, repr=False)
 
     @property
     def shown(self) -> str:
@@ -136,6 +145,18 @@ class Rollback:
     def shown(self) -> str:
         return self.where or str(self.tftp)
 
+    SHOWN = 5  # configs named in `describe`; past these, a count and the first few
+
+    def describe(self) -> str:
+        """One line: the configs switched (a count past a few names) and the releases."""
+        names = self.configs
+        if len(names) <= self.SHOWN:
+            which = ", ".join(names)
+        else:
+            which = f"{len(names)} configs ({', '.join(names[:3])}, ...)"
+        verb = "boots" if len(names) == 1 else "boot"
+        return f"{self.shown}: {which} now {verb} {self.now} (was {self.was})"
+
 
 def find_bootloader(directory: Path | None = None) -> dict[str, Path]:
     """The BIOS and UEFI network bootloaders from `directory`, or Debian's usual places."""
@@ -169,23 +190,27 @@ def plan(recipe: Recipe, kernel: Path, initrd: Path, build_id: str, tftp: Path,
         {name: Checksum(hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size)
          for name, p in files.items()})
     served = _configs_served(recipe, inventory)
-    retire = () if inventory is None else _retired(tftp, recipe, set(served))
+    found, known = configs(tftp), releases(tftp)  # each config read once for the whole plan
+    used = current_of(found, scripts(tftp))
+    retire = () if inventory is None else _retired(recipe, set(served), known, used)
     bootloader = bootloader or find_bootloader()
     same = None if force or retire else _serving(tftp, release, served, recipe, bootloader)
     if same is not None:
         return Plan(tftp, same.id, {}, same, {}, {}, (), unchanged=True)
     rendered = {name: _config_for(release, append, recipe) for name, append in served.items()}
-    return Plan(tftp, release_id, files, release, rendered, bootloader,
-                _prunable(tftp, keep, release_id, set(rendered), set(retire)), retire=retire)
+    prune = _prunable(tftp, keep, release_id, set(rendered), set(retire), known, used, found)
+    return Plan(tftp, release_id, files, release, rendered, bootloader, prune, retire=retire,
+                found=found)
 
 
-def _retired(tftp: Path, recipe: Recipe, served: set[str]) -> tuple[str, ...]:
+def _retired(recipe: Recipe, served: set[str], known: list[Release],
+             used: dict[str, set[str]]) -> tuple[str, ...]:
     """The per-MAC configs this recipe wrote that it no longer serves (the host left the
     inventory or its group). A config belongs to the recipe that published the release it
     boots (`release.json`'s `recipe`); those of other recipes are never touched."""
     mine = str(recipe.path.resolve())
-    ours = {r.id for r in releases(tftp) if r.recipe == mine}
-    names = {name for rid, using in current(tftp).items() if rid in ours for name in using}
+    ours = {r.id for r in known if r.recipe == mine}
+    names = {name for rid, using in used.items() if rid in ours for name in using}
     return tuple(sorted(name for name in names
                         if (name.startswith(_MAC_PREFIX) or name == discovery.CONFIG)
                         and name not in served))
@@ -244,19 +269,22 @@ def _configs_served(recipe: Recipe, inventory: Inventory | None) -> dict[str, st
     return served
 
 
-def _prunable(tftp: Path, keep: int, new_id: str, switching: set[str],
-              retiring: set[str]) -> tuple[str, ...]:
+def _prunable(tftp: Path, keep: int, new_id: str, switching: set[str], retiring: set[str],
+              known: list[Release], used: dict[str, set[str]],
+              found: Mapping[str, PxeConfig]) -> tuple[str, ...]:
     """Old releases beyond `keep`, never one a config boots or would roll back to once the
     configs in `switching` boot `new_id` (for those, what they boot now) and those in
     `retiring` are gone."""
-    found = releases(tftp)
-    exists = {r.id for r in found}
-    protected = {rid for rid, using in current(tftp).items() if using - retiring}
-    for name, config in configs(tftp).items():
-        back = History.read(tftp, name).upto(booting(config)).back(exists)
-        if back is not None and name not in switching | retiring:
+    exists = {r.id for r in known}
+    protected = {rid for rid, using in used.items() if using - retiring}
+    histories, leaving = read_histories(tftp), switching | retiring  # (one set, not one a config)
+    for name, config in found.items():
+        if name in leaving:
+            continue
+        back = histories.get(name, History(name)).upto(booting(config)).back(exists)
+        if back is not None:
             protected.add(back)
-    ids = [r.id for r in found] + [new_id]
+    ids = [r.id for r in known] + [new_id]
     surplus = ids[: max(0, len(ids) - keep)]
     return tuple(rid for rid in surplus if rid not in protected and rid != new_id)
 
@@ -273,11 +301,11 @@ def before(plan: Plan) -> Before:
     """Everything `write_release` and `make_current` may change, as it is now: its `restore`
     leaves the root byte-identical to now (a multi-root publish that fails in one root)."""
     names = [*plan.configs, *plan.retire]
+    folded = [f"{HISTORY}/{path.name}" for path in legacy_histories(plan.tftp).values()]
     files = [*plan.bootloader, IPXE_ENTRY,
-             *(rel for name in names for rel in (f"{CONFIG_DIR}/{name}", ipxe.script_path(name),
-                                                 str(history_path(Path(), name)))),
-             BOOTLOADER]
-    dirs = ["tcbuild", RELEASES, HISTORY, CONFIG_DIR, ipxe.SCRIPT_DIR]
+             *(rel for name in names for rel in (f"{CONFIG_DIR}/{name}", ipxe.script_path(name))),
+             HISTORIES, *folded, BOOTLOADER]
+    dirs = ["tcbuild", RELEASES, CONFIG_DIR, ipxe.SCRIPT_DIR]
     return snapshot(plan.tftp, plan.tftp / RELEASES / plan.release_id,
                     files if not plan.unchanged else [], dirs if not plan.unchanged else [])
 
@@ -318,10 +346,11 @@ def make_current(plan: Plan) -> None:
     if plan.unchanged:
         return
     owner = tftp.stat()
-    found = configs(tftp)
+    found = plan.found if plan.found is not None else configs(tftp)
     exists = {r.id for r in releases(tftp)}
+    known = read_histories(tftp)
     switch_configs(tftp, {name: (text, history_for(tftp, name, found.get(name), plan.release_id,
-                                                 exists))
+                                                 exists, known))
                            for name, text in plan.configs.items()}, owner, plan.retire)
 
 
@@ -345,6 +374,7 @@ def switch(tftp: Path, from_id: str, to_id: str) -> list[str]:
     if target is None:
         raise InputError(f"{tftp}: no release {to_id}")
     exists = {r.id for r in found}
+    known = read_histories(tftp)
     changes = {}
     for name, config in configs(tftp).items():
         labels = tuple(
@@ -355,14 +385,14 @@ def switch(tftp: Path, from_id: str, to_id: str) -> list[str]:
             new = PxeConfig(config.default, labels, config.serial, config.timeout, config.prompt)
             text = render(new, f"Generated by tcbuild: release {to_id} of "
                                f"{target.recipe} (rolled back from {from_id}).")
-            changes[name] = (text, history_for(tftp, name, config, to_id, exists))
+            changes[name] = (text, history_for(tftp, name, config, to_id, exists, known))
     switch_configs(tftp, changes, tftp.stat())
     return list(changes)
 
 
 def default_release(tftp: Path) -> str:
     """The release `pxelinux.cfg/default` boots."""
-    config = configs(tftp).get("default")
+    config = read_config(tftp, "default")
     now = booting(config) if config is not None else None
     if now is None:
         raise InputError(f"{tftp}: {CONFIG_DIR}/default boots no tcbuild release")

@@ -3,13 +3,18 @@ boot, each config's history, and the bootloader set. One reader and one writer e
 malformed file is one line naming it and the key (`StateError`).
 
     tcbuild/releases/<id>/release.json   the release's files and their checksums
-    tcbuild/history/<config>.json        the releases a pxelinux config booted, oldest first
+    tcbuild/history.json                 the releases each pxelinux config booted, oldest first
     tcbuild/bootloader.json              the checksums of the bootloader files, as one set
 
-A config's history is written just before the config is switched (both durably), so a switch
-killed in between leaves a history one step ahead of its config: readers cut it back to what
-the config boots (`History.upto`). The bootloader record names the old and the new set while
-the files are replaced, then the new set alone: `verify` finds the files all from one set.
+The histories are one file (version 2): each distinct list of releases once (`booted`), and
+each config the index of its own (`configs`); a switch rewrites it once, however many configs
+it switches. Older trees have one file a config (`tcbuild/history/<config>.json`): still read
+(for a config history.json does not name), and folded into history.json, then removed, by the
+next switch. The histories are written just before the configs are switched (both durably),
+so a switch killed in between leaves a history one step ahead of its config: readers cut it
+back to what the config boots (`History.upto`). The bootloader record names the old and the new
+set while the files are replaced, then the new set alone: `verify` finds the files all from one
+set.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from ..formats import manifest
 from ..formats.statefile import Fields, dumps, is_plain_name
 
 RELEASES = "tcbuild/releases"
-HISTORY = "tcbuild/history"
+HISTORIES = "tcbuild/history.json"
+HISTORIES_VERSION = 2
+HISTORY = "tcbuild/history"  # one file a config: trees of older tcbuilds
 BOOTLOADER = "tcbuild/bootloader.json"
 HISTORY_LIMIT = 100  # entries kept per config
 
@@ -148,6 +155,15 @@ def configs(tftp: Path, strict: bool = False) -> dict[str, PxeConfig]:
     return result
 
 
+def read_config(tftp: Path, name: str) -> PxeConfig | None:
+    """One pxelinux config, as `configs` reads it (None: absent, or tcbuild cannot read it)."""
+    path = tftp / CONFIG_DIR / name
+    try:
+        return parse(path.read_text(errors="replace"), str(path))
+    except (OSError, InputError):
+        return None
+
+
 def release_of(path: str) -> str | None:
     """The release id in a KERNEL/INITRD path, if it points into the releases."""
     parts = path.lstrip("/").split("/")
@@ -158,13 +174,19 @@ def release_of(path: str) -> str | None:
 @boundary
 def current(tftp: Path) -> dict[str, set[str]]:
     """Release id -> the config files that boot it (an iPXE script counts as its twin)."""
+    return current_of(configs(tftp), scripts(tftp))
+
+
+def current_of(found: Mapping[str, PxeConfig], found_scripts: Mapping[str, dict[str, ipxe.Boot]]
+               ) -> dict[str, set[str]]:
+    """`current` of configs and scripts already read."""
     used: dict[str, set[str]] = {}
-    for name, config in configs(tftp).items():
+    for name, config in found.items():
         for label in config.labels:
             rid = release_of(label.kernel)
             if rid:
                 used.setdefault(rid, set()).add(name)
-    for name, boots in scripts(tftp).items():
+    for name, boots in found_scripts.items():
         for boot in boots.values():
             rid = release_of(boot.kernel)
             twin = ipxe.config_name(name)
@@ -196,15 +218,24 @@ def booting(config: PxeConfig) -> str | None:
 
 @dataclass(frozen=True)
 class History:
-    """What a pxelinux config booted, oldest first (`tcbuild/history/<config>.json`)."""
+    """What a pxelinux config booted, oldest first (its entry in `tcbuild/history.json`)."""
 
     config: str
     booted: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, tftp: Path, config: str) -> History:
+        """One config's history (for many, `read_histories` reads the file once)."""
+        shared = _read_shared(tftp)
+        if config in shared:
+            return shared[config]
+        return cls._read_file(history_path(tftp, config), config)
+
+    @classmethod
+    def _read_file(cls, path: Path, config: str) -> History:
+        """An older tree's `tcbuild/history/<config>.json`."""
         try:
-            f = Fields.read(history_path(tftp, config))
+            f = Fields.read(path)
         except FileNotFoundError:
             return cls(config)
         booted = f.array("booted")
@@ -214,7 +245,7 @@ class History:
         return cls(config, tuple(str(rid) for rid in booted))
 
     def text(self) -> bytes:
-        """`tcbuild/history/<config>.json` (written with its config: `writing.switch_configs`)."""
+        """The history alone, as an older tree's `tcbuild/history/<config>.json` holds it."""
         return dumps({"config": self.config, "booted": list(self.booted)})
 
     def upto(self, now: str | None) -> History:
@@ -242,8 +273,66 @@ class History:
         return History(self.config, (*self.booted, target)[-HISTORY_LIMIT:])
 
 
+def read_histories(tftp: Path) -> dict[str, History]:
+    """Every config's history: `tcbuild/history.json`, and an older tree's per-config files
+    for the configs it does not name. A damaged file is a StateError."""
+    found = _read_shared(tftp)
+    for name, path in legacy_histories(tftp).items():
+        if name not in found:
+            found[name] = History._read_file(path, name)
+    return found
+
+
+def _read_shared(tftp: Path) -> dict[str, History]:
+    try:
+        f = Fields.read(tftp / HISTORIES)
+    except FileNotFoundError:
+        return {}
+    version = f.number("version")
+    if version != HISTORIES_VERSION:
+        f.fail("version", f"{version} is not a version this tcbuild reads "
+                          f"({HISTORIES_VERSION})")
+    runs = []
+    for i, run in enumerate(f.array("booted")):
+        if not isinstance(run, list) or not all(isinstance(rid, str) and is_plain_name(rid)
+                                                for rid in run):
+            f.fail("booted", f"entry {i} is not a list of release ids")
+        runs.append(tuple(run))
+    names = f.obj("configs")
+    found = {}
+    for name in names.data:
+        if not is_plain_name(name):
+            names.fail(name, "not a config's file name")
+        index = names.number(name)
+        if index >= len(runs):
+            names.fail(name, f"names entry {index} of booted, which has {len(runs)}")
+        found[name] = History(name, runs[index])
+    return found
+
+
+def histories_text(histories: Mapping[str, History]) -> bytes:
+    """`tcbuild/history.json` (written with the configs: `writing.switch_configs`): each
+    distinct history once, in the order of the first config (by name) that has it."""
+    runs: dict[tuple[str, ...], int] = {}
+    names = {name: runs.setdefault(histories[name].booted, len(runs))
+             for name in sorted(histories)}
+    return dumps({"version": HISTORIES_VERSION, "booted": [list(run) for run in runs],
+                  "configs": names})
+
+
+def legacy_histories(tftp: Path) -> dict[str, Path]:
+    """An older tree's per-config history files, by config name (none once folded)."""
+    try:
+        entries = list(os.scandir(tftp / HISTORY))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return {entry.name[: -len(".json")]: Path(entry.path) for entry in sorted(
+        entries, key=lambda e: e.name) if entry.name.endswith(".json")
+        and not entry.name.startswith(".") and entry.is_file(follow_symlinks=False)}
+
+
 def history_path(tftp: Path, config: str) -> Path:
-    """`tcbuild/history/<config>.json`."""
+    """An older tree's `tcbuild/history/<config>.json`."""
     return tftp / HISTORY / f"{config}.json"
 
 

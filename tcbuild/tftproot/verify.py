@@ -13,7 +13,7 @@ roots, a config or a bootloader file they disagree on.
 from __future__ import annotations
 
 import stat
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from ..boot import ipxe, syslinux
@@ -25,13 +25,13 @@ from ..errors import InputError, StateError, boundary
 from . import rollout
 from .state import (
     BOOTLOADER,
-    History,
     Release,
     booting,
     configs,
     distinct_roots,
     file_sha256,
     read_bootsets,
+    read_histories,
     release_of,
     scan,
     scripts,
@@ -44,13 +44,19 @@ def verify_all(roots: Sequence[Path], inventory: Inventory | None = None) -> lis
     every config must boot the same release in each of them, and every bootloader file (and
     `boot.ipxe`) be the same."""
     roots = distinct_roots(roots)
-    problems = [line for root in roots for line in verify(root, inventory=inventory)]
-    return problems + disagreements(roots)
+    problems: list[str] = []
+    found: dict[Path, Mapping[str, PxeConfig]] = {}
+    for root in roots:
+        found[root], lines = _verify(root, inventory)  # each config read once, here
+        problems += lines
+    return problems + disagreements(roots, found)
 
 
-def disagreements(roots: Sequence[Path]) -> list[str]:
+def disagreements(roots: Sequence[Path], found: Mapping[Path, Mapping[str, PxeConfig]]
+                  | None = None) -> list[str]:
     """What several roots (boot servers of one tree) disagree on, one line each: a bootloader
-    file or `boot.ipxe` not the same, a config booting another release or missing in one."""
+    file or `boot.ipxe` not the same, a config booting another release or missing in one.
+    `found`: each root's configs, already read."""
     if len(roots) < 2:
         return []
     problems = []
@@ -62,13 +68,14 @@ def disagreements(roots: Sequence[Path]) -> list[str]:
             problems.append(f"{name}: the roots disagree: sha256 {says}")
     booted: dict[str, dict[Path, str | None]] = {}
     for root in roots:
-        if not root.is_dir():
-            continue
-        try:
-            found = configs(root)
-        except StateError:
-            continue  # already named by verify
-        for name, config in found.items():
+        if found is not None:
+            read = found.get(root, {})
+        else:
+            try:
+                read = configs(root) if root.is_dir() else {}
+            except StateError:
+                continue  # verify names it
+        for name, config in read.items():
             booted.setdefault(name, {})[root] = booting(config)
     for name, where in sorted(booted.items()):
         if len(where) < len(roots) or len(set(where.values())) > 1:
@@ -83,8 +90,13 @@ def disagreements(roots: Sequence[Path]) -> list[str]:
 def verify(tftp: Path, *, inventory: Inventory | None = None) -> list[str]:
     """Every problem of a published tree, one line each (empty when it is sound). With
     `inventory`, also each per-MAC config that none of its hosts has."""
+    return _verify(tftp, inventory)[1]
+
+
+def _verify(tftp: Path, inventory: Inventory | None) -> tuple[dict[str, PxeConfig], list[str]]:
+    """`verify`, with the configs read (none when they could not all be read)."""
     if not tftp.is_dir():
-        return [f"{tftp}: the TFTP root does not exist"]
+        return {}, [f"{tftp}: the TFTP root does not exist"]
     problems: list[str] = []
     blocked: set[Path] = set()  # the unreadable directories named so far (each once)
     for name in syslinux.PXE:
@@ -102,30 +114,37 @@ def verify(tftp: Path, *, inventory: Inventory | None = None) -> list[str]:
     try:
         found = configs(tftp, strict=True)
     except InputError as e:
-        return [*problems, str(e)]
+        return configs(tftp), [*problems, str(e)]
+    try:
+        found_scripts, unread = scripts(tftp, strict=True), None
+    except InputError as e:  # named below; the scripts that read still count as twins
+        found_scripts, unread = scripts(tftp), str(e)
     if "default" not in found:
         problems.append(f"{tftp / CONFIG_DIR / 'default'}: missing")
     if inventory is not None:
-        problems += _unowned(tftp, found, inventory)
+        problems += _unowned(tftp, found, found_scripts, inventory)
+    seen: dict[str, FileCheck] = {}
     for name, config in found.items():
         problems += _check_modes(tftp, f"{CONFIG_DIR}/{name}", blocked)
         for label in config.labels:
             for named in (label.kernel, label.initrd):
-                problems += _check_file(tftp, f"{CONFIG_DIR}/{name}", named, known, blocked)
-        try:
-            History.read(tftp, name)
-        except StateError as e:
-            problems.append(str(e))
+                problems += _check_file(tftp, f"{CONFIG_DIR}/{name}", named, known, blocked,
+                                        seen)
+    try:
+        read_histories(tftp)
+    except StateError as e:
+        problems.append(str(e))
     problems += _check_rollout(tftp, known)
     named_by_configs = {label.kernel.lstrip("/") for c in found.values() for label in c.labels}
     named_by_configs |= {label.initrd.lstrip("/") for c in found.values() for label in c.labels}
-    problems += _verify_ipxe(tftp, found, known, named_by_configs, blocked)
+    problems += _verify_ipxe(tftp, found, (found_scripts, unread), known, named_by_configs,
+                             blocked, seen)
     for link in tftp.rglob("*"):
         if link.is_symlink():
             target = (link.parent / link.readlink()).resolve()
             if not target.is_relative_to(tftp.resolve()):
                 problems.append(f"{link}: symlink points outside the TFTP root ({target})")
-    return problems
+    return found, problems
 
 
 def _check_rollout(tftp: Path, known: dict[str, Release]) -> list[str]:
@@ -154,12 +173,13 @@ def _check_bootloader(tftp: Path) -> list[str]:
             if present[name] is not None and present[name] != digest]
 
 
-def _unowned(tftp: Path, found: dict[str, PxeConfig], inventory: Inventory) -> list[str]:
+def _unowned(tftp: Path, found: dict[str, PxeConfig], found_scripts: Collection[str],
+             inventory: Inventory) -> list[str]:
     """The per-MAC configs (or iPXE scripts) of a MAC no host of the inventory has; the
     discovery config missing, or left behind by an inventory without a discovery range."""
     macs = {mac_config_name(host.mac) for host in inventory.hosts}
     prefix = mac_config_name("00:00:00:00:00:00")[:3]
-    twins = {twin for name in scripts(tftp) if (twin := ipxe.config_name(name))}
+    twins = {twin for name in found_scripts if (twin := ipxe.config_name(name))}
     present = set(found) | twins
     problems = [f"{tftp / CONFIG_DIR / name}: no host of {inventory.path} has this MAC (left "
                 "behind: publish with --inventory retires it)"
@@ -197,19 +217,21 @@ def _check_modes(tftp: Path, rel: str, blocked: set[Path]) -> list[str]:
     return []
 
 
-def _verify_ipxe(tftp: Path, found: dict[str, PxeConfig], known: dict[str, Release],
-                 checked: set[str], blocked: set[Path]) -> list[str]:
+def _verify_ipxe(tftp: Path, found: dict[str, PxeConfig],
+                 read: tuple[dict[str, dict[str, ipxe.Boot]], str | None],
+                 known: dict[str, Release], checked: set[str], blocked: set[Path],
+                 seen: dict[str, FileCheck]) -> list[str]:
     """boot.ipxe, a twin for every pxelinux config, and the files the scripts name (those
-    a pxelinux config names are `checked` already)."""
+    a pxelinux config names are `checked` already). `read`: the scripts, and the line naming
+    one that does not read (then nothing more is checked)."""
     problems = []
     if not (tftp / IPXE_SCRIPT).is_file():
         problems.append(f"{tftp / IPXE_SCRIPT}: missing (tcbuild publish writes it)")
     else:
         problems += _check_modes(tftp, IPXE_SCRIPT, blocked)
-    try:
-        found_scripts = scripts(tftp, strict=True)
-    except InputError as e:
-        return [*problems, str(e)]
+    found_scripts, unread = read
+    if unread is not None:
+        return [*problems, unread]
     for name in found:
         if ipxe.script_path(name).split("/")[-1] not in found_scripts:
             problems.append(f"{tftp / ipxe.script_path(name)}: missing (the HTTP twin of "
@@ -219,28 +241,43 @@ def _verify_ipxe(tftp: Path, found: dict[str, PxeConfig], known: dict[str, Relea
         for boot in boots.values():
             for named in [n for n in (boot.kernel, boot.initrd) if n not in checked]:
                 problems += _check_file(tftp, f"{ipxe.SCRIPT_DIR}/{name}", named, known,
-                                        blocked)
+                                        blocked, seen)
     return problems
 
 
+FileCheck = tuple[str | None, list[str]]  # a problem of the file itself, or lines as they are
+
+
 def _check_file(tftp: Path, config: str, path: str, known: dict[str, Release],
-                blocked: set[Path]) -> list[str]:
+                blocked: set[Path], seen: dict[str, FileCheck]) -> list[str]:
+    """A file a config names: there, readable, as its release recorded it. Each file is
+    looked at (and hashed) once, however many configs name it (`seen`): a problem of the file
+    itself is named for every config, a directory on its way only the first time."""
+    first = path not in seen
+    if first:
+        seen[path] = _look_at(tftp, path, known, blocked)
+    problem, lines = seen[path]
+    if problem is not None:
+        return [f"{tftp / config}: {path}: {problem}"]
+    return lines if first else []
+
+
+def _look_at(tftp: Path, path: str, known: dict[str, Release], blocked: set[Path]) -> FileCheck:
     full = tftp / path.lstrip("/")
-    where = f"{tftp / config}: {path}"
     if not full.is_file():
-        return [f"{where}: missing"]
+        return "missing", []
     unreadable = _check_modes(tftp, path, blocked)
     if unreadable and unreadable[0].startswith(f"{full}: "):
-        return [f"{where}: not readable by others (the TFTP server cannot serve it)"]
+        return "not readable by others (the TFTP server cannot serve it)", []
     if unreadable:
-        return unreadable
+        return None, unreadable
     rid = release_of(path)
     if rid is None:
-        return []
+        return None, []
     release = known.get(rid)
     recorded = release.files.get(full.name) if release else None
     if recorded is None:
-        return [f"{where}: no checksum recorded for it"]
+        return "no checksum recorded for it", []
     if file_sha256(full) != recorded.sha256:
-        return [f"{where}: does not match the checksum recorded at publish time"]
-    return []
+        return "does not match the checksum recorded at publish time", []
+    return None, []

@@ -1,12 +1,12 @@
 """Changing a TFTP root safely: one writer at a time (`locked`), directories and files as the
 tree's owner's (`mkdirs`, `own`), the bootloader files replaced as one set
 (`install_bootloader`), pxelinux configs switched together with their iPXE twins and
-histories (`switch_configs`; `put_configs` and `drop_configs` for the per-MAC configs a rollout,
+the histories (`switch_configs`; `put_configs` and `drop_configs` for the per-MAC configs a rollout,
 `enroll` or `retire` writes between two publishes), and the snapshot that undoes a change
 (`snapshot`, `Before.restore`: a multi-root publish that fails in one root).
 
 `releases` plans and writes releases and switches configs through these; `hostconfig` writes one
-host's config with them. A config's history is written just before the config (`state.History`).
+host's config with them. The histories are written just before the configs (`state.History`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,14 +28,16 @@ from ..boot.pxelinux import CONFIG_DIR, PxeConfig, parse
 from ..errors import InputError, TcbuildError
 from .state import (
     BOOTLOADER,
-    HISTORY,
+    HISTORIES,
     History,
     booting,
     check_wait,
     configs,
     file_sha256,
-    history_path,
+    histories_text,
+    legacy_histories,
     read_bootsets,
+    read_histories,
     releases,
     write_bootsets,
 )
@@ -86,33 +88,42 @@ def twins(rendered: dict[str, str]) -> dict[str, str]:
 
 
 def history_for(tftp: Path, name: str, config: PxeConfig | None, target: str,
-                exists: set[str]) -> History:
-    """A config's history once it boots `target` (`config`: what it is now, if anything)."""
+                exists: set[str], known: Mapping[str, History] | None = None) -> History:
+    """A config's history once it boots `target` (`config`: what it is now, if anything).
+    `known`: every config's history, read once (`read_histories`) for a loop over configs."""
+    history = History.read(tftp, name) if known is None else known.get(name, History(name))
     now = booting(config) if config is not None else None
-    return History.read(tftp, name).upto(now).switched(target, exists)
+    return history.upto(now).switched(target, exists)
 
 
 def switch_configs(tftp: Path, changes: dict[str, tuple[str, History]],
                    owner: os.stat_result, retire: tuple[str, ...] = ()) -> None:
-    """The configs switched together: every file written first, then each config's history and
-    iPXE twin renamed just before it, all in a row (a node booting meanwhile finds the configs
-    as they were, or as they are now, but for the moment between two renames); then each
-    retired config removed, its twin and history after it (a kill in between leaves a twin
-    that still names its release, retired by the next publish)."""
+    """The configs switched together: every file written first, then the histories (one file,
+    every config's) renamed, then each config's iPXE twin renamed just before it, all in a row
+    (a node booting meanwhile finds the configs as they were, or as they are now, but for the
+    moment between two renames); then each retired config removed, its twin after it (a kill
+    in between leaves a twin that still names its release, retired by the next publish); then
+    an older tree's per-config history files, folded into the one file."""
     scripts = twins({name: text for name, (text, _) in changes.items()})
-    for directory in (CONFIG_DIR, ipxe.SCRIPT_DIR, HISTORY):
+    for directory in (CONFIG_DIR, ipxe.SCRIPT_DIR, str(Path(HISTORIES).parent)):
         mkdirs(tftp / directory, tftp, owner)
-    files: list[tuple[Path, bytes]] = []
-    for (name, (text, history)), (path, script) in zip(changes.items(), scripts.items(),
-                                                       strict=True):
-        files += [(history_path(tftp, name), history.text()), (tftp / path, script.encode()),
-                  (tftp / CONFIG_DIR / name, text.encode())]
+    histories = read_histories(tftp)
+    folded = legacy_histories(tftp)
+    histories.update((name, history) for name, (_, history) in changes.items())
+    for name in retire:
+        histories.pop(name, None)
+    files: list[tuple[Path, bytes]] = [(tftp / HISTORIES, histories_text(histories))]
+    for (name, (text, _)), (path, script) in zip(changes.items(), scripts.items(), strict=True):
+        files += [(tftp / path, script.encode()), (tftp / CONFIG_DIR / name, text.encode())]
     write_all(files, owner=owner)
     for name in retire:
-        for gone in (tftp / CONFIG_DIR / name, tftp / ipxe.script_path(name),
-                     history_path(tftp, name)):
+        for gone in (tftp / CONFIG_DIR / name, tftp / ipxe.script_path(name)):
             gone.unlink(missing_ok=True)
             fsync_dir(gone.parent)
+    for old in folded.values():
+        old.unlink(missing_ok=True)
+    if folded:
+        fsync_dir(next(iter(folded.values())).parent)
 
 
 def install_bootloader(tftp: Path, files: dict[str, Path], owner: os.stat_result) -> None:
@@ -142,12 +153,13 @@ def put_configs(tftp: Path, texts: dict[str, str]) -> None:
     lock held."""
     found = configs(tftp)
     exists = {r.id for r in releases(tftp)}
+    known = read_histories(tftp)
     changes = {}
     for name, text in texts.items():
         target = booting(parse(text, f"{CONFIG_DIR}/{name}"))
         if target is None:
             raise InputError(f"{CONFIG_DIR}/{name}: the new text boots no tcbuild release")
-        changes[name] = (text, history_for(tftp, name, found.get(name), target, exists))
+        changes[name] = (text, history_for(tftp, name, found.get(name), target, exists, known))
     switch_configs(tftp, changes, tftp.stat())
 
 
@@ -169,7 +181,7 @@ Kept = tuple[bytes, os.stat_result] | str | None  # a file's bytes, a symlink's 
 @dataclass(frozen=True)
 class Before:
     """What a publish may change in a root, as it was (`snapshot`): its files (the bootloader
-    set, `boot.ipxe`, the configs, their twins and histories, `bootloader.json`), the
+    set, `boot.ipxe`, the configs, their twins, the histories, `bootloader.json`), the
     directories it may make, and the release it adds. `restore` puts it all back."""
 
     tftp: Path
