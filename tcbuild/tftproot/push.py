@@ -10,9 +10,10 @@ writes a new file beside it and renames: the old one is untouched). Every staged
 checked by its sha256 on the far side, and synced.
 Phase 2 (`switch_script`): release directories renamed into place first, then the bootloader
 set, `boot.ipxe`, the configs' histories (`tcbuild/history.json`), each config with its iPXE
-twin just before it, the other state files; then the retired configs and pruned releases moved out into the staging directory, which
-is removed last. Each step is a rename(2) done only if still to do, so running `switch.sh`
-again completes an interrupted switch; `undo.sh` puts back what it replaced.
+twin just before it, the other state files; then the retired configs and pruned releases moved
+out into the staging directory, which is removed last. Each step is a rename(2) done only if
+still to do, so running `switch.sh` again completes an interrupted switch; `undo.sh` puts back
+what it replaced.
 """
 
 from __future__ import annotations
