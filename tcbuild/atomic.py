@@ -104,45 +104,66 @@ def write_all(files: Sequence[tuple[Path, Content]], mode: int = 0o644,
     comes (after the files before it are written).
 
     For thousands of files (a fleet's per-MAC configs): each directory is swept once, not once
-    per file; the temp files are made durable by one `syncfs` per file system instead of one
-    fsync each; the open-files limit is raised (to the hard limit) when the temp files, which
-    stay open and locked until renamed, need it. The files replaced are held open across the
-    row of renames (as many as the limit leaves room for), so that freeing them (the costly
-    part of a rename onto a file, on ext4) comes after the row, not inside it: the row stays
-    short."""
+    per file; the temp files are closed once written (their directories, locked shared, keep
+    `sweep` away from them until the renames), so any number fits the open-files limit, and
+    made durable by one `syncfs` per file system instead of one fsync each. The files replaced
+    are held open across the row of renames (as many as the limit leaves room for), so that
+    freeing them (the costly part of a rename onto a file, on ext4) comes after the row, not
+    inside it: the row stays short."""
     directories = list(dict.fromkeys(target.parent for target, _ in files))
     for directory in directories:
         sweep(directory)
-    room = _allow_open(2 * len(files)) - len(files)  # past the temp files, for holding
-    staged: list[tuple[int, Path, Path]] = []
+    many = len(files) > BATCH
+    staged: list[tuple[int | None, Path, Path]] = []  # the temp's descriptor while open
     held: list[int] = []
     renamed = 0
+    with _rows(directories) as directory_fds:
+        try:
+            for target, data in files:
+                fd, temp = _new_temp(target.parent, f".{target.name}.")
+                staged.append((fd, temp, target))
+                if callable(data):  # made now: it may depend on the files written before it
+                    data = data()
+                with open(fd, "wb", closefd=False) as f:
+                    f.writelines([data] if isinstance(data, bytes) else data)
+                os.fchmod(fd, mode)
+                if owner is not None and os.geteuid() == 0:
+                    os.fchown(fd, owner.st_uid, owner.st_gid)
+                if many:  # the directory's lock keeps it from `sweep`; syncfs needs no fd
+                    os.close(fd)
+                    staged[-1] = (None, temp, target)
+            _durable(staged, directory_fds)
+            room = _allow_open(len(files) + len(directory_fds))
+            held = _hold([target for _, _, target in staged][: max(0, room)])
+            if retire:
+                retire.unlink(missing_ok=True)
+            for _, temp, target in staged:
+                temp.replace(target)
+                renamed += 1
+            for directory_fd in directory_fds:
+                os.fsync(directory_fd)
+        finally:
+            for _, temp, _ in staged[renamed:]:  # not renamed: an error on the way
+                temp.unlink(missing_ok=True)
+            for still_open, _, _ in staged:
+                if still_open is not None:
+                    os.close(still_open)
+            _release(held)
+
+
+@contextlib.contextmanager
+def _rows(directories: Sequence[Path]) -> Iterator[list[int]]:
+    """The directories opened and locked shared while a row of files is written into them:
+    `sweep` leaves a directory alone while any writer holds it so."""
+    fds: list[int] = []
     try:
-        for target, data in files:
-            fd, temp = _new_temp(target.parent, f".{target.name}.")
-            staged.append((fd, temp, target))
-            if callable(data):  # made now: it may depend on the files written before it
-                data = data()
-            with open(fd, "wb", closefd=False) as f:
-                f.writelines([data] if isinstance(data, bytes) else data)
-            os.fchmod(fd, mode)
-            if owner is not None and os.geteuid() == 0:
-                os.fchown(fd, owner.st_uid, owner.st_gid)
-        _durable([fd for fd, _, _ in staged])
-        held = _hold([target for _, _, target in staged][: max(0, room)])
-        if retire:
-            retire.unlink(missing_ok=True)
-        for _, temp, target in staged:
-            temp.replace(target)
-            renamed += 1
         for directory in directories:
-            fsync_dir(directory)
+            fds.append(os.open(directory, os.O_RDONLY | os.O_DIRECTORY))
+            fcntl.flock(fds[-1], fcntl.LOCK_SH)
+        yield fds
     finally:
-        for _, temp, _ in staged[renamed:]:  # not renamed: an error on the way
-            temp.unlink(missing_ok=True)
-        for fd, _, _ in staged:
+        for fd in fds:
             os.close(fd)
-        _release(held)
 
 
 def _hold(paths: Sequence[Path]) -> list[int]:
@@ -177,22 +198,26 @@ def _release(fds: Sequence[int]) -> None:
 BATCH = 32  # past this many files, one syncfs per file system beats an fsync each
 
 
-def _durable(fds: Sequence[int]) -> None:
-    """The files' data and metadata on disk: fsync each, or for many, syncfs once per file
-    system (fsync where syncfs is missing or fails)."""
-    if len(fds) <= BATCH:
-        for fd in fds:
+def _durable(staged: Sequence[tuple[int | None, Path, Path]], directory_fds: Sequence[int]
+             ) -> None:
+    """The temp files' data and metadata on disk: fsync each (open), or for many (closed),
+    syncfs once per file system through the directories (where syncfs is missing or fails,
+    each reopened and fsynced)."""
+    open_fds = [fd for fd, _, _ in staged if fd is not None]
+    if len(open_fds) == len(staged):
+        for fd in open_fds:
             os.fsync(fd)
         return
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    devices = {os.fstat(fd).st_dev: fd for fd in fds}
+    devices = {os.fstat(fd).st_dev: fd for fd in directory_fds}
     for device, fd in devices.items():
         if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
-            for other in fds:
-                if os.fstat(other).st_dev == device:
-                    os.fsync(other)
+            for _, temp, _ in staged:
+                if temp.stat().st_dev == device:
+                    with temp.open("rb") as f:
+                        os.fsync(f.fileno())
 
 
 def _allow_open(count: int) -> int:
@@ -214,8 +239,23 @@ def sweep(directory: Path, prefix: str = "", everything: bool = False) -> int:
     removed = 0
     try:
         paths = list(directory.iterdir())
+        directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return 0
+    try:
+        fcntl.flock(directory_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a row of files is being written here (`write_all`): its temps live
+        os.close(directory_fd)
+        return 0
+    try:
+        removed = _sweep(paths, prefix, everything)
+    finally:
+        os.close(directory_fd)
+    return removed
+
+
+def _sweep(paths: Sequence[Path], prefix: str, everything: bool) -> int:
+    removed = 0
     for path in paths:
         if not path.name.startswith(prefix) or not (everything or path.name.endswith(SUFFIX)):
             continue
