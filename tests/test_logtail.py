@@ -1,5 +1,5 @@
 """Log files read from their end (`fleet.logtail`) and the fleet view that reads only the tail
-since a node's last boot (`fleet.view.read_node`): the same lines, last first, whatever the
+since a node's last boot (`fleet.logtail.read_node`): the same lines, last first, whatever the
 block size; older rotations read only when they could matter."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from tcbuild.config.inventory import Host
-from tcbuild.fleet.logtail import backwards
-from tcbuild.fleet.view import log_index, read_node
+from tcbuild.fleet.logtail import backwards, log_index, read_node
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 IP = "10.1.1.5"

@@ -250,5 +250,5 @@ def test_the_paths_the_docs_import_still_work() -> None:
             "fleet.State.CURRENT)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["tcbuild.stages.build", "tcbuild.tftproot.verify",
-                                  "tcbuild.fleet.view", "current"]
+                                  "tcbuild.fleet.overview", "current"]
     assert callable(tcbuild.build) and callable(tcbuild.fetch) and callable(tcbuild.verify)

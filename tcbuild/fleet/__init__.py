@@ -1,7 +1,7 @@
-"""The fleet: what each node booted, read from the log host and the TFTP root (`view`), the
-whole of `tcbuild fleet` as one object (`overview`), kept current for `fleet --serve`
-(`follow`, `web`, `page`, `metrics`), booting a published tree in QEMU (`boottest`) and the
-small HTTP server it boots from (`httptree`).
+"""The fleet: what each node booted (`view`), read from the log host's files (`logtail`) and
+the TFTP root, the whole of `tcbuild fleet` as one object (`overview`), kept current for
+`fleet --serve` (`follow`, `web`, `page`, `metrics`), booting a published tree in QEMU
+(`boottest`) and the small HTTP server it boots from (`httptree`).
 
 `from tcbuild import fleet` gives the view's names (`fleet.survey`, `fleet.render`,
 `fleet.State`) and `fleet.report` (`fleet --json`'s object), each loading its module on first
@@ -12,10 +12,10 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .overview import FleetReport, report
-    from .view import NodeStatus, State, render, survey
+    from .overview import FleetReport, report, survey
+    from .view import NodeStatus, State, render
 
-_LAZY = {"NodeStatus": ".view", "State": ".view", "render": ".view", "survey": ".view",
+_LAZY = {"NodeStatus": ".view", "State": ".view", "render": ".view", "survey": ".overview",
          "FleetReport": ".overview", "report": ".overview"}
 
 

@@ -30,7 +30,8 @@ from ..config.inventoryfile import load_inventory
 from ..config.values import MAC, normal_mac
 from ..errors import InputError, boundary
 from .leases import DEFAULT_FILES, SLACK, Lease, read_leases
-from .view import TAG, Line, _iso, _lines, parse_line
+from .logtail import file_lines
+from .view import TAG, Line, iso, parse_line
 
 REPORT_MAX = 4096  # characters of a report line; past it, not a report
 ITEMS_MAX = 64  # nic= and disk= pairs, each
@@ -82,12 +83,12 @@ class NewMachine:
     def as_json(self) -> dict[str, Any]:
         """An element of `fleet --json`'s `new` list."""
         return {"name": None, "ip": self.address, "state": NEW, "mac": self.mac,
-                "first_seen": _iso(self.first_seen), "last_seen": _iso(self.last_seen),
+                "first_seen": iso(self.first_seen), "last_seen": iso(self.last_seen),
                 "hardware": self.report.as_json()}
 
     def row(self) -> str:
-        return (f"{self.mac}  {NEW}  {self.address}  first seen {_iso(self.first_seen)}  "
-                f"last seen {_iso(self.last_seen)}  {self.report.summary()}")
+        return (f"{self.mac}  {NEW}  {self.address}  first seen {iso(self.first_seen)}  "
+                f"last seen {iso(self.last_seen)}  {self.report.summary()}")
 
 
 def parse_report(text: str) -> Report | None:
@@ -179,7 +180,7 @@ def unknown_lines(logs: Path, since: date | None = None) -> Iterable[Line]:
     except OSError as e:
         raise InputError(f"{directory}: cannot list the directory ({e.strerror or e})") from e
     for name in names:
-        for text in _lines(directory / name):
+        for text in file_lines(directory / name):
             line = parse_line(text.rstrip("\r\n"))
             if line is not None:
                 yield line

@@ -2,10 +2,10 @@
 
 `Follower` holds, per log file of an inventory host, where it stopped reading and what the
 lines so far said (a `view.Latest`); each `report()` lists the log directory once, reads what
-each file gained since, and judges the hosts as `view.survey` does, so its report is the one
+each file gained since, and judges the hosts as `overview.survey` does, so its report is the one
 `fleet --json` prints for the same files. A file seen for the first time (or rotated, replaced,
-shrunk) is read as `view.read_node` reads it: from its end, and an older rotation only when the
-host's newer files leave its boot or error open (`view.needed`); from then on only the bytes
+shrunk) is read as `logtail.read_node` reads it: from its end, and an older rotation only when the
+host's newer files leave its boot or error open (`logtail.needed`); from then on only the bytes
 appended to it are read. A compressed file is read again whenever it changed; a file gone drops
 out with what it said. The half line a writer has not finished counts as it stands and is read
 again when it grows. Error lines are counted as they are appended (`errors`: since the
@@ -33,19 +33,16 @@ from ..errors import InputError, boundary
 from ..tftproot import rollout as record
 from ..tftproot.state import RELEASES, Release, served
 from .discover import discovered
-from .logtail import OPENERS, last_line_end
-from .overview import FleetReport
+from .logtail import OPENERS, last_line_end, needed, tail_scan
+from .overview import FleetReport, pxe_release
 from .view import (
     Latest,
     Named,
     NodeStatus,
     judge,
     later,
-    needed,
-    pxe_release,
     rotation_rank,
     scan,
-    tail_scan,
 )
 
 Signature = tuple[int, int, int, int]  # device, inode, size, mtime (ns)
@@ -225,7 +222,7 @@ class Follower:
         return latest
 
     def _read_end(self, kept: _File) -> None:
-        """A file's first reading: back from its end, as `view.read_node` reads it."""
+        """A file's first reading: back from its end, as `logtail.read_node` reads it."""
         path = self.logs / kept.name
         kept.pending = False
         if kept.name.endswith(tuple(OPENERS)):

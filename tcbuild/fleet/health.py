@@ -1,5 +1,5 @@
 """Is a power-cycled host back, on the build it should boot, and healthy? Judged from the log
-host's files only, read through the fleet view (`view.node_lines`): a line counts only from the
+host's files only, read through the fleet view (`logtail.node_lines`): a line counts only from the
 host's own file and address, with the time the log host received it.
 
 After the host was power-cycled (at `since`, on this machine's clock, which the log host's must
@@ -18,7 +18,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..config.inventory import Host
-from .view import Boot, Line, boot_of, node_lines
+from .logtail import node_lines
+from .view import Boot, Line, boot_of
 
 
 class Health(StrEnum):

@@ -1,4 +1,4 @@
-"""Log files read from their end: only the tail since a node's last boot matters.
+"""A node's log files read from their end: only the tail since its last boot matters.
 
 A plain file is read backwards in blocks (`BLOCK` bytes at a time from its end), so a node's
 view costs the lines since its last boot, not the months before; a compressed rotation cannot
@@ -18,8 +18,13 @@ import logging
 import lzma
 import zlib
 from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO, Any
+
+from ..config.inventory import Host, log_names
+from ..errors import InputError
+from .view import BOOT_TAG, Latest, Line, NodeLog, boot_of, later, parse_line, rotation_rank
 
 log = logging.getLogger("tcbuild")
 
@@ -97,3 +102,115 @@ def _forwards(path: Path, keep: Callable[[bytes], bool]) -> list[tuple[int, byte
         log.warning("%s: unreadable after line %d, the rest skipped (%s)", path, number,
                     getattr(e, "strerror", None) or e)
     return kept
+
+
+def read_node(logs: Path, host: Host, index: LogIndex | None = None) -> NodeLog:
+    """The node's last line, boot and error from `<name>.log`, `<name>-err.log` and rotations,
+    each line counted only if it came from the node's address (`index`: the directory's
+    `log_index`, listed once for many hosts).
+
+    Files are read newest first and from their end: `<name>.log` back to its last boot line,
+    `<name>-err.log` back to its last line. An older rotation is read only while a boot (or an
+    error) is still missing, or when it was written to (its mtime) at or after the lines kept,
+    so it could hold a later one; lines of one file are taken to be in time order.
+    """
+    latest = Latest()
+    files = sorted(_node_files(logs, host, index), key=lambda f: f[1], reverse=True)
+    for path, rank, errors in files:
+        if needed(path, errors, latest):
+            tail_scan(path, host.ip, rank, errors, latest)
+    return latest.node()
+
+
+def needed(path: Path, errors: bool, latest: Latest) -> bool:
+    """Whether an older file could change `latest`: a boot (an error, for an -err.log file) is
+    still missing, or it was written to at or after the one kept."""
+    kept = latest.error if errors else latest.boot
+    if kept is None:
+        return True
+    try:
+        return path.stat().st_mtime >= kept[0][0].timestamp()
+    except OSError:
+        return True  # reading it warns
+
+
+def tail_scan(path: Path, source: IPv4Address, rank: tuple[int, int, str], errors: bool,
+              latest: Latest, end: int | None = None) -> None:
+    """`scan` over the file's end (`end`: a plain file's bytes before that offset): its lines
+    last first, back to the first boot line (with `errors`, the first line) that came from
+    `source`. Past the file's last line from `source` only boot lines can matter: the others
+    are not parsed."""
+    address, tag = f" {source} ".encode(), f" {BOOT_TAG}".encode()
+    seen = False
+    for offset, raw in backwards(path, lambda raw: address in raw, end=end):
+        if seen and tag not in raw:
+            continue
+        line = parse_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+        if line is None or line.source != source:
+            continue
+        seen = True
+        key = (line.time, rank, offset)
+        latest.last = later(latest.last, key, line)
+        if errors:
+            latest.error = later(latest.error, key, line)
+            return
+        boot = boot_of(line)
+        if boot is not None:
+            latest.boot = later(latest.boot, key, boot)
+            return
+
+
+def node_lines(logs: Path, host: Host) -> Iterator[tuple[Line, bool]]:
+    """Every line of the node's files (rotations too) that came from its address, with
+    whether it sits in the error file; file by file, in no particular order."""
+    for path, _, errors in _node_files(logs, host):
+        for text in file_lines(path):
+            line = parse_line(text.rstrip("\r\n"))
+            if line is not None and line.source == host.ip:
+                yield line, errors
+
+
+LogIndex = dict[str, list[tuple[str, tuple[int, int, str]]]]
+
+
+def log_index(logs: Path) -> LogIndex:
+    """The log directory listed once: each base name (`<node>.log`, `<node>-err.log`) with its
+    files and their rotation ranks."""
+    try:
+        names = sorted(p.name for p in logs.iterdir())
+    except OSError as e:
+        raise InputError(f"{logs}: cannot list the log directory ({e.strerror or e})") from e
+    index: LogIndex = {}
+    for name in names:
+        at = name.find(".log")
+        while at >= 0:
+            base = name[:at + 4]
+            rank = rotation_rank(base, name)
+            if rank is not None:
+                index.setdefault(base, []).append((name, rank))
+            at = name.find(".log", at + 1)
+    return index
+
+
+def _node_files(logs: Path, host: Host, index: LogIndex | None = None
+                ) -> list[tuple[Path, tuple[int, int, str], bool]]:
+    """The node's log files and rotations: (path, rotation rank, is the error file)."""
+    index = log_index(logs) if index is None else index
+    return [(logs / name, rank, errors)
+            for base, errors in zip(log_names(host.name), (False, True), strict=True)
+            for name, rank in index.get(base, [])]
+
+
+def file_lines(path: Path) -> Iterator[str]:
+    """The file's lines, decompressed and decoded; a read error ends them with a warning."""
+    opener = OPENERS.get(path.suffix, open)
+    number = 0
+    try:
+        f: IO[bytes]
+        with opener(path, "rb") as f:
+            for raw in f:
+                number += 1
+                yield raw.decode("utf-8", errors="replace")
+    except READ_ERRORS as e:
+        log.warning("%s: unreadable after line %d, the rest skipped (%s)", path, number,
+                    getattr(e, "strerror", None) or e)

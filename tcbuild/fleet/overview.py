@@ -17,19 +17,26 @@ rollout. Before, `--json` printed a bare array of the hosts and new machines.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..boot.pxelinux import CONFIG_DIR, parse
+from ..config.inventory import Host, Inventory
 from ..config.inventoryfile import load_inventory
-from ..errors import boundary
+from ..errors import InputError, boundary
 from ..tftproot import rollout as record
+from ..tftproot.releases import release_of, releases
 from ..tftproot.rollout import Rollout
 from ..tftproot.state import Release, served
 from .discover import NewMachine, discovered
+from .logtail import log_index, read_node
 from .rollout import fleet_lines, fleet_view
-from .view import NodeStatus, render, survey
+from .view import RELEASE_BUILD, Named, NodeStatus, config_names, judge, render
+
+log = logging.getLogger("tcbuild")
 
 
 @dataclass(frozen=True)
@@ -70,3 +77,69 @@ def report(inventory: Path, logs: Path | None = None, tftp: Path | None = None,
     rolling = record.read(tftp) if tftp is not None else None
     return FleetReport(tuple(hosts), tuple(new),
                        tuple((release, tuple(configs)) for release, configs in found), rolling)
+
+
+def pxe_release(tftp: Path, host: Host, builds: Mapping[str, str],
+                present: set[str] | None = None, known: dict[str, Named] | None = None
+                ) -> Named | None:
+    """The config pxelinux would load for `host` and the release its default label boots.
+
+    `builds`: release id -> short build id, for the releases in the tree. For many hosts:
+    `present`, the names in pxelinux.cfg (listed once), and `known`, configs already read.
+    """
+    for name in config_names(host):
+        if present is not None and name not in present:
+            continue
+        if known is not None and name in known:
+            return known[name]
+        path = tftp / CONFIG_DIR / name
+        if not path.is_file():
+            continue
+        named = _named(path, f"{CONFIG_DIR}/{name}", builds)
+        if known is not None:
+            known[name] = named
+        return named
+    return None
+
+
+def _named(path: Path, where: str, builds: Mapping[str, str]) -> Named:
+    try:
+        config = parse(path.read_text(errors="replace"), str(path))
+        release = release_of(config.label(config.default).kernel)
+    except (OSError, InputError) as e:
+        log.warning("%s", e)
+        return Named(where, None, None)
+    if release is None:
+        return Named(where, None, None)
+    found = RELEASE_BUILD.search(release)
+    return Named(where, release, builds.get(release) or (found[1] if found else None))
+
+
+@boundary
+def survey(inventory: Path | Inventory, logs: Path | None = None, tftp: Path | None = None
+           ) -> list[NodeStatus]:
+    """Every inventory host's status, from the log directory (default: the inventory's);
+    `inventory`: its file, or one already read."""
+    inv = inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
+    logs = logs if logs is not None else Path(inv.cluster.log_dir)
+    if not logs.is_dir():
+        raise InputError(f"{logs}: no such log directory")
+    if tftp is not None and not tftp.is_dir():
+        raise InputError(f"{tftp}: the TFTP root does not exist")
+    builds = {r.id: r.build_id[:12]
+              for r in (releases(tftp) if tftp is not None else [])}
+    index = log_index(logs)
+    present = _listed(tftp / CONFIG_DIR) if tftp is not None else set()
+    known: dict[str, Named] = {}
+    statuses = []
+    for host in inv.hosts:
+        named = pxe_release(tftp, host, builds, present, known) if tftp is not None else None
+        statuses.append(judge(host, read_node(logs, host, index), named, tftp is not None))
+    return statuses
+
+
+def _listed(directory: Path) -> set[str]:
+    try:
+        return {p.name for p in directory.iterdir()}
+    except OSError:
+        return set()

@@ -19,28 +19,24 @@ one its pxelinux config names, looked up as pxelinux does: `01-<mac>`, the addre
 prefixes, then `default`. Lines that are not such lines (or name a time out of range), and files
 that cannot be read, are skipped (a warning for a file), never fatal.
 
-Pure parsing and judging (`parse_line`, `scan`, `judge`, `render`) apart from the reading
-(`read_node`, `pxe_release`, `survey`).
+Pure parsing and judging (`parse_line`, `scan`, `judge`, `render`); the files are read by
+`logtail` (a node's log files, from their end) and `overview` (`survey`: every host, with the
+config pxelinux would load for it).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from ipaddress import IPv4Address
-from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
-from ..boot.pxelinux import CONFIG_DIR, mac_config_name, parse
-from ..config.inventory import Host, Inventory, log_names
-from ..config.inventoryfile import load_inventory
-from ..errors import InputError, boundary
-from ..tftproot.releases import release_of, releases
-from .logtail import OPENERS, READ_ERRORS, backwards
+from ..boot.pxelinux import mac_config_name
+from ..config.inventory import Host
 
 log = logging.getLogger("tcbuild")
 
@@ -115,14 +111,14 @@ class NodeStatus:
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "ip": self.ip, "state": str(self.state).lower(),
-            "last_seen": _iso(self.seen),
-            "booted": _iso(self.boot.time) if self.boot else None,
+            "last_seen": iso(self.seen),
+            "booted": iso(self.boot.time) if self.boot else None,
             "boot_seconds": self.boot.seconds if self.boot else None,
             "build": self.boot.build if self.boot else None,
             "release": self.boot.release if self.boot else None,
             "named": ({"config": self.named.config, "release": self.named.release}
                       if self.named else None),
-            "last_error": ({"time": _iso(self.error.time), "line": self.error.text}
+            "last_error": ({"time": iso(self.error.time), "line": self.error.text}
                            if self.error else None),
             "note": self.note or None,
         }
@@ -268,194 +264,12 @@ def _row(n: NodeStatus) -> list[str]:
         note = f"{n.named.config} names {n.named.release}"
     boot = n.boot
     return [n.name, str(n.state),
-            f"booted {_iso(boot.time)}" if boot else f"seen {_iso(n.seen)}",
+            f"booted {iso(boot.time)}" if boot else f"seen {iso(n.seen)}",
             f"build {boot.build}" if boot else "build ?",
             f"release {(boot.release if boot else None) or '?'}",
-            f"last error {_iso(n.error.time)} {n.error.text}" if n.error else "no errors",
+            f"last error {iso(n.error.time)} {n.error.text}" if n.error else "no errors",
             f"({note})" if note else ""]
 
 
-def _iso(when: datetime | None) -> str | None:
+def iso(when: datetime | None) -> str | None:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
-
-
-# -- reading -----------------------------------------------------------------------------------
-
-
-def read_node(logs: Path, host: Host, index: LogIndex | None = None) -> NodeLog:
-    """The node's last line, boot and error from `<name>.log`, `<name>-err.log` and rotations,
-    each line counted only if it came from the node's address (`index`: the directory's
-    `log_index`, listed once for many hosts).
-
-    Files are read newest first and from their end: `<name>.log` back to its last boot line,
-    `<name>-err.log` back to its last line. An older rotation is read only while a boot (or an
-    error) is still missing, or when it was written to (its mtime) at or after the lines kept,
-    so it could hold a later one; lines of one file are taken to be in time order.
-    """
-    latest = Latest()
-    files = sorted(_node_files(logs, host, index), key=lambda f: f[1], reverse=True)
-    for path, rank, errors in files:
-        if needed(path, errors, latest):
-            tail_scan(path, host.ip, rank, errors, latest)
-    return latest.node()
-
-
-def needed(path: Path, errors: bool, latest: Latest) -> bool:
-    """Whether an older file could change `latest`: a boot (an error, for an -err.log file) is
-    still missing, or it was written to at or after the one kept."""
-    kept = latest.error if errors else latest.boot
-    if kept is None:
-        return True
-    try:
-        return path.stat().st_mtime >= kept[0][0].timestamp()
-    except OSError:
-        return True  # reading it warns
-
-
-def tail_scan(path: Path, source: IPv4Address, rank: tuple[int, int, str], errors: bool,
-              latest: Latest, end: int | None = None) -> None:
-    """`scan` over the file's end (`end`: a plain file's bytes before that offset): its lines
-    last first, back to the first boot line (with `errors`, the first line) that came from
-    `source`. Past the file's last line from `source` only boot lines can matter: the others
-    are not parsed."""
-    address, tag = f" {source} ".encode(), f" {BOOT_TAG}".encode()
-    seen = False
-    for offset, raw in backwards(path, lambda raw: address in raw, end=end):
-        if seen and tag not in raw:
-            continue
-        line = parse_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
-        if line is None or line.source != source:
-            continue
-        seen = True
-        key = (line.time, rank, offset)
-        latest.last = later(latest.last, key, line)
-        if errors:
-            latest.error = later(latest.error, key, line)
-            return
-        boot = boot_of(line)
-        if boot is not None:
-            latest.boot = later(latest.boot, key, boot)
-            return
-
-
-def node_lines(logs: Path, host: Host) -> Iterator[tuple[Line, bool]]:
-    """Every line of the node's files (rotations too) that came from its address, with
-    whether it sits in the error file; file by file, in no particular order."""
-    for path, _, errors in _node_files(logs, host):
-        for text in _lines(path):
-            line = parse_line(text.rstrip("\r\n"))
-            if line is not None and line.source == host.ip:
-                yield line, errors
-
-
-LogIndex = dict[str, list[tuple[str, tuple[int, int, str]]]]
-
-
-def log_index(logs: Path) -> LogIndex:
-    """The log directory listed once: each base name (`<node>.log`, `<node>-err.log`) with its
-    files and their rotation ranks."""
-    try:
-        names = sorted(p.name for p in logs.iterdir())
-    except OSError as e:
-        raise InputError(f"{logs}: cannot list the log directory ({e.strerror or e})") from e
-    index: LogIndex = {}
-    for name in names:
-        at = name.find(".log")
-        while at >= 0:
-            base = name[:at + 4]
-            rank = rotation_rank(base, name)
-            if rank is not None:
-                index.setdefault(base, []).append((name, rank))
-            at = name.find(".log", at + 1)
-    return index
-
-
-def _node_files(logs: Path, host: Host, index: LogIndex | None = None
-                ) -> list[tuple[Path, tuple[int, int, str], bool]]:
-    """The node's log files and rotations: (path, rotation rank, is the error file)."""
-    index = log_index(logs) if index is None else index
-    return [(logs / name, rank, errors)
-            for base, errors in zip(log_names(host.name), (False, True), strict=True)
-            for name, rank in index.get(base, [])]
-
-
-def _lines(path: Path) -> Iterator[str]:
-    """The file's lines, decompressed and decoded; a read error ends them with a warning."""
-    opener = OPENERS.get(path.suffix, open)
-    number = 0
-    try:
-        f: IO[bytes]
-        with opener(path, "rb") as f:
-            for raw in f:
-                number += 1
-                yield raw.decode("utf-8", errors="replace")
-    except READ_ERRORS as e:
-        log.warning("%s: unreadable after line %d, the rest skipped (%s)", path, number,
-                    getattr(e, "strerror", None) or e)
-
-
-def pxe_release(tftp: Path, host: Host, builds: Mapping[str, str],
-                present: set[str] | None = None, known: dict[str, Named] | None = None
-                ) -> Named | None:
-    """The config pxelinux would load for `host` and the release its default label boots.
-
-    `builds`: release id -> short build id, for the releases in the tree. For many hosts:
-    `present`, the names in pxelinux.cfg (listed once), and `known`, configs already read.
-    """
-    for name in config_names(host):
-        if present is not None and name not in present:
-            continue
-        if known is not None and name in known:
-            return known[name]
-        path = tftp / CONFIG_DIR / name
-        if not path.is_file():
-            continue
-        named = _named(path, f"{CONFIG_DIR}/{name}", builds)
-        if known is not None:
-            known[name] = named
-        return named
-    return None
-
-
-def _named(path: Path, where: str, builds: Mapping[str, str]) -> Named:
-    try:
-        config = parse(path.read_text(errors="replace"), str(path))
-        release = release_of(config.label(config.default).kernel)
-    except (OSError, InputError) as e:
-        log.warning("%s", e)
-        return Named(where, None, None)
-    if release is None:
-        return Named(where, None, None)
-    found = RELEASE_BUILD.search(release)
-    return Named(where, release, builds.get(release) or (found[1] if found else None))
-
-
-@boundary
-def survey(inventory: Path | Inventory, logs: Path | None = None, tftp: Path | None = None
-           ) -> list[NodeStatus]:
-    """Every inventory host's status, from the log directory (default: the inventory's);
-    `inventory`: its file, or one already read."""
-    inv = inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
-    logs = logs if logs is not None else Path(inv.cluster.log_dir)
-    if not logs.is_dir():
-        raise InputError(f"{logs}: no such log directory")
-    if tftp is not None and not tftp.is_dir():
-        raise InputError(f"{tftp}: the TFTP root does not exist")
-    builds = {r.id: r.build_id[:12]
-              for r in (releases(tftp) if tftp is not None else [])}
-    index = log_index(logs)
-    present = _listed(tftp / CONFIG_DIR) if tftp is not None else set()
-    known: dict[str, Named] = {}
-    statuses = []
-    for host in inv.hosts:
-        named = pxe_release(tftp, host, builds, present, known) if tftp is not None else None
-        statuses.append(judge(host, read_node(logs, host, index), named, tftp is not None))
-    return statuses
-
-
-def _listed(directory: Path) -> set[str]:
-    try:
-        return {p.name for p in directory.iterdir()}
-    except OSError:
-        return set()
-

@@ -29,7 +29,7 @@ from ..config.inventory import Host, Inventory
 from ..config.inventoryfile import load_inventory
 from ..config.recipe import Recipe
 from ..errors import InputError, TcbuildError, boundary
-from ..fleet import health, view
+from ..fleet import health, overview, view
 from ..fleet.power import Action, power, targets
 from ..fleet.rollout import DEFAULT_WAVES, Power, describe, hosts_of, plan_waves
 from ..tftproot import rollout as record
@@ -385,7 +385,7 @@ class Runner:
 
 
 def _named(root: Path, host: Host) -> str | None:
-    named = view.pxe_release(root, host, {})
+    named = overview.pxe_release(root, host, {})
     return named.release if named else None
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tcbuild.config.inventory import Host, log_names
-from tcbuild.fleet.view import pxe_release
+from tcbuild.fleet.overview import pxe_release
 from tcbuild.tftproot.state import RELEASES, Release
 
 
