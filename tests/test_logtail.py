@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tcbuild.config.inventory import Host
-from tcbuild.fleet.logtail import backwards, log_index, read_node
+from tcbuild.fleet.logtail import backwards, hits_backwards, log_index, read_node
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 IP = "10.1.1.5"
@@ -53,6 +53,25 @@ def test_backwards_gives_the_lines_last_first(tmp_path: Path, name: str, block: 
     assert [offset for offset, _ in got] == sorted((o for o, _ in got), reverse=True)
     for offset, raw in got:  # each offset is where its line starts
         assert data[offset:offset + len(raw)] == raw
+
+
+HITS = {**CASES, "needles": b"a x\nno\nx\n" + b"-" * 40 + b"x" + b"-" * 40 + b"\nxx\nend x",
+        "needle at the edges": b"x\n\nx", "crlf needles": b"x\r\n y\r\nyx\r\n"}
+
+
+@pytest.mark.parametrize("name", HITS)
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 65536])
+def test_hits_backwards_are_the_lines_holding_the_needle(tmp_path: Path, name: str,
+                                                         block: int) -> None:
+    """The blocks searched for the needle give what `backwards` filtered by it gives, from
+    any end (a line's start), whatever the block size."""
+    data = HITS[name]
+    path = tmp_path / "node.log"
+    path.write_bytes(data)
+    starts = [offset for offset, _ in backwards(path, every)] + [len(data)]
+    for end in starts:
+        want = list(backwards(path, lambda raw: b"x" in raw, end=end))
+        assert list(hits_backwards(path, b"x", end, block)) == want, end
 
 
 def test_compressed_files_are_read_forwards_and_handed_over_last_first(tmp_path: Path) -> None:

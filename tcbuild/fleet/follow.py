@@ -46,6 +46,7 @@ from .view import (
 )
 
 Signature = tuple[int, int, int, int]  # device, inode, size, mtime (ns)
+COMPRESSED = tuple(OPENERS)
 
 
 @dataclass
@@ -147,6 +148,10 @@ class Follower:
             owner = self._owners[name]
             if owner is None:
                 continue
+            kept = self._files.get(name)
+            if kept is not None and kept.signature[1] == entry.inode() \
+                    and name.endswith(COMPRESSED):
+                continue  # a compressed rotation is never written to: its inode says it all
             try:
                 st = entry.stat()
             except OSError:
@@ -188,7 +193,7 @@ class Follower:
         kept = self._files.get(name) or moved.pop(signature[:2], None)
         if kept is not None and kept.signature == signature and kept.name == name:
             return False
-        compressed = name.endswith(tuple(OPENERS))
+        compressed = name.endswith(COMPRESSED)
         if (kept is None or kept.pending or compressed or kept.signature[:2] != signature[:2]
                 or signature[2] < kept.offset):
             # Before the first reading, and any compressed file or one not read yet: read from
@@ -225,7 +230,7 @@ class Follower:
         """A file's first reading: back from its end, as `logtail.read_node` reads it."""
         path = self.logs / kept.name
         kept.pending = False
-        if kept.name.endswith(tuple(OPENERS)):
+        if kept.name.endswith(COMPRESSED):
             tail_scan(path, kept.host.ip, kept.rank, kept.errors, kept.latest)
             return
         kept.offset = last_line_end(path)

@@ -17,7 +17,7 @@ import gzip
 import logging
 import lzma
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO, Any
@@ -34,7 +34,7 @@ READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 
 
 def backwards(path: Path, keep: Callable[[bytes], bool], block: int = BLOCK,
-              end: int | None = None) -> Iterator[tuple[int, bytes]]:
+              end: int | None = None) -> Generator[tuple[int, bytes], None, None]:
     """The file's lines that `keep` accepts, last first, each with its place in the file;
     `end`: a plain file's lines before that offset only."""
     if path.suffix in OPENERS:
@@ -87,8 +87,55 @@ def _blocks_backwards(f: IO[bytes], size: int, keep: Callable[[bytes], bool], bl
             yield 0, buf[:stop]
 
 
+def hits_backwards(path: Path, needle: bytes, end: int, block: int = BLOCK
+                   ) -> Iterator[tuple[int, bytes]]:
+    """A plain file's lines before offset `end` that hold `needle`, last first, each with its
+    offset: the blocks are searched for `needle`, the lines without it never split apart."""
+    try:
+        with path.open("rb") as f:
+            carry = b""  # the start of a line the last block cut, up to where that block began
+            while end > 0:
+                start = max(0, end - block)
+                f.seek(start)
+                buf = f.read(end - start) + carry
+                head = buf.find(b"\n") + 1 if start > 0 else 0  # whole lines begin here
+                if start > 0 and head == 0:  # one line longer than the block: read on
+                    carry, end = buf, start
+                    continue
+                stop = len(buf)
+                while (hit := buf.rfind(needle, head, stop)) >= 0:
+                    newline = buf.rfind(b"\n", head, hit)
+                    begin = newline + 1 if newline >= 0 else head
+                    finish = buf.find(b"\n", hit, stop)
+                    yield start + begin, buf[begin:finish if finish >= 0 else stop]
+                    stop = begin
+                carry, end = buf[:head], start
+    except READ_ERRORS as e:
+        log.warning("%s: unreadable, the rest skipped (%s)", path,
+                    getattr(e, "strerror", None) or e)
+
+
 def _forwards(path: Path, keep: Callable[[bytes], bool]) -> list[tuple[int, bytes]]:
-    """A compressed file's kept lines, first first; what was read before an error counts."""
+    """A compressed file's kept lines, first first, read a MiB at a time; a damaged file is
+    read again line by line, so that what comes before the damage counts."""
+    kept: list[tuple[int, bytes]] = []
+    try:
+        f: IO[bytes]
+        with OPENERS[path.suffix](path, "rb") as f:
+            carry = b""
+            while chunk := f.read(1 << 20):
+                lines = (carry + chunk).split(b"\n")
+                carry = lines.pop()
+                kept += [(len(kept), raw) for raw in lines]
+            if carry:
+                kept.append((len(kept), carry))
+    except READ_ERRORS:
+        return _forwards_line_by_line(path, keep)
+    return [(number + 1, raw) for number, raw in kept if keep(raw)]
+
+
+def _forwards_line_by_line(path: Path, keep: Callable[[bytes], bool]
+                           ) -> list[tuple[int, bytes]]:
     kept: list[tuple[int, bytes]] = []
     number = 0
     try:
@@ -141,23 +188,42 @@ def tail_scan(path: Path, source: IPv4Address, rank: tuple[int, int, str], error
     `source`. Past the file's last line from `source` only boot lines can matter: the others
     are not parsed."""
     address, tag = f" {source} ".encode(), f" {BOOT_TAG}".encode()
-    seen = False
-    for offset, raw in backwards(path, lambda raw: address in raw, end=end):
-        if seen and tag not in raw:
-            continue
-        line = parse_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
-        if line is None or line.source != source:
-            continue
-        seen = True
-        key = (line.time, rank, offset)
-        latest.last = later(latest.last, key, line)
-        if errors:
-            latest.error = later(latest.error, key, line)
+    lines = backwards(path, lambda raw: address in raw, end=end)
+    for offset, raw in lines:
+        came, done = _take(raw, offset, source, rank, errors, latest)
+        if done:
             return
-        boot = boot_of(line)
-        if boot is not None:
-            latest.boot = later(latest.boot, key, boot)
+        if came:
+            break
+    else:
+        return  # nothing from `source`
+    rest: Iterator[tuple[int, bytes]] = lines  # a compressed file's, in memory
+    if path.suffix not in OPENERS:  # before it, the blocks are searched for boot lines
+        lines.close()
+        rest = hits_backwards(path, tag, offset)
+    for offset, raw in rest:
+        if tag in raw and address in raw and _take(raw, offset, source, rank, errors,
+                                                   latest)[1]:
             return
+
+
+def _take(raw: bytes, offset: int, source: IPv4Address, rank: tuple[int, int, str],
+          errors: bool, latest: Latest) -> tuple[bool, bool]:
+    """A line read back into `latest` if it came from `source`: whether it did, and whether
+    the reading is done (a boot line; any line of an -err.log file)."""
+    line = parse_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+    if line is None or line.source != source:
+        return False, False
+    key = (line.time, rank, offset)
+    latest.last = later(latest.last, key, line)
+    if errors:
+        latest.error = later(latest.error, key, line)
+        return True, True
+    boot = boot_of(line)
+    if boot is not None:
+        latest.boot = later(latest.boot, key, boot)
+        return True, True
+    return True, False
 
 
 def node_lines(logs: Path, host: Host) -> Iterator[tuple[Line, bool]]:
