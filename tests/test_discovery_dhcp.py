@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tcbuild.bootserver.files import Dhcp, server_files
 from tcbuild.config.discovery import LEASE_SECONDS, parse_range
 from tcbuild.config.inventory import Host, Inventory
 from tcbuild.config.inventoryfile import load_inventory
+from tcbuild.fleet import leases
 
 from .kit.dhcplab import (
     check_node,
@@ -140,6 +142,12 @@ def test_live_an_unknown_machine_gets_a_discovery_lease(tmp_path: Path, lab: Lab
     assert f"option dhcp-lease-time {LEASE_SECONDS};" in lease
     assert "second-ip" not in lease  # no public address for a stranger
     assert f'filename "{PXELINUX}";' in lease
+    # The server's own lease file, as `fleet` reads it, bears the stranger out (dnsmasq's too).
+    records = {Dhcp.ISC: "dhcpd.leases", Dhcp.KEA: "leases4.csv", Dhcp.DNSMASQ: "dnsmasq.leases"}
+    now = datetime.now(UTC)
+    wait_for(lambda: any(r.held(IPv4Address(found[1]), UNKNOWN_MAC, now) for r in
+                         leases.read_leases([tmp_path / server.value / records[server]])),
+             f"{records[server]} to record the lease", watch=[daemon])
 
     host = inventory.hosts[0]  # a known node: its fixed address, as before
     known = two_nic_node(lab, inventory, host, switch, "sw-known", tmp_path / host.name)

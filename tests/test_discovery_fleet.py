@@ -164,6 +164,30 @@ def test_dhcpd_and_kea_lease_files_parse_and_bad_records_are_skipped() -> None:
         ("10.1.1.210", MAC1, T0 - timedelta(minutes=1), T0 + timedelta(minutes=4))]
 
 
+DNSMASQ = f"""{EXPIRE} {MAC1} 10.1.1.220 * 01:{MAC1}
+0 {MAC2} 10.1.1.221 server2 *
+{EXPIRE} not-a-mac 10.1.1.222 * *
+99999999999999 {MAC2} 10.1.1.223 * *
+duid 00:01:00:01:2c:1f:6d:2a:52:54:00:d2:3d:01
+"""
+
+
+def test_dnsmasq_lease_files_parse_each_record_from_a_day_before_its_end() -> None:
+    """dnsmasq keeps only the leases held now, with their ends: a record bears out a report
+    from the day before its end (a waiting machine reports every 10 minutes)."""
+    found = leases.parse(DNSMASQ)
+    end = datetime.fromtimestamp(EXPIRE, UTC)
+    assert [(str(r.address), r.mac, r.start, r.end) for r in found] == [
+        ("10.1.1.220", MAC1, end - leases.DNSMASQ_WINDOW, end),
+        ("10.1.1.221", MAC2, datetime.fromtimestamp(0, UTC), leases.FOREVER)]
+    lease = found[0]
+    assert lease.held(IPv4Address("10.1.1.220"), MAC1, T0 - timedelta(hours=23))
+    assert not lease.held(IPv4Address("10.1.1.220"), MAC1, T0 - timedelta(days=2))
+    assert not lease.held(IPv4Address("10.1.1.220"), MAC2, T0)
+    assert leases.parse(DHCPD) and all(r.address != IPv4Address("10.1.1.220")
+                                       for r in leases.parse(DHCPD))  # told apart
+
+
 def test_reads_are_bounded_to_the_newest_records(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(leases, "LIMIT", len(DHCPD) - DHCPD.index("lease 10.1.1.201") + 3)
@@ -179,7 +203,8 @@ def test_reads_are_bounded_to_the_newest_records(tmp_path: Path,
 @given(st.binary(max_size=600))
 def test_any_lease_file_parses_or_is_skipped(data: bytes) -> None:
     text = data.decode("utf-8", errors="replace")
-    for prefix in ("", "address,hwaddr,valid_lifetime,expire\n", "lease 10.1.1.200 {\n"):
+    for prefix in ("", "address,hwaddr,valid_lifetime,expire\n", "lease 10.1.1.200 {\n",
+                   f"1796637900 {MAC1} 10.1.1.220 * *\n"):
         for record in leases.parse(prefix + text):
             assert record.start <= record.end
 

@@ -220,9 +220,9 @@ def parser() -> argparse.ArgumentParser:
     seen.add_argument("--logs", type=Path, metavar="DIR",
                       help="the log host's files (default: the inventory's log_dir)")
     seen.add_argument("--leases", type=Path, action="append", metavar="FILE",
-                      help="the DHCP server's lease file (dhcpd.leases or Kea's memfile; "
-                           "repeatable; default: Debian's places): a new machine counts when "
-                           "it bears out its report")
+                      help="the DHCP server's lease file (dhcpd.leases, Kea's memfile or "
+                           "dnsmasq.leases; repeatable; default: Debian's places): a new "
+                           "machine counts when it bears out its report")
 
     fleet_cmd = command("fleet", "which build and release each node booted, from the "
                         "log host's files", json_output, seen)

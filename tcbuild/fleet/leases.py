@@ -1,14 +1,19 @@
 """The DHCP server's own lease records: which MAC held which address, and when.
 
 `tcbuild fleet` believes a discovered machine's report only when these records show the MAC it
-reports holding the address the report came from, at the time it came (`Lease.held`). Two
-formats, told apart by their first line:
+reports holding the address the report came from, at the time it came (`Lease.held`). Three
+formats, told apart by their lines:
 
 - ISC dhcpd's lease file (`/var/lib/dhcp/dhcpd.leases`): `lease A { starts ...; ends ...;
   hardware ethernet M; ... }` blocks, appended as leases change; times in UTC
   (`starts 1 2026/12/07 10:00:00;`) or as `epoch N;` (`db-time-format local`).
 - Kea's memfile (`/var/lib/kea/kea-leases4.csv`): a CSV whose header names its columns;
   `address`, `hwaddr`, `valid_lifetime` and `expire` (seconds since the epoch) are used.
+- dnsmasq's lease file (`/var/lib/misc/dnsmasq.leases`): `EXPIRY MAC ADDRESS NAME CLIENT-ID`
+  a line, rewritten whole as leases change: only the leases held now, each with when it ends
+  (0: never) but not when it began. Such a record bears out a report from the day before its
+  end (`DNSMASQ_WINDOW`): a machine waiting to be enrolled holds its lease and reports again
+  every 10 minutes (bootlocal.sh), so its latest report lies there.
 
 Every record is kept (a renewal adds one). Reads are bounded (the last `LIMIT` bytes of a
 file: the newest records are at its end); a malformed record or line is skipped, never fatal;
@@ -32,7 +37,9 @@ log = logging.getLogger("tcbuild")
 
 DHCPD_LEASES = Path("/var/lib/dhcp/dhcpd.leases")
 KEA_LEASES = Path("/var/lib/kea/kea-leases4.csv")
-DEFAULT_FILES = (DHCPD_LEASES, KEA_LEASES, KEA_LEASES.with_name(KEA_LEASES.name + ".2"))
+DNSMASQ_LEASES = Path("/var/lib/misc/dnsmasq.leases")
+DEFAULT_FILES = (DHCPD_LEASES, KEA_LEASES, KEA_LEASES.with_name(KEA_LEASES.name + ".2"),
+                 DNSMASQ_LEASES)
 """Debian's places (the `.2` file: Kea's lease file cleanup keeps the older records there)."""
 LIMIT = 16 * 1024 * 1024
 SLACK = timedelta(seconds=60)
@@ -42,6 +49,9 @@ BLOCK = re.compile(r"^lease (\d{1,3}(?:\.\d{1,3}){3}) \{(.*?)^\}", re.MULTILINE 
 WHEN = re.compile(r"^\s*(starts|ends) (?:\d (\d{4}/\d\d/\d\d \d\d:\d\d:\d\d)|epoch (\d{1,12}));",
                   re.MULTILINE)
 HARDWARE = re.compile(r"^\s*hardware ethernet ([0-9a-fA-F:]{17});", re.MULTILINE)
+DNSMASQ = re.compile(r"^(\d{1,12}) ([0-9a-fA-F:]{17}) (\d{1,3}(?:\.\d{1,3}){3}) ", re.MULTILINE)
+FOREVER = datetime(9999, 1, 1, tzinfo=UTC)  # a dnsmasq lease that never ends (expiry 0)
+DNSMASQ_WINDOW = timedelta(days=1)  # how far before its end a dnsmasq record bears out a report
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,8 @@ def parse(text: str) -> list[Lease]:
     """The records of a dhcpd lease file or a Kea memfile, whichever `text` is."""
     if text.startswith("address,"):
         return list(parse_kea(text))
+    if DNSMASQ.search(text):  # no line of a dhcpd lease file starts so
+        return list(parse_dnsmasq(text))
     return list(parse_dhcpd(text))
 
 
@@ -98,6 +110,19 @@ def parse_kea(text: str) -> Iterator[Lease]:
         except (IndexError, ValueError, OverflowError, OSError):
             continue
         lease = _lease(row[at["address"]], row[at["hwaddr"]], start, expire)
+        if lease is not None:
+            yield lease
+
+
+def parse_dnsmasq(text: str) -> Iterator[Lease]:
+    for found in DNSMASQ.finditer(text):
+        try:
+            expiry = int(found[1])
+            end = datetime.fromtimestamp(expiry, UTC) if expiry else FOREVER
+        except (ValueError, OverflowError, OSError):
+            continue
+        start = end - DNSMASQ_WINDOW if expiry else datetime.fromtimestamp(0, UTC)
+        lease = _lease(found[3], found[2], start, end)
         if lease is not None:
             yield lease
 
