@@ -17,7 +17,7 @@ APT_PACKAGES := squashfs-tools busybox-static cpio libarchive-tools qemu-system-
 	pxelinux syslinux-common isolinux xorriso advancecomp isc-dhcp-server isc-dhcp-client \
 	tftpd-hpa rsyslog iproute2 util-linux bsdutils curl nfs-ganesha nfs-ganesha-vfs \
 	kea-dhcp4-server dnsmasq-base ovmf syslinux-efi mtools nginx-light openipmi ipmitool \
-	prometheus chromium openssh-client openssh-server rsync
+	prometheus chromium fonts-liberation openssh-client openssh-server rsync
 
 .PHONY: demo image fetch deps test test-quick bench bench-fleet storm tools venv mirror extras clean
 

@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from bench import measure  # noqa: E402  (bench/bench.py: a launcher between this and the child)
 from tcbuild.boot.syslinux import PXE  # noqa: E402
 from tcbuild.bootserver.dnsmasq import inlined  # noqa: E402
+from tcbuild.fleet.boottest import stop  # noqa: E402
 from tests.kit.mirrortree import MirrorServer, build_mirror  # noqa: E402
 
 SIZES = (10, 100, 1000, 10000)
@@ -270,12 +271,7 @@ def scrape_metrics(n: int, inventory: Path, logs: Path, tftp: Path) -> list[Row]
                             f"server up in {ready:.2f} s" if what == "first" else ""))
         return rows
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 def bench_size(n: int, work: Path, site: Path, build: str, metrics: bool,

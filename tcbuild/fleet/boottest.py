@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from ..boot.bootfile import BOOTX64_EFI, IPXE_SCRIPT, PXELINUX
 from ..errors import TcbuildError, boundary
@@ -118,7 +119,7 @@ def watch(command: Sequence[str], log: Path, expect: str, timeout: float,
                 break
             time.sleep(0.1)
     finally:
-        _stop(proc)
+        stop(proc)
     tail = "\n".join(CONTROL.sub("", _read(seen)).splitlines()[-30:])
     return BootResult(verdict[0], verdict[1], time.monotonic() - started, seen, tail)
 
@@ -260,7 +261,8 @@ def pxe_boot(tftp: Path, log: Path, expect: str, mac: str = DEFAULT_MAC,
                      expect, timeout, console_to_log=False, firmware=second)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """Terminate a process started here (killed after 5 s), and reap it."""
     if proc.poll() is not None:
         return
     proc.terminate()

@@ -34,7 +34,7 @@ from ..tftproot import rollout as record
 from ..tftproot.state import RELEASES, Release, served
 from .discover import discovered
 from .logtail import OPENERS, last_line_end, needed, tail_scan
-from .overview import FleetReport, pxe_release
+from .overview import FleetReport, named_configs
 from .view import (
     Latest,
     Named,
@@ -275,7 +275,7 @@ class Follower:
             return False
         found = served(self.tftp)
         builds = {release.id: release.build_id[:12] for release, _ in found}
-        self._named = {h.name: pxe_release(self.tftp, h, builds) for h in self.inventory.hosts}
+        self._named = named_configs(self.tftp, self.inventory.hosts, builds)
         self._served = tuple((release, tuple(configs)) for release, configs in found)
         self._tree = now
         return True

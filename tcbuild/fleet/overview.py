@@ -102,6 +102,13 @@ def pxe_release(tftp: Path, host: Host, builds: Mapping[str, str],
     return None
 
 
+def named_configs(tftp: Path, hosts: Iterable[Host], builds: Mapping[str, str]
+                  ) -> dict[str, Named | None]:
+    """`pxe_release` of many hosts: pxelinux.cfg listed once, each config read once."""
+    present, known = _listed(tftp / CONFIG_DIR), dict[str, Named]()
+    return {host.name: pxe_release(tftp, host, builds, present, known) for host in hosts}
+
+
 def _named(path: Path, where: str, builds: Mapping[str, str]) -> Named:
     try:
         config = parse(path.read_text(errors="replace"), str(path))
@@ -129,13 +136,9 @@ def survey(inventory: Path | Inventory, logs: Path | None = None, tftp: Path | N
     builds = {r.id: r.build_id[:12]
               for r in (releases(tftp) if tftp is not None else [])}
     index = log_index(logs)
-    present = _listed(tftp / CONFIG_DIR) if tftp is not None else set()
-    known: dict[str, Named] = {}
-    statuses = []
-    for host in inv.hosts:
-        named = pxe_release(tftp, host, builds, present, known) if tftp is not None else None
-        statuses.append(judge(host, read_node(logs, host, index), named, tftp is not None))
-    return statuses
+    named = named_configs(tftp, inv.hosts, builds) if tftp is not None else {}
+    return [judge(host, read_node(logs, host, index), named.get(host.name), tftp is not None)
+            for host in inv.hosts]
 
 
 def _listed(directory: Path) -> set[str]:

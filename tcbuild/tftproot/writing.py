@@ -97,17 +97,19 @@ def history_for(tftp: Path, name: str, config: PxeConfig | None, target: str,
 
 
 def switch_configs(tftp: Path, changes: dict[str, tuple[str, History]],
-                   owner: os.stat_result, retire: tuple[str, ...] = ()) -> None:
+                   owner: os.stat_result, retire: tuple[str, ...] = (),
+                   known: Mapping[str, History] | None = None) -> None:
     """The configs switched together: every file written first, then the histories (one file,
     every config's) renamed, then each config's iPXE twin renamed just before it, all in a row
     (a node booting meanwhile finds the configs as they were, or as they are now, but for the
     moment between two renames); then each retired config removed, its twin after it (a kill
     in between leaves a twin that still names its release, retired by the next publish); then
-    an older tree's per-config history files, folded into the one file."""
+    an older tree's per-config history files, folded into the one file. `known`: every
+    config's history, already read (`read_histories`)."""
     scripts = twins({name: text for name, (text, _) in changes.items()})
     for directory in (CONFIG_DIR, ipxe.SCRIPT_DIR, str(Path(HISTORIES).parent)):
         mkdirs(tftp / directory, tftp, owner)
-    histories = read_histories(tftp)
+    histories = dict(known) if known is not None else read_histories(tftp)
     folded = legacy_histories(tftp)
     histories.update((name, history) for name, (_, history) in changes.items())
     for name in retire:
@@ -160,7 +162,7 @@ def put_configs(tftp: Path, texts: dict[str, str]) -> None:
         if target is None:
             raise InputError(f"{CONFIG_DIR}/{name}: the new text boots no tcbuild release")
         changes[name] = (text, history_for(tftp, name, found.get(name), target, exists, known))
-    switch_configs(tftp, changes, tftp.stat())
+    switch_configs(tftp, changes, tftp.stat(), known=known)
 
 
 def drop_configs(tftp: Path, names: list[str]) -> None:
