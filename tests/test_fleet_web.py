@@ -253,6 +253,7 @@ def test_serve_page_api_metrics_and_nothing_else(site: tuple[Path, Path, Path],
     from prometheus_client.parser import text_string_to_metric_families
 
     inventory, logs, tftp = site
+    tree = sorted(str(p.relative_to(tftp)) for p in tftp.rglob("*"))
     status, kind, html = served.get("/")
     assert (status, kind) == (200, "text/html; charset=utf-8")
     cells = Cells()
@@ -289,7 +290,8 @@ def test_serve_page_api_metrics_and_nothing_else(site: tuple[Path, Path, Path],
     assert b'tcbuild_node_current{host="server2"} 1.0' in served.get("/metrics")[2]
     code, err = served.stop()
     assert code == 0 and "Traceback" not in err, err
-    assert not list(ARTIFACTS.glob("nothing")) and sorted(p.name for p in logs.iterdir()) == [
+    assert sorted(str(p.relative_to(tftp)) for p in tftp.rglob("*")) == tree
+    assert sorted(p.name for p in logs.iterdir()) == [
         "server1.log", "server1.log.1.gz", "server2-err.log", "server2.log"]  # wrote nothing
 
 
